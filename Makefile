@@ -1,0 +1,58 @@
+# rankfunnel developer tasks. `make help` lists them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.deps-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv build build-dev test test-rust test-python lint fmt bench bench-rust bench-python demo clean
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with the test and lint tools
+
+build: $(STAMP) ## build the extension in release mode into .venv
+	$(VENV)/bin/maturin develop --release --quiet
+
+test-rust: ## cargo test (the core, without Python)
+	cargo test --quiet
+
+test-python: build ## pytest against the release build
+	$(PY) -m pytest -q
+
+test: test-rust test-python ## build, then cargo test and pytest
+
+lint: $(STAMP) ## rustfmt, clippy -D warnings, ruff, mypy
+	cargo fmt --all -- --check
+	cargo clippy --quiet --all-targets --features python -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP) ## format Rust and Python sources
+	cargo fmt --all
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches
+
+bench-rust: ## criterion benches of the kernels, per SIMD level
+	cargo bench --bench kernels
+
+bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same data, same run
+	$(PIP) install --quiet -r requirements-bench.txt
+	$(PY) benches/bench_flat.py
+
+bench: bench-rust bench-python ## all benchmarks
+
+demo: build ## build in release mode and run the demo
+	$(PY) -m rankfunnel demo
+
+clean: ## remove build outputs
+	cargo clean
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

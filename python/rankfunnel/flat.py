@@ -1,0 +1,215 @@
+"""Exact search: :func:`topk` over any corpus and the :class:`FlatIndex`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+from ._arrays import as_ids, as_matrix, metric_name, positive_int, threads_arg
+from .errors import RankfunnelError
+
+PathLike = Union[str, "os.PathLike[str]"]
+Scores = npt.NDArray[np.float32]
+Ids = npt.NDArray[np.int64]
+
+
+def topk(
+    queries: npt.ArrayLike,
+    corpus: npt.ArrayLike,
+    k: int = 10,
+    metric: str = "cosine",
+    *,
+    threads: Optional[int] = None,
+) -> tuple[Scores, Ids]:
+    """Exact top-k of every query against a corpus.
+
+    Parameters
+    ----------
+    queries : array_like, shape (nq, d) or (d,)
+        Query vectors. float32 is used as is; other numeric dtypes are converted.
+    corpus : array_like, shape (n, d)
+        Vectors to search.
+    k : int
+        Results per query; when ``k > n`` the rest is padded with id -1 and score -inf
+        (+inf for ``"l2"``).
+    metric : {"cosine", "dot", "l2"}
+        ``"cosine"`` and ``"dot"`` are similarities (descending), ``"l2"`` is the squared
+        Euclidean distance (ascending). The cosine of a zero vector is 0.
+    threads : int, optional
+        Thread cap for this call; default ``RANKFUNNEL_NUM_THREADS`` or every core.
+
+    Returns
+    -------
+    scores : ndarray of float32, shape (nq, k) or (k,)
+    ids : ndarray of int64, shape (nq, k) or (k,)
+        Row indices into ``corpus``, best first; ties go to the lower index.
+        A 1-D query gives 1-D results.
+    """
+    m = metric_name(metric)
+    k = positive_int(k, "k")
+    q, single = as_matrix(queries, "queries")
+    c = np.asarray(corpus)
+    if c.ndim == 2 and c.shape[0] == 0 and c.shape[1] == 0:
+        c = c.reshape(0, q.shape[1])
+    c32, _ = as_matrix(c, "corpus", dim=q.shape[1]) if c.ndim == 2 else _bad_corpus(c)
+    scores, ids = _core.topk(q, c32, k, m, threads_arg(threads))
+    return (scores[0], ids[0]) if single else (scores, ids)
+
+
+def _bad_corpus(c: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float32], bool]:
+    raise RankfunnelError(f"corpus must be a 2-D (n, d) array, got {c.ndim}-D")
+
+
+class FlatIndex:
+    """Exact (brute-force) vector index with ids, removal and persistence.
+
+    Parameters
+    ----------
+    dim : int
+        Vector dimension.
+    metric : {"cosine", "dot", "l2"}
+        Scoring; cosine indexes store unit-length vectors.
+
+    Examples
+    --------
+    >>> import numpy as np, rankfunnel as rf
+    >>> idx = rf.FlatIndex(dim=4, metric="cosine")
+    >>> idx.add(np.eye(4, dtype=np.float32))
+    array([0, 1, 2, 3])
+    >>> scores, ids = idx.search(np.array([1, 0.1, 0, 0]), k=2)
+    >>> ids.tolist()
+    [0, 1]
+    """
+
+    _index: Any
+
+    def __init__(self, dim: int, metric: str = "cosine") -> None:
+        self._index = _core.FlatIndex(positive_int(dim, "dim"), metric_name(metric))
+
+    @classmethod
+    def _wrap(cls, core: Any) -> FlatIndex:
+        obj = cls.__new__(cls)
+        obj._index = core
+        return obj
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self._index.dim)
+
+    @property
+    def metric(self) -> str:
+        """Metric name: ``"cosine"``, ``"dot"`` or ``"l2"``."""
+        return str(self._index.metric)
+
+    def __len__(self) -> int:
+        return int(len(self._index))
+
+    def __contains__(self, id: object) -> bool:
+        return isinstance(id, (int, np.integer)) and bool(self._index.contains(int(id)))
+
+    def __repr__(self) -> str:
+        return f"FlatIndex(dim={self.dim}, metric={self.metric!r}, len={len(self)})"
+
+    @property
+    def ids(self) -> Ids:
+        """Stored ids (storage order, which changes on removal)."""
+        out: Ids = self._index.ids()
+        return out
+
+    def add(self, vectors: npt.ArrayLike, ids: Optional[npt.ArrayLike] = None) -> Ids:
+        """Add vectors.
+
+        Parameters
+        ----------
+        vectors : array_like, shape (n, dim) or (dim,)
+            Finite numbers; converted to float32.
+        ids : array_like of int, optional
+            Non-negative, unique labels not already stored. Default: consecutive ids after the
+            largest id ever given.
+
+        Returns
+        -------
+        ndarray of int64
+            The ids of the added vectors.
+
+        Raises
+        ------
+        RankfunnelError
+            On a wrong shape, NaN/inf, or bad/duplicate ids; the index is then unchanged.
+        """
+        v, _ = as_matrix(vectors, "vectors", dim=self.dim)
+        id_arr = None if ids is None else as_ids(ids)
+        out: Ids = self._index.add(v, id_arr)
+        return out
+
+    def search(
+        self,
+        queries: npt.ArrayLike,
+        k: int = 10,
+        *,
+        threads: Optional[int] = None,
+        filter: Optional[npt.ArrayLike] = None,
+    ) -> tuple[Scores, Ids]:
+        """Exact top-k search.
+
+        Parameters
+        ----------
+        queries : array_like, shape (nq, dim) or (dim,)
+        k : int
+            Results per query, padded with id -1 when fewer exist.
+        threads : int, optional
+            Thread cap for this call.
+        filter : array_like of int, optional
+            Allow-list: only these ids can be returned (unknown ids are ignored).
+
+        Returns
+        -------
+        scores, ids : ndarray
+            Shapes (nq, k), or (k,) for a 1-D query; best first, ties to the lower id.
+        """
+        k = positive_int(k, "k")
+        q, single = as_matrix(queries, "queries", dim=self.dim)
+        allow = None if filter is None else as_ids(filter, "filter")
+        scores, ids = self._index.search(q, k, threads_arg(threads), allow)
+        return (scores[0], ids[0]) if single else (scores, ids)
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        """Remove ids; returns how many were removed.
+
+        Raises
+        ------
+        UnknownIdError
+            If any id is not stored; then nothing is removed.
+        """
+        return int(self._index.remove(as_ids(ids)))
+
+    def get(self, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Stored vectors of ``ids`` as an ``(n, dim)`` array (unit length for cosine)."""
+        out: npt.NDArray[np.float32] = self._index.get(as_ids(ids))
+        return out
+
+    def memory_bytes(self) -> int:
+        """Heap memory held by the index, in bytes (mmapped file pages excluded)."""
+        return int(self._index.memory_bytes())
+
+    def save(self, path: PathLike) -> None:
+        """Write the index to ``path`` atomically (temporary file, fsync, rename)."""
+        self._index.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path: PathLike, *, mmap: bool = False) -> FlatIndex:
+        """Load a saved index; with ``mmap=True`` vectors are read from the mapped file.
+
+        Raises
+        ------
+        CorruptFileError
+            If the file is truncated, damaged, foreign or holds another index kind.
+        UnsupportedVersionError
+            If a newer rankfunnel wrote it.
+        """
+        return cls._wrap(_core.FlatIndex.load(os.fspath(path), bool(mmap)))

@@ -1,0 +1,32 @@
+"""Loading any saved index by the kind its file header names."""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+from . import _core
+from .flat import FlatIndex, PathLike
+
+AnyIndex = Union[FlatIndex]
+
+
+def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
+    """Load an index saved by any rankfunnel index class.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File written by ``save``.
+    mmap : bool
+        Map the file instead of reading it into memory, where the index kind allows.
+
+    Returns
+    -------
+    FlatIndex
+        The loaded index, of the kind recorded in the file.
+    """
+    core = _core.load(os.fspath(path), bool(mmap))
+    if isinstance(core, _core.FlatIndex):
+        return FlatIndex._wrap(core)
+    raise TypeError(f"unexpected index type {type(core).__name__}")  # pragma: no cover

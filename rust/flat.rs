@@ -1,0 +1,235 @@
+//! `FlatIndex`: exact search over vectors kept in block layout (see [`crate::pack`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::metric::Metric;
+use crate::pack;
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
+use crate::topk::{self, Blocks, Results, Source};
+use crate::vectors;
+
+/// Exact (brute-force) index: every search scores every stored vector.
+///
+/// Cosine indexes store unit-length vectors. Ids are non-negative `i64` labels.
+pub struct FlatIndex {
+    dim: usize,
+    metric: Metric,
+    data: Buf<f32>,
+    ids: Vec<i64>,
+    slots: HashMap<i64, usize>,
+    next_id: i64,
+}
+
+impl FlatIndex {
+    /// An empty index of dimension `dim`.
+    pub fn new(dim: usize, metric: Metric) -> Result<FlatIndex> {
+        if dim == 0 || dim > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!("dim must be between 1 and 2^32-1, got {dim}")));
+        }
+        Ok(FlatIndex { dim, metric, data: Buf::default(), ids: Vec::new(), slots: HashMap::new(), next_id: 0 })
+    }
+
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Metric.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// Number of stored vectors.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Stored ids in slot order.
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
+    }
+
+    /// True when `id` is stored.
+    pub fn contains(&self, id: i64) -> bool {
+        self.slots.contains_key(&id)
+    }
+
+    /// Heap bytes used (vectors, ids, id map); a mapped file's pages are not counted.
+    pub fn memory_bytes(&self) -> usize {
+        self.data.heap_bytes() + self.ids.capacity() * 8 + self.slots.capacity() * 24
+    }
+
+    /// True while the vectors are read from an mmapped file.
+    pub fn is_mapped(&self) -> bool {
+        self.data.is_mapped()
+    }
+
+    /// The ids `add` would assign to `n` vectors given `ids`, after checking them.
+    fn new_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
+        match ids {
+            None => Ok((0..n as i64).map(|i| self.next_id + i).collect()),
+            Some(ids) => {
+                if ids.len() != n {
+                    return Err(Error::InvalidArgument(format!("got {} ids for {n} vectors", ids.len())));
+                }
+                vectors::check_new_ids(ids)?;
+                if let Some(&dup) = ids.iter().find(|id| self.slots.contains_key(id)) {
+                    return Err(Error::InvalidArgument(format!("id {dup} is already in the index")));
+                }
+                Ok(ids.to_vec())
+            }
+        }
+    }
+
+    /// Add `vectors` (`n x dim`, row-major); returns the ids given to them.
+    ///
+    /// Everything is checked before anything changes, so a failed add leaves the index as it was.
+    pub fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>) -> Result<Vec<i64>> {
+        let d = self.dim;
+        let n = vectors::rows(vectors, d, "vectors")?;
+        vectors::check_finite(vectors, d, "vectors")?;
+        let new_ids = self.new_ids(n, ids)?;
+        let normalized;
+        let rows = if self.metric == Metric::Cosine {
+            normalized = vectors::normalized(vectors, d);
+            &normalized[..]
+        } else {
+            vectors
+        };
+        let start = self.ids.len();
+        let data = self.data.to_mut();
+        data.resize(pack::packed_len(start + n, d), 0.0);
+        for (i, row) in rows.chunks_exact(d).enumerate() {
+            pack::write_vector(data, d, start + i, row);
+        }
+        for (i, &id) in new_ids.iter().enumerate() {
+            self.slots.insert(id, start + i);
+        }
+        self.ids.extend_from_slice(&new_ids);
+        if let Some(&m) = new_ids.iter().max() {
+            self.next_id = self.next_id.max(m + 1);
+        }
+        Ok(new_ids)
+    }
+
+    /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.
+    pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+        if let Some(&bad) = ids.iter().find(|id| !self.slots.contains_key(id)) {
+            return Err(Error::UnknownId(bad));
+        }
+        let d = self.dim;
+        let mut removed = 0;
+        let mut row = vec![0f32; d];
+        let zero = vec![0f32; d];
+        for &id in ids {
+            let Some(slot) = self.slots.remove(&id) else { continue };
+            let last = self.ids.len() - 1;
+            let data = self.data.to_mut();
+            if slot != last {
+                pack::read_vector(data, d, last, &mut row);
+                pack::write_vector(data, d, slot, &row);
+                let moved = self.ids[last];
+                self.ids[slot] = moved;
+                self.slots.insert(moved, slot);
+            }
+            pack::write_vector(data, d, last, &zero);
+            self.ids.pop();
+            data.truncate(pack::packed_len(self.ids.len(), d));
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// The stored vectors of `ids` (unit length for cosine), row-major.
+    pub fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let d = self.dim;
+        let mut out = vec![0f32; ids.len() * d];
+        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
+            let slot = *self.slots.get(id).ok_or(Error::UnknownId(*id))?;
+            pack::read_vector(self.data.as_slice(), d, slot, row);
+        }
+        Ok(out)
+    }
+
+    /// Exact top-`k` for `queries` (`nq x dim`); `allow` restricts results to those ids.
+    pub fn search(&self, queries: &[f32], k: usize, threads: usize, allow: Option<&[i64]>) -> Result<Results> {
+        if k == 0 {
+            return Err(Error::InvalidArgument("k must be at least 1".into()));
+        }
+        let d = self.dim;
+        vectors::rows(queries, d, "queries")?;
+        vectors::check_finite(queries, d, "queries")?;
+        let bitmap = allow.map(|ids| {
+            let mut bits = vec![0u64; self.len().div_ceil(64)];
+            for id in ids {
+                if let Some(&s) = self.slots.get(id) {
+                    bits[s / 64] |= 1 << (s % 64);
+                }
+            }
+            bits
+        });
+        let q;
+        let queries = if self.metric == Metric::Cosine {
+            q = vectors::normalized(queries, d);
+            &q[..]
+        } else {
+            queries
+        };
+        let blocks = Blocks {
+            data: self.data.as_slice(),
+            n: self.len(),
+            d,
+            ids: Some(&self.ids),
+            base: 0,
+            allow: bitmap.as_deref(),
+        };
+        topk::search(queries, Source::Packed(blocks), self.metric, k, threads)
+    }
+
+    /// Save atomically to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let header = Header { kind: Kind::Flat, dim: self.dim, metric: self.metric, dtype: Dtype::F32, count: self.len() as u64 };
+        let meta = [self.next_id];
+        let mut w = Writer::new(header);
+        w.add("vectors", self.data.as_slice());
+        w.add("ids", &self.ids);
+        w.add("meta", &meta);
+        w.write_atomic(path)
+    }
+
+    /// Load from an opened file (see [`IndexFile::open`]); vectors stay mapped when it was mmapped.
+    pub fn from_file(f: &IndexFile) -> Result<FlatIndex> {
+        let h = *f.header();
+        if h.kind != Kind::Flat {
+            return Err(f.corrupt(&format!("holds a {}, not a FlatIndex", h.kind.name())));
+        }
+        if h.dtype != Dtype::F32 || h.dim == 0 {
+            return Err(f.corrupt("bad dtype or dimension for a FlatIndex"));
+        }
+        let ids: Vec<i64> = f.vec("ids")?;
+        let data: Buf<f32> = f.buf("vectors")?;
+        let meta: Vec<i64> = f.vec("meta")?;
+        if ids.len() as u64 != h.count || data.as_slice().len() != pack::packed_len(ids.len(), h.dim) || meta.len() != 1 {
+            return Err(f.corrupt("section sizes do not match the header"));
+        }
+        let mut slots = HashMap::with_capacity(ids.len());
+        for (s, &id) in ids.iter().enumerate() {
+            if id < 0 || slots.insert(id, s).is_some() {
+                return Err(f.corrupt("invalid or duplicate id"));
+            }
+        }
+        Ok(FlatIndex { dim: h.dim, metric: h.metric, data, ids, slots, next_id: meta[0] })
+    }
+
+    /// Open `path` and load it.
+    pub fn load(path: &Path, mmap: bool) -> Result<FlatIndex> {
+        FlatIndex::from_file(&IndexFile::open(path, mmap)?)
+    }
+}

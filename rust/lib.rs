@@ -1,0 +1,21 @@
+//! rankfunnel core: SIMD similarity kernels, exact top-k search and the index types.
+//!
+//! This crate is pure Rust. The Python binding lives in [`python`] behind the `python` feature, so
+//! `cargo test` and the criterion benches link the core without a Python interpreter.
+
+pub mod error;
+pub mod flat;
+pub mod metric;
+pub mod pack;
+pub mod parallel;
+pub mod simd;
+pub mod storage;
+pub mod topk;
+pub mod vectors;
+
+#[cfg(feature = "python")]
+pub mod python;
+
+pub use error::{Error, Result};
+pub use flat::FlatIndex;
+pub use metric::Metric;

@@ -1,0 +1,63 @@
+//! The block layout of stored vectors: blocks of [`BLOCK`] vectors, each made of panels of
+//! [`PANEL`] vectors stored dimension-major, so the tile kernels stream them with unit stride.
+
+use crate::simd::{BLOCK, PANEL};
+
+/// Number of `f32` a buffer needs to hold `n` vectors of dimension `d` in block layout.
+#[inline]
+pub fn packed_len(n: usize, d: usize) -> usize {
+    n.div_ceil(BLOCK) * BLOCK * d
+}
+
+/// Offset of component `t` of vector `slot`.
+#[inline]
+pub fn offset(slot: usize, d: usize, t: usize) -> usize {
+    (slot / PANEL) * PANEL * d + t * PANEL + slot % PANEL
+}
+
+/// Write `v` as vector `slot` of a block-layout buffer.
+pub fn write_vector(buf: &mut [f32], d: usize, slot: usize, v: &[f32]) {
+    let base = (slot / PANEL) * PANEL * d + slot % PANEL;
+    for (t, &x) in v.iter().enumerate() {
+        buf[base + t * PANEL] = x;
+    }
+}
+
+/// Read vector `slot` of a block-layout buffer into `out`.
+pub fn read_vector(buf: &[f32], d: usize, slot: usize, out: &mut [f32]) {
+    let base = (slot / PANEL) * PANEL * d + slot % PANEL;
+    for (t, o) in out.iter_mut().enumerate() {
+        *o = buf[base + t * PANEL];
+    }
+}
+
+/// Pack `rows` (`n x d`, row-major) into `dst` (block layout, `packed_len(n, d)` long) starting
+/// at vector 0, multiplying row `i` by `scale[i]` when given. Padding lanes are zeroed.
+pub fn pack_rows(rows: &[f32], d: usize, scale: Option<&[f32]>, dst: &mut [f32]) {
+    let n = if d == 0 { 0 } else { rows.len() / d };
+    let panels = n.div_ceil(BLOCK) * (BLOCK / PANEL);
+    for p in 0..panels {
+        let out = &mut dst[p * PANEL * d..(p + 1) * PANEL * d];
+        let first = p * PANEL;
+        let count = n.saturating_sub(first).min(PANEL);
+        if count < PANEL {
+            out.fill(0.0);
+        }
+        for j in 0..count {
+            let row = &rows[(first + j) * d..(first + j + 1) * d];
+            let s = scale.map_or(1.0, |s| s[first + j]);
+            for (t, &x) in row.iter().enumerate() {
+                out[t * PANEL + j] = x * s;
+            }
+        }
+    }
+}
+
+/// Unpack the first `n` vectors of a block-layout buffer into row-major order.
+pub fn unpack_rows(buf: &[f32], d: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * d];
+    for (slot, row) in out.chunks_exact_mut(d.max(1)).enumerate().take(n) {
+        read_vector(buf, d, slot, row);
+    }
+    out
+}

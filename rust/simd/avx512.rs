@@ -1,0 +1,146 @@
+//! AVX-512 F kernels. Only reachable through [`super::kernels`] after a runtime CPU check.
+
+use std::arch::x86_64::*;
+
+use super::{Kernels, Level, TileFn, PANEL};
+
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (u, s) in acc.iter_mut().enumerate() {
+            let x = _mm512_loadu_ps(pa.add(i + 16 * u));
+            let y = _mm512_loadu_ps(pb.add(i + 16 * u));
+            *s = _mm512_fmadd_ps(x, y, *s);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc[0]);
+        i += 16;
+    }
+    if i < n {
+        let m: __mmask16 = (1u16 << (n - i)) - 1;
+        let x = _mm512_maskz_loadu_ps(m, pa.add(i));
+        let y = _mm512_maskz_loadu_ps(m, pb.add(i));
+        acc[1] = _mm512_fmadd_ps(x, y, acc[1]);
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s)
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn l2sq_impl(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (u, s) in acc.iter_mut().enumerate() {
+            let t = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i + 16 * u)), _mm512_loadu_ps(pb.add(i + 16 * u)));
+            *s = _mm512_fmadd_ps(t, t, *s);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        let t = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
+        acc[0] = _mm512_fmadd_ps(t, t, acc[0]);
+        i += 16;
+    }
+    if i < n {
+        let m: __mmask16 = (1u16 << (n - i)) - 1;
+        let t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, pa.add(i)), _mm512_maskz_loadu_ps(m, pb.add(i)));
+        acc[1] = _mm512_fmadd_ps(t, t, acc[1]);
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s)
+}
+
+/// Inner product (AVX-512).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    // SAFETY: this table is only handed out when the CPU reports avx512f.
+    unsafe { dot_impl(a, b) }
+}
+
+/// Squared Euclidean distance (AVX-512).
+pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    // SAFETY: as for `dot`.
+    unsafe { l2sq_impl(a, b) }
+}
+
+/// Squared L2 norm (AVX-512).
+pub fn norm_sq(a: &[f32]) -> f32 {
+    dot(a, a)
+}
+
+/// `R` queries x 2 panels (32 vectors): 2R zmm accumulators, one broadcast per query and step.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_impl<const R: usize, const L2: bool>(q: *const f32, d: usize, p: *const f32, out: *mut f32, ldo: usize) {
+    let p1 = p.add(PANEL * d);
+    let mut a0 = [_mm512_setzero_ps(); R];
+    let mut a1 = [_mm512_setzero_ps(); R];
+    for t in 0..d {
+        let b0 = _mm512_loadu_ps(p.add(t * PANEL));
+        let b1 = _mm512_loadu_ps(p1.add(t * PANEL));
+        for r in 0..R {
+            let a = _mm512_set1_ps(*q.add(r * d + t));
+            if L2 {
+                let t0 = _mm512_sub_ps(a, b0);
+                let t1 = _mm512_sub_ps(a, b1);
+                a0[r] = _mm512_fmadd_ps(t0, t0, a0[r]);
+                a1[r] = _mm512_fmadd_ps(t1, t1, a1[r]);
+            } else {
+                a0[r] = _mm512_fmadd_ps(a, b0, a0[r]);
+                a1[r] = _mm512_fmadd_ps(a, b1, a1[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        _mm512_storeu_ps(out.add(r * ldo), a0[r]);
+        _mm512_storeu_ps(out.add(r * ldo + PANEL), a1[r]);
+    }
+}
+
+fn tile<const R: usize, const L2: bool>(q: &[f32], d: usize, panels: &[f32], out: &mut [f32], ldo: usize) {
+    assert!(q.len() >= R * d && panels.len() >= 2 * PANEL * d && out.len() >= (R - 1) * ldo + 2 * PANEL);
+    // SAFETY: bounds checked above; the table is only used when the CPU reports avx512f.
+    unsafe { tile_impl::<R, L2>(q.as_ptr(), d, panels.as_ptr(), out.as_mut_ptr(), ldo) }
+}
+
+static TILE_DOT: [TileFn; 8] = [
+    tile::<1, false>,
+    tile::<2, false>,
+    tile::<3, false>,
+    tile::<4, false>,
+    tile::<5, false>,
+    tile::<6, false>,
+    tile::<7, false>,
+    tile::<8, false>,
+];
+static TILE_L2: [TileFn; 8] = [
+    tile::<1, true>,
+    tile::<2, true>,
+    tile::<3, true>,
+    tile::<4, true>,
+    tile::<5, true>,
+    tile::<6, true>,
+    tile::<7, true>,
+    tile::<8, true>,
+];
+
+/// The AVX-512 kernel table.
+pub static KERNELS: Kernels = Kernels {
+    level: Level::Avx512,
+    dot,
+    l2sq,
+    norm_sq,
+    max_rows: 8,
+    panels: 2,
+    tile_dot: &TILE_DOT,
+    tile_l2: &TILE_L2,
+};

@@ -1,0 +1,244 @@
+//! SIMD kernels with one scalar reference and one implementation per instruction set.
+//!
+//! The CPU is detected once and the result cached; `RANKFUNNEL_SIMD=scalar|avx2|avx512|neon`
+//! forces a lower level (an unavailable level is an error, reported by [`level`] and at import).
+//! [`force_level`] switches levels at run time so tests can run every path in one process.
+//!
+//! Two kernel families live here:
+//! - pair kernels ([`dot`], [`l2sq`], [`norm_sq`]) on two contiguous vectors;
+//! - tile kernels ([`tile`]) that score `R` row-major queries against a *panel group*: `P`
+//!   panels of [`PANEL`] vectors stored dimension-major (`panel[t * PANEL + j] = x_j[t]`).
+//!   They are the register-blocked micro-kernels behind exact batched search.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+
+pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+
+/// Vectors per panel in the dimension-major layout used by the tile kernels.
+pub const PANEL: usize = 16;
+
+/// An instruction-set level, ordered from the portable reference up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Portable Rust, the reference every other level is tested against.
+    Scalar = 0,
+    /// x86-64 AVX2 + FMA.
+    Avx2 = 1,
+    /// x86-64 AVX-512 F.
+    Avx512 = 2,
+    /// aarch64 NEON.
+    Neon = 3,
+}
+
+impl Level {
+    /// Lower-case name: `scalar`, `avx2`, `avx512`, `neon`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+            Level::Neon => "neon",
+        }
+    }
+
+    /// Parse a name accepted by `RANKFUNNEL_SIMD`.
+    pub fn parse(name: &str) -> Result<Level> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "scalar" | "none" | "off" => Ok(Level::Scalar),
+            "avx2" => Ok(Level::Avx2),
+            "avx512" | "avx-512" | "avx512f" => Ok(Level::Avx512),
+            "neon" => Ok(Level::Neon),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown SIMD level {other:?}: expected scalar, avx2, avx512 or neon"
+            ))),
+        }
+    }
+
+    fn from_u8(v: u8) -> Level {
+        match v {
+            1 => Level::Avx2,
+            2 => Level::Avx512,
+            3 => Level::Neon,
+            _ => Level::Scalar,
+        }
+    }
+}
+
+/// Every level this CPU can run, scalar first, best last.
+pub fn available() -> &'static [Level] {
+    static AVAILABLE: OnceLock<Vec<Level>> = OnceLock::new();
+    AVAILABLE.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut levels = vec![Level::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                levels.push(Level::Avx2);
+                if is_x86_feature_detected!("avx512f") {
+                    levels.push(Level::Avx512);
+                }
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                levels.push(Level::Neon);
+            }
+        }
+        levels
+    })
+}
+
+/// The best level of this CPU, ignoring any override.
+pub fn detected() -> Level {
+    *available().last().expect("scalar is always available")
+}
+
+const UNSET: u8 = u8::MAX;
+static CURRENT: AtomicU8 = AtomicU8::new(UNSET);
+static ENV_ERROR: OnceLock<Option<String>> = OnceLock::new();
+
+fn check_available(level: Level) -> Result<Level> {
+    if available().contains(&level) {
+        Ok(level)
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "SIMD level {:?} is not available on this CPU (available: {})",
+            level.name(),
+            available().iter().map(|l| l.name()).collect::<Vec<_>>().join(", ")
+        )))
+    }
+}
+
+fn init_from_env() -> Level {
+    let mut err = None;
+    let level = match std::env::var("RANKFUNNEL_SIMD") {
+        Ok(v) if !v.trim().is_empty() => match Level::parse(&v).and_then(check_available) {
+            Ok(l) => l,
+            Err(e) => {
+                err = Some(format!("RANKFUNNEL_SIMD={v}: {e}"));
+                Level::Scalar
+            }
+        },
+        _ => detected(),
+    };
+    let _ = ENV_ERROR.set(err);
+    let _ = CURRENT.compare_exchange(UNSET, level as u8, Ordering::SeqCst, Ordering::SeqCst);
+    Level::from_u8(CURRENT.load(Ordering::SeqCst))
+}
+
+/// The level in use: detected once (honouring `RANKFUNNEL_SIMD`) and cached.
+#[inline]
+pub fn level() -> Level {
+    let v = CURRENT.load(Ordering::Relaxed);
+    if v == UNSET {
+        init_from_env()
+    } else {
+        Level::from_u8(v)
+    }
+}
+
+/// The error from a bad `RANKFUNNEL_SIMD` value, if any (the level then falls back to scalar).
+pub fn env_error() -> Option<String> {
+    level();
+    ENV_ERROR.get().cloned().flatten()
+}
+
+/// Switch the level for the whole process (tests use it to cover every path).
+pub fn force_level(level: Level) -> Result<()> {
+    check_available(level)?;
+    CURRENT.store(level as u8, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Scores `R` queries (row-major, stride `d`) against `P` consecutive panels.
+///
+/// Row `r` of the `R x (P * PANEL)` scores goes to `out[r * ldo..r * ldo + P * PANEL]`.
+pub type TileFn = fn(q: &[f32], d: usize, panels: &[f32], out: &mut [f32], ldo: usize);
+
+/// The kernels of one level.
+pub struct Kernels {
+    /// Level these kernels run at.
+    pub level: Level,
+    /// Inner product of two equal-length vectors.
+    pub dot: fn(&[f32], &[f32]) -> f32,
+    /// Squared Euclidean distance of two equal-length vectors.
+    pub l2sq: fn(&[f32], &[f32]) -> f32,
+    /// Squared L2 norm.
+    pub norm_sq: fn(&[f32]) -> f32,
+    /// Widest query tile (`R`) of [`Kernels::tile_dot`] / [`Kernels::tile_l2`].
+    pub max_rows: usize,
+    /// Panels per tile (`P`).
+    pub panels: usize,
+    /// Inner-product tile kernels indexed by `R - 1`.
+    pub tile_dot: &'static [TileFn],
+    /// Squared-L2 tile kernels indexed by `R - 1`.
+    pub tile_l2: &'static [TileFn],
+}
+
+/// The kernels of the current [`level`].
+#[inline]
+pub fn kernels() -> &'static Kernels {
+    kernels_for(level())
+}
+
+/// The kernels of a given level; the scalar ones when this CPU lacks that level.
+pub fn kernels_for(level: Level) -> &'static Kernels {
+    if !available().contains(&level) {
+        return &scalar::KERNELS;
+    }
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => &avx512::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => &avx2::KERNELS,
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => &neon::KERNELS,
+        _ => &scalar::KERNELS,
+    }
+}
+
+/// Inner product at the current level.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    (kernels().dot)(a, b)
+}
+
+/// Squared L2 distance at the current level.
+#[inline]
+pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+    (kernels().l2sq)(a, b)
+}
+
+/// Squared norm at the current level.
+#[inline]
+pub fn norm_sq(a: &[f32]) -> f32 {
+    (kernels().norm_sq)(a)
+}
+
+/// Vectors per block: the unit of the panel storage (two panels), a multiple of every `P`.
+pub const BLOCK: usize = 2 * PANEL;
+
+/// Scores `rows` (<= `k.max_rows`) queries against one block of [`BLOCK`] vectors.
+///
+/// Row `r` of the scores goes to `out[r * BLOCK..(r + 1) * BLOCK]`.
+#[inline]
+pub fn score_block(k: &Kernels, l2: bool, rows: usize, q: &[f32], d: usize, block: &[f32], out: &mut [f32]) {
+    let f = if l2 { k.tile_l2[rows - 1] } else { k.tile_dot[rows - 1] };
+    let step = k.panels * PANEL;
+    let mut j = 0;
+    while j < BLOCK {
+        f(q, d, &block[j * d..], &mut out[j..], BLOCK);
+        j += step;
+    }
+}

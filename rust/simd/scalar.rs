@@ -1,0 +1,71 @@
+//! Portable reference kernels. Every SIMD level is tested against these.
+
+use super::{Kernels, Level, TileFn, PANEL};
+
+/// Inner product.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Squared Euclidean distance.
+pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let t = x - y;
+            t * t
+        })
+        .sum()
+}
+
+/// Squared L2 norm.
+pub fn norm_sq(a: &[f32]) -> f32 {
+    a.iter().map(|x| x * x).sum()
+}
+
+fn tile<const R: usize, const L2: bool>(q: &[f32], d: usize, panels: &[f32], out: &mut [f32], ldo: usize) {
+    assert!(q.len() >= R * d && panels.len() >= PANEL * d && out.len() >= (R - 1) * ldo + PANEL);
+    for r in 0..R {
+        let row = &q[r * d..(r + 1) * d];
+        let mut acc = [0f32; PANEL];
+        for (t, &a) in row.iter().enumerate() {
+            let b = &panels[t * PANEL..(t + 1) * PANEL];
+            for j in 0..PANEL {
+                if L2 {
+                    let diff = a - b[j];
+                    acc[j] += diff * diff;
+                } else {
+                    acc[j] += a * b[j];
+                }
+            }
+        }
+        out[r * ldo..r * ldo + PANEL].copy_from_slice(&acc);
+    }
+}
+
+static TILE_DOT: [TileFn; 4] = [
+    tile::<1, false>,
+    tile::<2, false>,
+    tile::<3, false>,
+    tile::<4, false>,
+];
+static TILE_L2: [TileFn; 4] = [
+    tile::<1, true>,
+    tile::<2, true>,
+    tile::<3, true>,
+    tile::<4, true>,
+];
+
+/// The scalar kernel table.
+pub static KERNELS: Kernels = Kernels {
+    level: Level::Scalar,
+    dot,
+    l2sq,
+    norm_sq,
+    max_rows: 4,
+    panels: 1,
+    tile_dot: &TILE_DOT,
+    tile_l2: &TILE_L2,
+};

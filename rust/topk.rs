@@ -1,0 +1,345 @@
+//! Exact top-k: a bounded selection heap and the blocked, multithreaded scan that fuses the
+//! tile kernels with selection, so the `(nq, n)` score matrix is never materialised.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::metric::Metric;
+use crate::pack;
+use crate::parallel;
+use crate::simd::{self, Kernels, BLOCK};
+
+/// A `(key, id)` candidate; keys are "higher is better" (L2 distances are negated).
+pub type Hit = (f32, i64);
+
+#[inline]
+fn better(a: Hit, b: Hit) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+/// The best `k` candidates seen so far; ties go to the lower id.
+#[derive(Clone, Debug)]
+pub struct TopK {
+    k: usize,
+    heap: Vec<Hit>, // min-heap on `better`: the root is the worst kept candidate
+}
+
+impl TopK {
+    /// An empty selection of capacity `k`.
+    pub fn new(k: usize) -> TopK {
+        TopK { k, heap: Vec::with_capacity(k.min(4096)) }
+    }
+
+    /// Candidates with a key below this cannot enter.
+    #[inline]
+    pub fn threshold(&self) -> f32 {
+        if self.heap.len() < self.k {
+            f32::NEG_INFINITY
+        } else {
+            self.heap[0].0
+        }
+    }
+
+    /// Number of kept candidates.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True when nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Offer a candidate.
+    #[inline]
+    pub fn push(&mut self, key: f32, id: i64) {
+        let h = &mut self.heap;
+        if h.len() < self.k {
+            h.push((key, id));
+            let mut i = h.len() - 1;
+            while i > 0 {
+                let parent = (i - 1) / 2;
+                if better(h[parent], h[i]) {
+                    h.swap(parent, i);
+                    i = parent;
+                } else {
+                    break;
+                }
+            }
+        } else if self.k > 0 && better((key, id), h[0]) {
+            h[0] = (key, id);
+            let n = h.len();
+            let mut i = 0;
+            loop {
+                let (l, r) = (2 * i + 1, 2 * i + 2);
+                let mut worst = i;
+                if l < n && better(h[worst], h[l]) {
+                    worst = l;
+                }
+                if r < n && better(h[worst], h[r]) {
+                    worst = r;
+                }
+                if worst == i {
+                    break;
+                }
+                h.swap(i, worst);
+                i = worst;
+            }
+        }
+    }
+
+    /// Offer every candidate of another selection.
+    pub fn merge(&mut self, other: TopK) {
+        for (key, id) in other.heap {
+            self.push(key, id);
+        }
+    }
+
+    /// The kept candidates, best first.
+    pub fn into_sorted(mut self) -> Vec<Hit> {
+        self.heap.sort_unstable_by(|a, b| {
+            if better(*a, *b) {
+                std::cmp::Ordering::Less
+            } else if better(*b, *a) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        self.heap
+    }
+}
+
+/// Search results: `nq x k` row-major scores and ids, best first, padded with id -1.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Results {
+    /// Metric values (similarity, or squared distance for L2).
+    pub scores: Vec<f32>,
+    /// Labels of the hits, -1 for padding.
+    pub ids: Vec<i64>,
+}
+
+impl Results {
+    /// Write selections (one per query) as `nq x k` rows in metric units.
+    pub fn from_selections(sel: Vec<TopK>, k: usize, metric: Metric) -> Results {
+        let nq = sel.len();
+        let mut scores = vec![metric.worst_score(); nq * k];
+        let mut ids = vec![-1i64; nq * k];
+        for (qi, s) in sel.into_iter().enumerate() {
+            for (j, (key, id)) in s.into_sorted().into_iter().enumerate() {
+                scores[qi * k + j] = if metric == Metric::L2 { -key } else { key };
+                ids[qi * k + j] = id;
+            }
+        }
+        Results { scores, ids }
+    }
+}
+
+/// A corpus in block layout as the scan sees it.
+#[derive(Clone, Copy)]
+pub struct Blocks<'a> {
+    /// `packed_len(n, d)` floats in block layout.
+    pub data: &'a [f32],
+    /// Number of real vectors (the rest of the last block is padding).
+    pub n: usize,
+    /// Dimension.
+    pub d: usize,
+    /// Label of each slot; `None` means `base + slot`.
+    pub ids: Option<&'a [i64]>,
+    /// Added to slot numbers when `ids` is `None`.
+    pub base: usize,
+    /// Allow-list bitmap over slots; `None` allows every slot.
+    pub allow: Option<&'a [u64]>,
+}
+
+/// Where a scan gets its blocks from: a stored index, or row-major vectors packed on the fly.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// Already in block layout.
+    Packed(Blocks<'a>),
+    /// Row-major `n x d`; `normalize` scales rows to unit length as they are packed (cosine).
+    Rows { rows: &'a [f32], n: usize, d: usize, normalize: bool },
+}
+
+impl Source<'_> {
+    fn n(&self) -> usize {
+        match self {
+            Source::Packed(b) => b.n,
+            Source::Rows { n, .. } => *n,
+        }
+    }
+}
+
+/// Vectors per cache chunk: enough blocks to fill about 384 KiB (an L2 share) at dimension `d`.
+fn chunk_vectors(d: usize) -> usize {
+    let v = (384 * 1024) / (4 * d.max(1));
+    (v / BLOCK).clamp(1, 128) * BLOCK
+}
+
+struct Scan<'a> {
+    k: &'a Kernels,
+    queries: &'a [f32],
+    d: usize,
+    l2: bool,
+}
+
+impl Scan<'_> {
+    /// Score query rows `q0..q1` against blocks `[first, first + n)` of `b` (slots numbered from
+    /// `first`), offering each score to `sel[q - q0]`. Returns false if a score is not finite.
+    fn run(&self, q0: usize, q1: usize, b: &Blocks, first: usize, n: usize, sel: &mut [TopK]) -> bool {
+        let (d, k) = (self.d, self.k);
+        let mut out = vec![0f32; k.max_rows * BLOCK];
+        let mut finite = true;
+        let nblocks = n.div_ceil(BLOCK);
+        let mut qs = q0;
+        while qs < q1 {
+            let rows = (q1 - qs).min(k.max_rows);
+            let q = &self.queries[qs * d..(qs + rows) * d];
+            for blk in 0..nblocks {
+                let slot0 = first + blk * BLOCK;
+                let block = &b.data[slot0 * d..(slot0 + BLOCK) * d];
+                simd::score_block(k, self.l2, rows, q, d, block, &mut out);
+                let valid = (n - blk * BLOCK).min(BLOCK);
+                for r in 0..rows {
+                    let s = &mut sel[qs - q0 + r];
+                    let row = &out[r * BLOCK..r * BLOCK + valid];
+                    let mut thr = s.threshold();
+                    for (j, &score) in row.iter().enumerate() {
+                        let key = if self.l2 { -score } else { score };
+                        if key >= thr {
+                            let slot = slot0 + j;
+                            if let Some(allow) = b.allow {
+                                if allow[slot / 64] >> (slot % 64) & 1 == 0 {
+                                    continue;
+                                }
+                            }
+                            if !score.is_finite() {
+                                finite = false;
+                                continue;
+                            }
+                            let id = b.ids.map_or((b.base + slot) as i64, |ids| ids[slot]);
+                            s.push(key, id);
+                            thr = s.threshold();
+                        } else if !score.is_finite() {
+                            finite = false;
+                        }
+                    }
+                }
+            }
+            qs += rows;
+        }
+        finite
+    }
+}
+
+/// Exact top-`k` of every query (`nq x d`, row-major, already normalised for cosine) against
+/// `source`, using up to `threads` threads. Queries are scored with `metric`'s kernel
+/// (inner product for cosine and dot, squared L2 for l2).
+pub fn search(queries: &[f32], source: Source, metric: Metric, k: usize, threads: usize) -> Result<Results> {
+    let d = match source {
+        Source::Packed(b) => b.d,
+        Source::Rows { d, .. } => d,
+    };
+    if d == 0 {
+        return Err(Error::InvalidArgument("dimension must be at least 1".into()));
+    }
+    let nq = queries.len() / d;
+    let n = source.n();
+    let kk = k.min(n);
+    if nq == 0 {
+        return Ok(Results::default());
+    }
+    let kern = simd::kernels();
+    let scan = Scan { k: kern, queries, d, l2: metric == Metric::L2 };
+
+    // Tasks: corpus ranges (whole chunks) x query ranges, enough to keep every thread busy.
+    let chunk = chunk_vectors(d);
+    let nchunks = n.div_ceil(chunk).max(1);
+    let want = threads.max(1) * 4;
+    let ranges = nchunks.min(want);
+    let qranges = if ranges >= want { 1 } else { (want / ranges).min(nq.div_ceil(kern.max_rows)).max(1) };
+    let chunks_per_range = nchunks.div_ceil(ranges);
+    let q_per_range = nq.div_ceil(qranges);
+    let tasks: Vec<(usize, usize)> =
+        (0..qranges).flat_map(|qr| (0..ranges).map(move |cr| (qr, cr))).collect();
+
+    let run_task = |&(qr, cr): &(usize, usize)| -> (usize, Vec<TopK>, bool) {
+        let (q0, q1) = (qr * q_per_range, ((qr + 1) * q_per_range).min(nq));
+        let mut sel: Vec<TopK> = (q0..q1).map(|_| TopK::new(kk)).collect();
+        let mut finite = true;
+        let mut packed: Vec<f32> = Vec::new();
+        let mut scale: Vec<f32> = Vec::new();
+        let c0 = cr * chunks_per_range;
+        let c1 = ((cr + 1) * chunks_per_range).min(nchunks);
+        for c in c0..c1 {
+            let first = c * chunk;
+            if first >= n || q0 >= q1 {
+                break;
+            }
+            let len = chunk.min(n - first);
+            let ok = match source {
+                Source::Packed(b) => scan.run(q0, q1, &b, first, len, &mut sel),
+                Source::Rows { rows, normalize, .. } => {
+                    packed.resize(pack::packed_len(len, d), 0.0);
+                    let chunk_rows = &rows[first * d..(first + len) * d];
+                    if normalize {
+                        scale.clear();
+                        scale.extend(chunk_rows.chunks_exact(d).map(crate::vectors::inv_norm));
+                    }
+                    pack::pack_rows(chunk_rows, d, normalize.then_some(&scale[..]), &mut packed);
+                    let b = Blocks { data: &packed, n: len, d, ids: None, base: first, allow: None };
+                    scan.run(q0, q1, &b, 0, len, &mut sel)
+                }
+            };
+            finite &= ok;
+        }
+        (qr, sel, finite)
+    };
+
+    let parts: Vec<(usize, Vec<TopK>, bool)> = if tasks.len() == 1 || threads <= 1 {
+        tasks.iter().map(run_task).collect()
+    } else {
+        parallel::install(threads, || tasks.par_iter().map(run_task).collect())
+    };
+
+    let mut merged: Vec<Option<TopK>> = (0..nq).map(|_| None).collect();
+    for (qr, sel, finite) in parts {
+        if !finite {
+            return Err(Error::InvalidArgument(
+                "vectors contain NaN or infinity, or their scores overflow float32".into(),
+            ));
+        }
+        for (i, s) in sel.into_iter().enumerate() {
+            let slot = &mut merged[qr * q_per_range + i];
+            match slot {
+                Some(m) => m.merge(s),
+                None => *slot = Some(s),
+            }
+        }
+    }
+    let sel = merged.into_iter().map(|s| s.unwrap_or_else(|| TopK::new(kk))).collect();
+    Ok(Results::from_selections(sel, k, metric))
+}
+
+/// Exact top-`k` of `queries` (`nq x d`) against row-major `corpus` (`n x d`), best first.
+///
+/// Validates inputs (finite queries; a non-finite corpus value is caught through its scores),
+/// normalises for cosine, and packs the corpus chunk by chunk as it scans.
+pub fn topk(queries: &[f32], corpus: &[f32], d: usize, metric: Metric, k: usize, threads: usize) -> Result<Results> {
+    use crate::vectors;
+    if k == 0 {
+        return Err(Error::InvalidArgument("k must be at least 1".into()));
+    }
+    vectors::rows(queries, d, "queries")?;
+    let n = vectors::rows(corpus, d, "corpus")?;
+    vectors::check_finite(queries, d, "queries")?;
+    let q;
+    let queries = if metric == Metric::Cosine {
+        q = vectors::normalized(queries, d);
+        &q[..]
+    } else {
+        queries
+    };
+    let source = Source::Rows { rows: corpus, n, d, normalize: metric == Metric::Cosine };
+    search(queries, source, metric, k, threads)
+}

@@ -1,0 +1,68 @@
+//! Checks and conversions shared by every entry point that takes vectors or ids.
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::simd;
+
+/// Number of `d`-dimensional rows in `data`, or an error naming `what`.
+pub fn rows(data: &[f32], d: usize, what: &str) -> Result<usize> {
+    if d == 0 {
+        return Err(Error::InvalidArgument("dimension must be at least 1".into()));
+    }
+    if data.len() % d != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: {} values is not a whole number of {d}-dimensional vectors",
+            data.len()
+        )));
+    }
+    Ok(data.len() / d)
+}
+
+/// Error if any value is NaN or infinite, naming the first offending row.
+pub fn check_finite(data: &[f32], d: usize, what: &str) -> Result<()> {
+    if data.iter().all(|x| x.is_finite()) {
+        return Ok(());
+    }
+    let pos = data.iter().position(|x| !x.is_finite()).unwrap_or(0);
+    Err(Error::InvalidArgument(format!(
+        "{what} contain NaN or infinity (first at row {}, column {})",
+        pos / d.max(1),
+        pos % d.max(1)
+    )))
+}
+
+/// `1 / ||x||` of a vector, 0 for a zero vector (so cosine with it is 0, never NaN).
+#[inline]
+pub fn inv_norm(x: &[f32]) -> f32 {
+    let n = simd::norm_sq(x).sqrt();
+    if n > 0.0 && n.is_finite() {
+        1.0 / n
+    } else {
+        0.0
+    }
+}
+
+/// A copy of `data` with each row scaled to unit length (zero rows stay zero).
+pub fn normalized(data: &[f32], d: usize) -> Vec<f32> {
+    let mut out = data.to_vec();
+    for row in out.chunks_exact_mut(d) {
+        let s = inv_norm(row);
+        row.iter_mut().for_each(|x| *x *= s);
+    }
+    out
+}
+
+/// Error on a negative id or an id repeated inside `ids`.
+pub fn check_new_ids(ids: &[i64]) -> Result<()> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    for &id in ids {
+        if id < 0 {
+            return Err(Error::InvalidArgument(format!("ids must be non-negative, got {id}")));
+        }
+        if !seen.insert(id) {
+            return Err(Error::InvalidArgument(format!("duplicate id {id} in the ids passed")));
+        }
+    }
+    Ok(())
+}
