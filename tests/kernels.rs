@@ -1,0 +1,213 @@
+//! cargo tests of the core: every SIMD level against the scalar reference, exact top-k against a
+//! naive f64 search, FlatIndex edits and the file format.
+
+use rankfunnel::simd::{self, Level, BLOCK};
+use rankfunnel::storage::IndexFile;
+use rankfunnel::topk::{self, TopK};
+use rankfunnel::{pack, Error, FlatIndex, Metric};
+
+/// Small deterministic generator (xorshift) so tests need no extra crates.
+struct Rng(u64);
+impl Rng {
+    fn f32(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+}
+
+fn close(a: f32, b: f64, scale: f64) -> bool {
+    (a as f64 - b).abs() <= 1e-5 * scale.max(1.0)
+}
+
+#[test]
+fn pair_kernels_match_f64_at_every_level() {
+    let mut rng = Rng(7);
+    for &level in simd::available() {
+        let k = simd::kernels_for(level);
+        for d in [1, 3, 7, 8, 15, 16, 17, 31, 64, 100, 384, 1000] {
+            let a = rng.vec(d);
+            let b = rng.vec(d);
+            let dot: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let l2: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+            let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
+            assert!(close((k.dot)(&a, &b), dot, d as f64), "{level:?} dot d={d}");
+            assert!(close((k.l2sq)(&a, &b), l2, d as f64), "{level:?} l2 d={d}");
+            assert!(close((k.norm_sq)(&a), na, d as f64), "{level:?} norm d={d}");
+        }
+    }
+}
+
+#[test]
+fn tile_kernels_match_scalar_at_every_level() {
+    let mut rng = Rng(11);
+    for &level in simd::available() {
+        let k = simd::kernels_for(level);
+        for d in [1, 5, 16, 33, 384] {
+            let rows = rng.vec(BLOCK * d);
+            let mut packed = vec![0f32; pack::packed_len(BLOCK, d)];
+            pack::pack_rows(&rows, d, None, &mut packed);
+            for r in 1..=k.max_rows {
+                let q = rng.vec(r * d);
+                for l2 in [false, true] {
+                    let mut out = vec![0f32; r * BLOCK];
+                    simd::score_block(k, l2, r, &q, d, &packed, &mut out);
+                    for i in 0..r {
+                        for j in 0..BLOCK {
+                            let (qa, xb) = (&q[i * d..(i + 1) * d], &rows[j * d..(j + 1) * d]);
+                            let want = if l2 { simd::scalar::l2sq(qa, xb) } else { simd::scalar::dot(qa, xb) };
+                            let got = out[i * BLOCK + j];
+                            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{level:?} r={r} d={d} l2={l2}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn env_level_names_parse() {
+    assert_eq!(Level::parse("AVX512").unwrap(), Level::Avx512);
+    assert_eq!(Level::parse("scalar").unwrap(), Level::Scalar);
+    assert!(Level::parse("sse9").is_err());
+}
+
+#[test]
+fn topk_heap_keeps_best_and_breaks_ties_by_id() {
+    let mut t = TopK::new(3);
+    for (s, id) in [(0.5, 9), (0.9, 4), (0.5, 2), (0.1, 1), (0.9, 3), (0.5, 1)] {
+        t.push(s, id);
+    }
+    assert_eq!(t.into_sorted(), vec![(0.9, 3), (0.9, 4), (0.5, 1)]);
+}
+
+fn naive(q: &[f32], x: &[f32], d: usize, metric: Metric) -> Vec<(f64, usize)> {
+    let n = x.len() / d;
+    let norm = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+    let mut s: Vec<(f64, usize)> = (0..n)
+        .map(|j| {
+            let xv = &x[j * d..(j + 1) * d];
+            let dot: f64 = q.iter().zip(xv).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let v = match metric {
+                Metric::Dot => dot,
+                Metric::Cosine => {
+                    let nn = norm(q) * norm(xv);
+                    if nn == 0.0 {
+                        0.0
+                    } else {
+                        dot / nn
+                    }
+                }
+                Metric::L2 => -q.iter().zip(xv).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>(),
+            };
+            (v, j)
+        })
+        .collect();
+    s.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
+    s
+}
+
+#[test]
+fn exact_topk_matches_naive_for_every_metric_level_and_thread_count() {
+    let mut rng = Rng(3);
+    for &level in simd::available() {
+        simd::force_level(level).unwrap();
+        for (n, d, nq, k) in [(0, 4, 2, 3), (5, 3, 1, 10), (100, 17, 9, 7), (1000, 64, 13, 10), (3001, 8, 3, 50)] {
+            let x = rng.vec(n * d);
+            let q = rng.vec(nq * d);
+            for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+                for threads in [1, 2, 3] {
+                    let r = topk::topk(&q, &x, d, metric, k, threads).unwrap();
+                    for qi in 0..nq {
+                        let want = naive(&q[qi * d..(qi + 1) * d], &x, d, metric);
+                        for j in 0..k {
+                            let (s, id) = (r.scores[qi * k + j], r.ids[qi * k + j]);
+                            if j >= n {
+                                assert_eq!(id, -1);
+                                assert_eq!(s, metric.worst_score());
+                                continue;
+                            }
+                            let w = if metric == Metric::L2 { -want[j].0 } else { want[j].0 };
+                            assert!(close(s, w, d as f64), "{level:?} {metric:?} n={n} d={d} rank {j}: {s} vs {w}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    simd::force_level(simd::detected()).unwrap();
+}
+
+#[test]
+fn non_finite_corpus_is_an_error() {
+    let mut x = vec![0.5f32; 64 * 4];
+    x[77] = f32::NAN;
+    let q = vec![1.0f32; 4];
+    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+        assert!(matches!(topk::topk(&q, &x, 4, metric, 3, 1), Err(Error::InvalidArgument(_))));
+    }
+}
+
+#[test]
+fn flat_index_add_remove_search_save_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(5);
+    let d = 24;
+    let mut idx = FlatIndex::new(d, Metric::L2).unwrap();
+    let x = rng.vec(200 * d);
+    let ids: Vec<i64> = (0..200).map(|i| 1000 + 3 * i).collect();
+    idx.add(&x, Some(&ids)).unwrap();
+    assert!(idx.add(&x[..d], Some(&[1000])).is_err(), "duplicate id");
+    assert!(matches!(idx.remove(&[1000, 7]), Err(Error::UnknownId(7))));
+    assert_eq!(idx.len(), 200, "a failed remove removes nothing");
+    assert_eq!(idx.remove(&[1000, 1003, 1597]).unwrap(), 3);
+    // Every remaining vector finds itself first.
+    for (i, &id) in ids.iter().enumerate().skip(2).take(100) {
+        if id == 1597 {
+            continue;
+        }
+        let r = idx.search(&x[i * d..(i + 1) * d], 1, 1, None).unwrap();
+        assert_eq!(r.ids[0], id);
+    }
+    let path = dir.path().join("flat.rf");
+    idx.save(&path).unwrap();
+    for mmap in [false, true] {
+        let back = FlatIndex::load(&path, mmap).unwrap();
+        assert_eq!(back.len(), idx.len());
+        assert_eq!(back.is_mapped(), mmap);
+        let q = rng.vec(3 * d);
+        assert_eq!(back.search(&q, 5, 2, None).unwrap(), idx.search(&q, 5, 2, None).unwrap());
+    }
+    // Default ids continue after the largest id ever given.
+    assert_eq!(idx.add(&x[..d], None).unwrap(), vec![1000 + 3 * 199 + 1]);
+}
+
+#[test]
+fn damaged_files_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut idx = FlatIndex::new(8, Metric::Dot).unwrap();
+    idx.add(&Rng(9).vec(50 * 8), None).unwrap();
+    let path = dir.path().join("i.rf");
+    idx.save(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let bad = dir.path().join("bad.rf");
+    for cut in [0, 10, 63, 100, good.len() - 1] {
+        std::fs::write(&bad, &good[..cut]).unwrap();
+        assert!(matches!(IndexFile::open(&bad, false), Err(Error::CorruptFile(_))), "cut {cut}");
+    }
+    for pos in [0, 9, 20, 70, 200, good.len() - 5] {
+        let mut b = good.clone();
+        b[pos] ^= 0x40;
+        std::fs::write(&bad, &b).unwrap();
+        assert!(FlatIndex::load(&bad, true).is_err(), "flip at {pos}");
+    }
+    let mut newer = good.clone();
+    newer[8] = 99;
+    std::fs::write(&bad, &newer).unwrap();
+    assert!(matches!(IndexFile::open(&bad, false), Err(Error::UnsupportedVersion { found: 99, .. })));
+}

@@ -1,0 +1,73 @@
+"""SIMD level detection, the RANKFUNNEL_SIMD switch and the threads switch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import rankfunnel as rf
+
+
+def run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
+
+
+def test_best_level_is_detected() -> None:
+    levels = rf.simd_levels()
+    assert levels[0] == "scalar"
+    assert rf.simd_level() in levels
+
+
+@pytest.mark.parametrize("level", rf.simd_levels())
+def test_env_switch_forces_a_level(level: str) -> None:
+    out = run("import rankfunnel as rf; print(rf.simd_level())", RANKFUNNEL_SIMD=level)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == level
+
+
+def test_env_switch_rejects_unknown_or_unavailable_levels() -> None:
+    unavailable = next((x for x in ("neon", "avx512", "avx2") if x not in rf.simd_levels()), "bogus")
+    for value in ("bogus", unavailable):
+        out = run("import rankfunnel as rf; rf.simd_level()", RANKFUNNEL_SIMD=value)
+        assert out.returncode != 0
+        assert "RANKFUNNEL_SIMD" in out.stderr
+
+
+def test_num_threads_env_caps_default_threads() -> None:
+    out = run("import rankfunnel as rf; print(rf.default_threads())", RANKFUNNEL_NUM_THREADS="1")
+    assert out.stdout.strip() == "1"
+
+
+def test_searches_from_python_threads_run_with_the_gil_released() -> None:
+    rng = np.random.default_rng(0)
+    corpus = rng.standard_normal((60_000, 128)).astype(np.float32)
+    idx = rf.FlatIndex(128, "dot")
+    idx.add(corpus)
+    queries = rng.standard_normal((8, 128)).astype(np.float32)
+    want = idx.search(queries, k=5, threads=1)
+    results: list[tuple[np.ndarray, np.ndarray]] = []
+    ticks = 0
+    done = threading.Event()
+
+    def search() -> None:
+        for _ in range(5):
+            results.append(idx.search(queries, k=5, threads=1))
+        done.set()
+
+    t = threading.Thread(target=search)
+    t.start()
+    while not done.is_set():  # this thread keeps running Python while the other one computes
+        ticks += 1
+        time.sleep(0.0005)
+    t.join()
+    assert ticks > 5
+    for s, i in results:
+        np.testing.assert_array_equal(i, want[1])
