@@ -7,7 +7,12 @@ use crate::error::{Error, Result};
 use crate::metric::Metric;
 use crate::pack;
 use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
-use crate::topk::{self, Blocks, Results, Source};
+use crate::topk::{self, Blocks, Prefilter, Results, Source};
+
+/// Searches of at most this many queries use the bfloat16 prefilter (they are memory-bound).
+const PREFILTER_MAX_QUERIES: usize = 2;
+/// ... on indexes of at least this many vectors.
+const PREFILTER_MIN_VECTORS: usize = 1024;
 use crate::vectors;
 
 /// Exact (brute-force) index: every search scores every stored vector.
@@ -17,6 +22,11 @@ pub struct FlatIndex {
     dim: usize,
     metric: Metric,
     data: Buf<f32>,
+    /// bfloat16 copy of `data` and per-slot error bounds (empty when the prefilter is off).
+    half: Buf<u16>,
+    resid: Buf<f32>,
+    norms: Buf<f32>,
+    prefilter: bool,
     ids: Vec<i64>,
     slots: HashMap<i64, usize>,
     next_id: i64,
@@ -24,11 +34,39 @@ pub struct FlatIndex {
 
 impl FlatIndex {
     /// An empty index of dimension `dim`.
-    pub fn new(dim: usize, metric: Metric) -> Result<FlatIndex> {
+    ///
+    /// With `prefilter`, the index also keeps a bfloat16 copy of its vectors (+50% memory) so that
+    /// single-query searches, which are memory-bound, read half the bytes; results stay exact.
+    pub fn new(dim: usize, metric: Metric, prefilter: bool) -> Result<FlatIndex> {
         if dim == 0 || dim > u32::MAX as usize {
             return Err(Error::InvalidArgument(format!("dim must be between 1 and 2^32-1, got {dim}")));
         }
-        Ok(FlatIndex { dim, metric, data: Buf::default(), ids: Vec::new(), slots: HashMap::new(), next_id: 0 })
+        Ok(FlatIndex {
+            dim,
+            metric,
+            data: Buf::default(),
+            half: Buf::default(),
+            resid: Buf::default(),
+            norms: Buf::default(),
+            prefilter,
+            ids: Vec::new(),
+            slots: HashMap::new(),
+            next_id: 0,
+        })
+    }
+
+    /// True when the index keeps the bfloat16 prefilter copy.
+    pub fn prefilter(&self) -> bool {
+        self.prefilter
+    }
+
+    fn write_half(&mut self, slot: usize, row: &[f32]) {
+        let half: Vec<u16> = row.iter().map(|&x| pack::to_bf16(x)).collect();
+        let resid: f64 = row.iter().zip(&half).map(|(&x, &h)| (x as f64 - pack::from_bf16(h) as f64).powi(2)).sum();
+        let norm: f64 = row.iter().map(|&x| (x as f64).powi(2)).sum();
+        pack::write_vector(self.half.to_mut(), self.dim, slot, &half);
+        self.resid.to_mut()[slot] = (resid.sqrt() * (1.0 + 1e-6)) as f32;
+        self.norms.to_mut()[slot] = (norm.sqrt() * (1.0 + 1e-6)) as f32;
     }
 
     /// Vector dimension.
@@ -63,7 +101,12 @@ impl FlatIndex {
 
     /// Heap bytes used (vectors, ids, id map); a mapped file's pages are not counted.
     pub fn memory_bytes(&self) -> usize {
-        self.data.heap_bytes() + self.ids.capacity() * 8 + self.slots.capacity() * 24
+        self.data.heap_bytes()
+            + self.half.heap_bytes()
+            + self.resid.heap_bytes()
+            + self.norms.heap_bytes()
+            + self.ids.capacity() * 8
+            + self.slots.capacity() * 24
     }
 
     /// True while the vectors are read from an mmapped file.
@@ -109,6 +152,14 @@ impl FlatIndex {
         for (i, row) in rows.chunks_exact(d).enumerate() {
             pack::write_vector(data, d, start + i, row);
         }
+        if self.prefilter {
+            self.half.to_mut().resize(pack::packed_len(start + n, d), 0);
+            self.resid.to_mut().resize(start + n, 0.0);
+            self.norms.to_mut().resize(start + n, 0.0);
+            for (i, row) in rows.chunks_exact(d).enumerate() {
+                self.write_half(start + i, row);
+            }
+        }
         for (i, &id) in new_ids.iter().enumerate() {
             self.slots.insert(id, start + i);
         }
@@ -142,6 +193,15 @@ impl FlatIndex {
             pack::write_vector(data, d, last, &zero);
             self.ids.pop();
             data.truncate(pack::packed_len(self.ids.len(), d));
+            if self.prefilter {
+                if slot != last {
+                    self.write_half(slot, &row);
+                }
+                pack::write_vector(self.half.to_mut(), d, last, &vec![0u16; d]);
+                self.half.to_mut().truncate(pack::packed_len(last, d));
+                self.resid.to_mut().truncate(last);
+                self.norms.to_mut().truncate(last);
+            }
             removed += 1;
         }
         Ok(removed)
@@ -190,17 +250,25 @@ impl FlatIndex {
             base: 0,
             allow: bitmap.as_deref(),
         };
+        let nq = queries.len() / d;
+        if self.prefilter && nq <= PREFILTER_MAX_QUERIES && self.len() >= PREFILTER_MIN_VECTORS {
+            let pre = Prefilter { half: self.half.as_slice(), resid: self.resid.as_slice(), norms: self.norms.as_slice() };
+            return topk::search_prefiltered(queries, blocks, pre, self.metric, k, threads);
+        }
         topk::search(queries, Source::Packed(blocks), self.metric, k, threads)
     }
 
     /// Save atomically to `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
         let header = Header { kind: Kind::Flat, dim: self.dim, metric: self.metric, dtype: Dtype::F32, count: self.len() as u64 };
-        let meta = [self.next_id];
+        let meta = [self.next_id, self.prefilter as i64];
         let mut w = Writer::new(header);
         w.add("vectors", self.data.as_slice());
         w.add("ids", &self.ids);
         w.add("meta", &meta);
+        w.add("half", self.half.as_slice());
+        w.add("resid", self.resid.as_slice());
+        w.add("norms", self.norms.as_slice());
         w.write_atomic(path)
     }
 
@@ -216,7 +284,19 @@ impl FlatIndex {
         let ids: Vec<i64> = f.vec("ids")?;
         let data: Buf<f32> = f.buf("vectors")?;
         let meta: Vec<i64> = f.vec("meta")?;
-        if ids.len() as u64 != h.count || data.as_slice().len() != pack::packed_len(ids.len(), h.dim) || meta.len() != 1 {
+        let half: Buf<u16> = f.buf("half")?;
+        let resid: Buf<f32> = f.buf("resid")?;
+        let norms: Buf<f32> = f.buf("norms")?;
+        let n = ids.len();
+        let prefilter = meta.get(1) == Some(&1);
+        let aux_n = if prefilter { n } else { 0 };
+        if n as u64 != h.count
+            || data.as_slice().len() != pack::packed_len(n, h.dim)
+            || meta.len() != 2
+            || half.as_slice().len() != pack::packed_len(aux_n, h.dim)
+            || resid.as_slice().len() != aux_n
+            || norms.as_slice().len() != aux_n
+        {
             return Err(f.corrupt("section sizes do not match the header"));
         }
         let mut slots = HashMap::with_capacity(ids.len());
@@ -225,7 +305,7 @@ impl FlatIndex {
                 return Err(f.corrupt("invalid or duplicate id"));
             }
         }
-        Ok(FlatIndex { dim: h.dim, metric: h.metric, data, ids, slots, next_id: meta[0] })
+        Ok(FlatIndex { dim: h.dim, metric: h.metric, data, half, resid, norms, prefilter, ids, slots, next_id: meta[0] })
     }
 
     /// Open `path` and load it.

@@ -16,7 +16,7 @@ pub fn offset(slot: usize, d: usize, t: usize) -> usize {
 }
 
 /// Write `v` as vector `slot` of a block-layout buffer.
-pub fn write_vector(buf: &mut [f32], d: usize, slot: usize, v: &[f32]) {
+pub fn write_vector<T: Copy>(buf: &mut [T], d: usize, slot: usize, v: &[T]) {
     let base = (slot / PANEL) * PANEL * d + slot % PANEL;
     for (t, &x) in v.iter().enumerate() {
         buf[base + t * PANEL] = x;
@@ -24,7 +24,7 @@ pub fn write_vector(buf: &mut [f32], d: usize, slot: usize, v: &[f32]) {
 }
 
 /// Read vector `slot` of a block-layout buffer into `out`.
-pub fn read_vector(buf: &[f32], d: usize, slot: usize, out: &mut [f32]) {
+pub fn read_vector<T: Copy>(buf: &[T], d: usize, slot: usize, out: &mut [T]) {
     let base = (slot / PANEL) * PANEL * d + slot % PANEL;
     for (t, o) in out.iter_mut().enumerate() {
         *o = buf[base + t * PANEL];
@@ -60,4 +60,18 @@ pub fn unpack_rows(buf: &[f32], d: usize, n: usize) -> Vec<f32> {
         read_vector(buf, d, slot, row);
     }
     out
+}
+
+/// Round to the nearest bfloat16 (ties to even), as its bit pattern.
+#[inline]
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let round = 0x7FFF + ((b >> 16) & 1);
+    (b.wrapping_add(round) >> 16) as u16
+}
+
+/// The `f32` value of a bfloat16 bit pattern.
+#[inline]
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
 }

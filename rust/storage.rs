@@ -388,6 +388,20 @@ impl IndexFile {
             }
             entries.push(Entry { tag: e[..8].try_into().unwrap(), offset, len });
         }
+        // Every byte is accounted for: the gaps between sections are zero padding and the file
+        // ends where the last section does (so any flipped or appended byte is caught).
+        let mut spans: Vec<(usize, usize)> = entries.iter().map(|e| (e.offset, e.offset + e.len)).collect();
+        spans.sort_unstable();
+        let mut pos = HEADER + ENTRY * nsec;
+        for (start, end) in spans {
+            if start < pos || bytes[pos..start].iter().any(|&b| b != 0) {
+                return Err(corrupt("damaged padding or overlapping sections".into()));
+            }
+            pos = end;
+        }
+        if pos != bytes.len() {
+            return Err(corrupt(format!("{} unexpected bytes after the last section", bytes.len() - pos)));
+        }
         Ok(IndexFile { header, backing, entries, path: path.to_path_buf() })
     }
 

@@ -170,6 +170,9 @@ impl Source<'_> {
     }
 }
 
+/// `topk` on row-major vectors streams rows directly for at most this many queries.
+const ROWS_MAX_QUERIES: usize = 2;
+
 /// Vectors per cache chunk: enough blocks to fill about 384 KiB (an L2 share) at dimension `d`.
 fn chunk_vectors(d: usize) -> usize {
     let v = (384 * 1024) / (4 * d.max(1));
@@ -340,6 +343,161 @@ pub fn topk(queries: &[f32], corpus: &[f32], d: usize, metric: Metric, k: usize,
     } else {
         queries
     };
+    if queries.len() / d <= ROWS_MAX_QUERIES {
+        return search_rows(queries, corpus, d, metric, k, threads);
+    }
     let source = Source::Rows { rows: corpus, n, d, normalize: metric == Metric::Cosine };
     search(queries, source, metric, k, threads)
+}
+
+/// The bfloat16 copy of a block-layout corpus with per-slot error bounds, used to scan with
+/// half the memory traffic while keeping results exact (see [`search_prefiltered`]).
+#[derive(Clone, Copy)]
+pub struct Prefilter<'a> {
+    /// bfloat16 bit patterns in block layout, like [`Blocks::data`].
+    pub half: &'a [u16],
+    /// `||x - bf16(x)||` per slot.
+    pub resid: &'a [f32],
+    /// `||x||` per slot.
+    pub norms: &'a [f32],
+}
+
+/// Exact top-`k` of a few queries through a bfloat16 prefilter: pass 1 streams the half-size
+/// copy and bounds every true score within `[s~ - m, s~ + m]` (Cauchy-Schwarz on the rounding
+/// residual, plus float32 rounding slack); every slot whose upper bound reaches the k-th best
+/// lower bound is rescored in float32 with the same kernel as [`search`]. Memory-bound scans
+/// thus read half the bytes while returning exactly what [`search`] returns.
+pub fn search_prefiltered(
+    queries: &[f32],
+    b: Blocks,
+    pre: Prefilter,
+    metric: Metric,
+    k: usize,
+    threads: usize,
+) -> Result<Results> {
+    let d = b.d;
+    let n = b.n;
+    let kk = k.min(n);
+    let kern = simd::kernels();
+    let l2 = metric == Metric::L2;
+    // Unit roundoff bound for two float32 dot products of length d (Higham: gamma_d ~ d u).
+    let gamma = 2.0 * (d as f32 + 2.0) * f32::EPSILON;
+    let chunk = chunk_vectors(d);
+    let nchunks = n.div_ceil(chunk).max(1);
+    let ranges = nchunks.min(threads.max(1) * 4);
+    let per = nchunks.div_ceil(ranges);
+    let mut sels = Vec::with_capacity(queries.len() / d);
+    for q in queries.chunks_exact(d) {
+        let qn = simd::norm_sq(q).sqrt();
+        let scan = |cr: usize| -> (TopK, Vec<(f32, usize)>) {
+            let mut low = TopK::new(kk);
+            let mut cand: Vec<(f32, usize)> = Vec::new();
+            let mut out = [0f32; BLOCK];
+            let (c0, c1) = (cr * per, ((cr + 1) * per).min(nchunks));
+            for blk in (c0 * chunk / BLOCK)..(c1 * chunk).min(n).div_ceil(BLOCK) {
+                let slot0 = blk * BLOCK;
+                simd::score_block_bf16(kern, l2, q, d, &pre.half[slot0 * d..(slot0 + BLOCK) * d], &mut out);
+                for (j, &s) in out.iter().enumerate().take((n - slot0).min(BLOCK)) {
+                    let slot = slot0 + j;
+                    if let Some(allow) = b.allow {
+                        if allow[slot / 64] >> (slot % 64) & 1 == 0 {
+                            continue;
+                        }
+                    }
+                    let (lo, hi) = if l2 {
+                        let dist = s.max(0.0).sqrt();
+                        let e = pre.resid[slot] + gamma * (qn + pre.norms[slot]) + 1e-30;
+                        let far = dist + e;
+                        let near = (dist - e).max(0.0);
+                        (-(far * far), -(near * near))
+                    } else {
+                        let m = qn * (pre.resid[slot] + gamma * pre.norms[slot]) + 1e-30;
+                        (s - m, s + m)
+                    };
+                    low.push(lo, slot as i64);
+                    if hi >= low.threshold() {
+                        cand.push((hi, slot));
+                    }
+                }
+            }
+            (low, cand)
+        };
+        let parts: Vec<(TopK, Vec<(f32, usize)>)> = if ranges == 1 || threads <= 1 {
+            (0..ranges).map(scan).collect()
+        } else {
+            parallel::install(threads, || (0..ranges).into_par_iter().map(scan).collect())
+        };
+        let mut low = TopK::new(kk);
+        let mut cands = Vec::new();
+        for (l, c) in parts {
+            low.merge(l);
+            cands.extend(c);
+        }
+        let thr = low.threshold();
+        let mut slots: Vec<usize> = cands.into_iter().filter(|&(hi, _)| hi >= thr).map(|(_, s)| s).collect();
+        slots.sort_unstable();
+        // Rescore candidates block by block with the float32 kernel used by `search`.
+        let mut sel = TopK::new(kk);
+        let mut out = vec![0f32; BLOCK];
+        let mut i = 0;
+        while i < slots.len() {
+            let blk = slots[i] / BLOCK;
+            let slot0 = blk * BLOCK;
+            simd::score_block(kern, l2, 1, q, d, &b.data[slot0 * d..(slot0 + BLOCK) * d], &mut out);
+            while i < slots.len() && slots[i] / BLOCK == blk {
+                let slot = slots[i];
+                let s = out[slot - slot0];
+                let id = b.ids.map_or((b.base + slot) as i64, |ids| ids[slot]);
+                sel.push(if l2 { -s } else { s }, id);
+                i += 1;
+            }
+        }
+        sels.push(sel);
+    }
+    Ok(Results::from_selections(sels, k, metric))
+}
+
+/// Exact top-`k` of a few queries straight from row-major vectors (no packing): each row is
+/// streamed once through the pair kernels, which is what a memory-bound single query needs.
+pub fn search_rows(queries: &[f32], rows: &[f32], d: usize, metric: Metric, k: usize, threads: usize) -> Result<Results> {
+    let n = rows.len() / d;
+    let nq = queries.len() / d;
+    let kk = k.min(n);
+    let kern = simd::kernels();
+    let ranges = n.div_ceil(4096).clamp(1, threads.max(1) * 4);
+    let per = n.div_ceil(ranges);
+    let scan = |r: usize| -> (Vec<TopK>, bool) {
+        let mut sel: Vec<TopK> = (0..nq).map(|_| TopK::new(kk)).collect();
+        let mut finite = true;
+        for j in (r * per)..((r + 1) * per).min(n) {
+            let x = &rows[j * d..(j + 1) * d];
+            let scale = if metric == Metric::Cosine { crate::vectors::inv_norm(x) } else { 1.0 };
+            for (s, q) in sel.iter_mut().zip(queries.chunks_exact(d)) {
+                let key = match metric {
+                    Metric::L2 => -(kern.l2sq)(q, x),
+                    _ => (kern.dot)(q, x) * scale,
+                };
+                finite &= key.is_finite();
+                s.push(key, j as i64);
+            }
+        }
+        (sel, finite)
+    };
+    let parts: Vec<(Vec<TopK>, bool)> = if ranges == 1 || threads <= 1 {
+        (0..ranges).map(scan).collect()
+    } else {
+        parallel::install(threads, || (0..ranges).into_par_iter().map(scan).collect())
+    };
+    let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(kk)).collect();
+    for (sel, finite) in parts {
+        if !finite {
+            return Err(Error::InvalidArgument(
+                "vectors contain NaN or infinity, or their scores overflow float32".into(),
+            ));
+        }
+        for (m, s) in merged.iter_mut().zip(sel) {
+            m.merge(s);
+        }
+    }
+    Ok(Results::from_selections(merged, k, metric))
 }

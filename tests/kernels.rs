@@ -158,7 +158,7 @@ fn flat_index_add_remove_search_save_load() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(5);
     let d = 24;
-    let mut idx = FlatIndex::new(d, Metric::L2).unwrap();
+    let mut idx = FlatIndex::new(d, Metric::L2, true).unwrap();
     let x = rng.vec(200 * d);
     let ids: Vec<i64> = (0..200).map(|i| 1000 + 3 * i).collect();
     idx.add(&x, Some(&ids)).unwrap();
@@ -190,7 +190,7 @@ fn flat_index_add_remove_search_save_load() {
 #[test]
 fn damaged_files_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let mut idx = FlatIndex::new(8, Metric::Dot).unwrap();
+    let mut idx = FlatIndex::new(8, Metric::Dot, true).unwrap();
     idx.add(&Rng(9).vec(50 * 8), None).unwrap();
     let path = dir.path().join("i.rf");
     idx.save(&path).unwrap();

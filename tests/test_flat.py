@@ -218,3 +218,57 @@ def test_concurrent_adds_and_searches_are_safe() -> None:
         t.join()
     assert not errors
     assert len(idx) == 2000 + 50 * 3
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    d=st.sampled_from([1, 3, 16, 31, 128, 384]),
+    n=st.integers(1024, 2500),
+    k=st.sampled_from([1, 10, 100, 3000]),
+    metric=st.sampled_from(["cosine", "dot", "l2"]),
+    nq=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**31),
+    clustered=st.booleans(),
+    filtered=st.booleans(),
+)
+def test_bf16_prefilter_is_exact(
+    simd_level: str, d: int, n: int, k: int, metric: str, nq: int, seed: int, clustered: bool, filtered: bool
+) -> None:
+    """One- and two-query searches scan the bfloat16 copy; results must equal the float32 scan."""
+    rng = np.random.default_rng(seed)
+    if clustered:  # near-duplicates make the rounding margins matter
+        base = rng.standard_normal((8, d))
+        x = (base[rng.integers(0, 8, n)] + 1e-3 * rng.standard_normal((n, d))).astype(np.float32)
+    else:
+        x = rng.standard_normal((n, d)).astype(np.float32) * 10
+    x[5] = x[7]  # an exact tie
+    labels = rng.permutation(n).astype(np.int64)
+    fast = rf.FlatIndex(d, metric)
+    slow = rf.FlatIndex(d, metric, prefilter=False)
+    fast.add(x, ids=labels)
+    slow.add(x, ids=labels)
+    q = x[rng.integers(0, n, nq)] + rng.standard_normal((nq, d)).astype(np.float32) * 0.01
+    allow = rng.choice(labels, size=n // 3, replace=False) if filtered else None
+    s1, i1 = fast.search(q, k=k, filter=allow)
+    s2, i2 = slow.search(q, k=k, filter=allow)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(s1, s2)
+    if not filtered:
+        assert_topk(s1, i1, q, x, metric, k, labels)
+
+
+def test_prefilter_survives_remove_and_save(tmp_path: Path) -> None:
+    idx, x = make(3000, 20, "l2")
+    idx.remove(np.arange(0, 3000, 3))
+    ref = rf.FlatIndex(20, "l2", prefilter=False)
+    keep = np.setdiff1d(np.arange(3000), np.arange(0, 3000, 3))
+    ref.add(x[keep], ids=keep)
+    for q in x[:20]:
+        np.testing.assert_array_equal(idx.search(q, k=7)[1], ref.search(q, k=7)[1])
+    path = tmp_path / "p.rfi"
+    idx.save(path)
+    back = rf.FlatIndex.load(path, mmap=True)
+    assert back.prefilter
+    np.testing.assert_array_equal(back.search(x[:2], k=7)[1], ref.search(x[:2], k=7)[1])
+    ref.save(path)
+    assert not rf.FlatIndex.load(path).prefilter

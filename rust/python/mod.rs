@@ -155,11 +155,12 @@ impl FlatIndex {
 #[pymethods]
 impl FlatIndex {
     #[new]
-    fn new(dim: i64, metric_name: &str) -> PyResult<Self> {
+    #[pyo3(signature = (dim, metric_name, prefilter=true))]
+    fn new(dim: i64, metric_name: &str, prefilter: bool) -> PyResult<Self> {
         if dim <= 0 {
             return Err(to_py(Error::InvalidArgument(format!("dim must be at least 1, got {dim}"))));
         }
-        let idx = flat::FlatIndex::new(dim as usize, metric(metric_name)?).map_err(to_py)?;
+        let idx = flat::FlatIndex::new(dim as usize, metric(metric_name)?, prefilter).map_err(to_py)?;
         Ok(FlatIndex { inner: RwLock::new(idx) })
     }
 
@@ -241,6 +242,11 @@ impl FlatIndex {
 
     fn memory_bytes(&self) -> usize {
         self.read().memory_bytes()
+    }
+
+    #[getter]
+    fn prefilter(&self) -> bool {
+        self.read().prefilter()
     }
 
     #[getter]

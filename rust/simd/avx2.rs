@@ -119,6 +119,41 @@ fn tile<const R: usize, const L2: bool>(q: &[f32], d: usize, panels: &[f32], out
     unsafe { tile_impl::<R, L2>(q.as_ptr(), d, panels.as_ptr(), out.as_mut_ptr(), ldo) }
 }
 
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load_bf16(p: *const u16) -> __m256 {
+    let h = _mm_loadu_si128(p as *const __m128i);
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+}
+
+/// One query x 1 bfloat16 panel, widened to f32 in registers.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_bf16_impl<const L2: bool>(q: *const f32, d: usize, p: *const u16, out: *mut f32) {
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for t in 0..d {
+        let b0 = load_bf16(p.add(t * PANEL));
+        let b1 = load_bf16(p.add(t * PANEL + 8));
+        let a = _mm256_set1_ps(*q.add(t));
+        if L2 {
+            let t0 = _mm256_sub_ps(a, b0);
+            let t1 = _mm256_sub_ps(a, b1);
+            a0 = _mm256_fmadd_ps(t0, t0, a0);
+            a1 = _mm256_fmadd_ps(t1, t1, a1);
+        } else {
+            a0 = _mm256_fmadd_ps(a, b0, a0);
+            a1 = _mm256_fmadd_ps(a, b1, a1);
+        }
+    }
+    _mm256_storeu_ps(out, a0);
+    _mm256_storeu_ps(out.add(8), a1);
+}
+
+fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], _ldo: usize) {
+    assert!(q.len() >= d && panels.len() >= PANEL * d && out.len() >= PANEL);
+    // SAFETY: bounds checked above; the table is only used when the CPU reports avx2 and fma.
+    unsafe { tile_bf16_impl::<L2>(q.as_ptr(), d, panels.as_ptr(), out.as_mut_ptr()) }
+}
+
 static TILE_DOT: [TileFn; 6] = [
     tile::<1, false>,
     tile::<2, false>,
@@ -146,4 +181,5 @@ pub static KERNELS: Kernels = Kernels {
     panels: 1,
     tile_dot: &TILE_DOT,
     tile_l2: &TILE_L2,
+    tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
 };

@@ -112,6 +112,54 @@ fn tile<const R: usize, const L2: bool>(q: &[f32], d: usize, panels: &[f32], out
     unsafe { tile_impl::<R, L2>(q.as_ptr(), d, panels.as_ptr(), out.as_mut_ptr(), ldo) }
 }
 
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load_bf16(p: *const u16) -> __m512 {
+    let h = _mm256_loadu_si256(p as *const __m256i);
+    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+}
+
+/// One query x 2 bfloat16 panels, widened to f32 in registers; even and odd steps go to
+/// separate accumulators so the FMA latency does not bound a memory-bound scan.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_bf16_impl<const L2: bool>(q: *const f32, d: usize, p: *const u16, out: *mut f32) {
+    let p1 = p.add(PANEL * d);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    macro_rules! step {
+        ($t:expr, $x:literal, $y:literal) => {{
+            let b0 = load_bf16(p.add($t * PANEL));
+            let b1 = load_bf16(p1.add($t * PANEL));
+            let a = _mm512_set1_ps(*q.add($t));
+            if L2 {
+                let t0 = _mm512_sub_ps(a, b0);
+                let t1 = _mm512_sub_ps(a, b1);
+                acc[$x] = _mm512_fmadd_ps(t0, t0, acc[$x]);
+                acc[$y] = _mm512_fmadd_ps(t1, t1, acc[$y]);
+            } else {
+                acc[$x] = _mm512_fmadd_ps(a, b0, acc[$x]);
+                acc[$y] = _mm512_fmadd_ps(a, b1, acc[$y]);
+            }
+        }};
+    }
+    let mut t = 0;
+    while t + 2 <= d {
+        step!(t, 0, 1);
+        step!(t + 1, 2, 3);
+        t += 2;
+    }
+    if t < d {
+        step!(t, 0, 1);
+    }
+    _mm512_storeu_ps(out, _mm512_add_ps(acc[0], acc[2]));
+    _mm512_storeu_ps(out.add(PANEL), _mm512_add_ps(acc[1], acc[3]));
+}
+
+fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], _ldo: usize) {
+    assert!(q.len() >= d && panels.len() >= 2 * PANEL * d && out.len() >= 2 * PANEL);
+    // SAFETY: bounds checked above; the table is only used when the CPU reports avx512f.
+    unsafe { tile_bf16_impl::<L2>(q.as_ptr(), d, panels.as_ptr(), out.as_mut_ptr()) }
+}
+
 static TILE_DOT: [TileFn; 8] = [
     tile::<1, false>,
     tile::<2, false>,
@@ -143,4 +191,5 @@ pub static KERNELS: Kernels = Kernels {
     panels: 2,
     tile_dot: &TILE_DOT,
     tile_l2: &TILE_L2,
+    tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
 };

@@ -166,6 +166,9 @@ pub fn force_level(level: Level) -> Result<()> {
 /// Row `r` of the `R x (P * PANEL)` scores goes to `out[r * ldo..r * ldo + P * PANEL]`.
 pub type TileFn = fn(q: &[f32], d: usize, panels: &[f32], out: &mut [f32], ldo: usize);
 
+/// Like [`TileFn`] for panels of bfloat16 bit patterns (the prefilter copy of a FlatIndex).
+pub type TileBf16Fn = fn(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], ldo: usize);
+
 /// The kernels of one level.
 pub struct Kernels {
     /// Level these kernels run at.
@@ -184,6 +187,8 @@ pub struct Kernels {
     pub tile_dot: &'static [TileFn],
     /// Squared-L2 tile kernels indexed by `R - 1`.
     pub tile_l2: &'static [TileFn],
+    /// One-query inner-product and squared-L2 kernels on bfloat16 panels.
+    pub tile_bf16: [TileBf16Fn; 2],
 }
 
 /// The kernels of the current [`level`].
@@ -228,6 +233,18 @@ pub fn norm_sq(a: &[f32]) -> f32 {
 
 /// Vectors per block: the unit of the panel storage (two panels), a multiple of every `P`.
 pub const BLOCK: usize = 2 * PANEL;
+
+/// Scores one query against one block of bfloat16 vectors (approximate: see `FlatIndex`).
+#[inline]
+pub fn score_block_bf16(k: &Kernels, l2: bool, q: &[f32], d: usize, block: &[u16], out: &mut [f32]) {
+    let f = k.tile_bf16[l2 as usize];
+    let step = k.panels * PANEL;
+    let mut j = 0;
+    while j < BLOCK {
+        f(q, d, &block[j * d..], &mut out[j..], BLOCK);
+        j += step;
+    }
+}
 
 /// Scores `rows` (<= `k.max_rows`) queries against one block of [`BLOCK`] vectors.
 ///

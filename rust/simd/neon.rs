@@ -112,6 +112,40 @@ fn tile<const R: usize, const L2: bool>(q: &[f32], d: usize, panels: &[f32], out
     unsafe { tile_impl::<R, L2>(q.as_ptr(), d, panels.as_ptr(), out.as_mut_ptr(), ldo) }
 }
 
+/// One query x 1 bfloat16 panel, widened to f32 by a 16-bit shift.
+#[target_feature(enable = "neon")]
+unsafe fn tile_bf16_impl<const L2: bool>(q: *const f32, d: usize, p: *const u16, out: *mut f32) {
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    for t in 0..d {
+        let h0 = vld1q_u16(p.add(t * PANEL));
+        let h1 = vld1q_u16(p.add(t * PANEL + 8));
+        let b = [
+            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h0))),
+            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_high_u16(h0))),
+            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h1))),
+            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_high_u16(h1))),
+        ];
+        let a = vdupq_n_f32(*q.add(t));
+        for u in 0..4 {
+            if L2 {
+                let x = vsubq_f32(a, b[u]);
+                acc[u] = vfmaq_f32(acc[u], x, x);
+            } else {
+                acc[u] = vfmaq_f32(acc[u], a, b[u]);
+            }
+        }
+    }
+    for u in 0..4 {
+        vst1q_f32(out.add(4 * u), acc[u]);
+    }
+}
+
+fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], _ldo: usize) {
+    assert!(q.len() >= d && panels.len() >= PANEL * d && out.len() >= PANEL);
+    // SAFETY: bounds checked above; the table is only used when the CPU reports neon.
+    unsafe { tile_bf16_impl::<L2>(q.as_ptr(), d, panels.as_ptr(), out.as_mut_ptr()) }
+}
+
 static TILE_DOT: [TileFn; 6] = [
     tile::<1, false>,
     tile::<2, false>,
@@ -139,4 +173,5 @@ pub static KERNELS: Kernels = Kernels {
     panels: 1,
     tile_dot: &TILE_DOT,
     tile_l2: &TILE_L2,
+    tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
 };

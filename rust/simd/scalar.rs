@@ -45,6 +45,25 @@ fn tile<const R: usize, const L2: bool>(q: &[f32], d: usize, panels: &[f32], out
     }
 }
 
+fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], ldo: usize) {
+    let _ = ldo;
+    assert!(q.len() >= d && panels.len() >= PANEL * d && out.len() >= PANEL);
+    let mut acc = [0f32; PANEL];
+    for (t, &a) in q[..d].iter().enumerate() {
+        let b = &panels[t * PANEL..(t + 1) * PANEL];
+        for j in 0..PANEL {
+            let x = crate::pack::from_bf16(b[j]);
+            if L2 {
+                let diff = a - x;
+                acc[j] += diff * diff;
+            } else {
+                acc[j] += a * x;
+            }
+        }
+    }
+    out[..PANEL].copy_from_slice(&acc);
+}
+
 static TILE_DOT: [TileFn; 4] = [
     tile::<1, false>,
     tile::<2, false>,
@@ -68,4 +87,5 @@ pub static KERNELS: Kernels = Kernels {
     panels: 1,
     tile_dot: &TILE_DOT,
     tile_l2: &TILE_L2,
+    tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
 };

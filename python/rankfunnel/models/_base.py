@@ -1,0 +1,113 @@
+"""What the three model wrappers share: loading, kind checks, the ONNX session, quantization."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from ._loading import (
+    PARITY_TEXTS,
+    ModelDir,
+    OnnxModel,
+    find_onnx,
+    load_tokenizer,
+    quantize_int8,
+    quantized_path,
+    read_parity,
+    resolve_model_dir,
+    resolve_quantize,
+    write_parity,
+)
+
+
+class OnnxTextModel:
+    """Base class: a model directory, its tokenizer and one ONNX Runtime session.
+
+    Subclasses implement :meth:`_check_kind` (raise :class:`ModelError` for a model of another kind)
+    and :meth:`_parity_vectors` (outputs on a few sentences, to compare a quantized model with its
+    float32 original).
+    """
+
+    _kind = "model"
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        threads: Optional[int] = None,
+        quantize: Optional[str] = None,
+        cache_dir: Optional[Union[str, os.PathLike[str]]] = None,
+        onnx_file: Optional[Union[str, os.PathLike[str]]] = None,
+        providers: Optional[Sequence[str]] = None,
+        local_files_only: bool = False,
+        revision: Optional[str] = None,
+    ) -> None:
+        self.model_dir: Path = resolve_model_dir(model, local_files_only=local_files_only, revision=revision)
+        self._md = ModelDir.read(self.model_dir)
+        self._check_config()
+        mode = resolve_quantize(quantize)
+        src = find_onnx(self.model_dir, onnx_file)
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self._onnx = OnnxModel(src, threads, providers)
+        self._check_kind()
+        self.quantize: Optional[str] = mode
+        self.quantization_parity: Optional[dict[str, float]] = None
+        """For ``quantize='int8'``: agreement with the float32 model on a few sentences
+        (``cosine_min``, ``cosine_mean``, ``max_abs_diff``), measured when the quantized copy was made."""
+        self.onnx_path: Path = src
+        """The ONNX file the session runs."""
+        if mode is not None:
+            dst = quantized_path(src, cache_dir, mode)
+            fresh = not dst.is_file()
+            if fresh:
+                quantize_int8(src, dst)
+            fp32 = self._onnx
+            self._onnx = OnnxModel(dst, fp32.threads, providers)
+            self.onnx_path = dst
+            if fresh:
+                self.quantization_parity = self._measure_parity(fp32)
+                write_parity(dst, self.quantization_parity)
+            else:
+                self.quantization_parity = read_parity(dst)
+
+    @property
+    def threads(self) -> int:
+        """ONNX Runtime intra-op threads of the session."""
+        return self._onnx.threads
+
+    def _check_config(self) -> None:
+        """Reject a model of another kind from its configs alone (before loading the graph)."""
+
+    def _check_kind(self) -> None:
+        """Reject a model of another kind once the ONNX graph is known."""
+
+    def _parity_vectors(self) -> npt.NDArray[np.float32]:
+        """Outputs on :data:`PARITY_TEXTS` as rows of a 2-D array."""
+        raise NotImplementedError
+
+    def _measure_parity(self, fp32: OnnxModel) -> dict[str, float]:
+        quant = self._onnx
+        got = self._parity_vectors()
+        self._onnx = fp32
+        try:
+            want = self._parity_vectors()
+        finally:
+            self._onnx = quant
+        g = got.astype(np.float64)
+        w = want.astype(np.float64)
+        report = {"max_abs_diff": float(np.abs(g - w).max(initial=0.0)), "texts": float(len(PARITY_TEXTS))}
+        if g.ndim == 2 and g.shape[1] > 1:
+            num = (g * w).sum(1)
+            den = np.maximum(np.linalg.norm(g, axis=1) * np.linalg.norm(w, axis=1), 1e-30)
+            cos = num / den
+            report["cosine_min"] = float(cos.min(initial=1.0))
+            report["cosine_mean"] = float(cos.mean()) if len(cos) else 1.0
+        return report
+
+    def __repr__(self) -> str:
+        q = f", quantize={self.quantize!r}" if self.quantize else ""
+        return f"{type(self).__name__}({str(self.model_dir)!r}, threads={self.threads}{q})"
