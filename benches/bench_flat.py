@@ -12,9 +12,9 @@ import os
 import sys
 
 import numpy as np
-from common import best_of, clustered, latencies, recall, table
 
 import rankfunnel as rf
+from common import best_of, clustered, latencies, recall, table
 
 
 def main() -> None:
@@ -96,9 +96,13 @@ def main() -> None:
     ours_qps, ours_lat = stats["rankfunnel FlatIndex"]
     for name, (qps, lat) in stats.items():
         if not name.startswith("rankfunnel"):
-            print(f"ours/{name}: batch QPS x{ours_qps / qps:.2f}, single-query latency x{lat / ours_lat:.2f} faster")
+            print(
+                f"ours/{name}: batch QPS x{ours_qps / qps:.2f}, single-query latency x{lat / ours_lat:.2f} faster"
+            )
     gflop = 2 * a.n * a.d * a.nq / 1e9
-    print(f"ours batch: {gflop * ours_qps / a.nq:.0f} GFLOP/s; single: {a.n * a.d * 4 / ours_lat / 1e9:.1f} GB/s")
+    print(
+        f"ours batch: {gflop * ours_qps / a.nq:.0f} GFLOP/s; single: {a.n * a.d * 4 / ours_lat / 1e9:.1f} GB/s"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ def clustered(n: int, d: int, *, clusters: int = 1000, spread: float = 0.35, see
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, d)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, d)).astype(
+        np.float32
+    ) / np.sqrt(d)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32)
 

@@ -62,7 +62,8 @@ impl FlatIndex {
 
     fn write_half(&mut self, slot: usize, row: &[f32]) {
         let half: Vec<u16> = row.iter().map(|&x| pack::to_bf16(x)).collect();
-        let resid: f64 = row.iter().zip(&half).map(|(&x, &h)| (x as f64 - pack::from_bf16(h) as f64).powi(2)).sum();
+        let resid: f64 =
+            row.iter().zip(&half).map(|(&x, &h)| (x as f64 - pack::from_bf16(h) as f64).powi(2)).sum();
         let norm: f64 = row.iter().map(|&x| (x as f64).powi(2)).sum();
         pack::write_vector(self.half.to_mut(), self.dim, slot, &half);
         self.resid.to_mut()[slot] = (resid.sqrt() * (1.0 + 1e-6)) as f32;
@@ -219,7 +220,13 @@ impl FlatIndex {
     }
 
     /// Exact top-`k` for `queries` (`nq x dim`); `allow` restricts results to those ids.
-    pub fn search(&self, queries: &[f32], k: usize, threads: usize, allow: Option<&[i64]>) -> Result<Results> {
+    pub fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        threads: usize,
+        allow: Option<&[i64]>,
+    ) -> Result<Results> {
         if k == 0 {
             return Err(Error::InvalidArgument("k must be at least 1".into()));
         }
@@ -252,7 +259,11 @@ impl FlatIndex {
         };
         let nq = queries.len() / d;
         if self.prefilter && nq <= PREFILTER_MAX_QUERIES && self.len() >= PREFILTER_MIN_VECTORS {
-            let pre = Prefilter { half: self.half.as_slice(), resid: self.resid.as_slice(), norms: self.norms.as_slice() };
+            let pre = Prefilter {
+                half: self.half.as_slice(),
+                resid: self.resid.as_slice(),
+                norms: self.norms.as_slice(),
+            };
             return topk::search_prefiltered(queries, blocks, pre, self.metric, k, threads);
         }
         topk::search(queries, Source::Packed(blocks), self.metric, k, threads)
@@ -260,7 +271,13 @@ impl FlatIndex {
 
     /// Save atomically to `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let header = Header { kind: Kind::Flat, dim: self.dim, metric: self.metric, dtype: Dtype::F32, count: self.len() as u64 };
+        let header = Header {
+            kind: Kind::Flat,
+            dim: self.dim,
+            metric: self.metric,
+            dtype: Dtype::F32,
+            count: self.len() as u64,
+        };
         let meta = [self.next_id, self.prefilter as i64];
         let mut w = Writer::new(header);
         w.add("vectors", self.data.as_slice());
@@ -305,7 +322,18 @@ impl FlatIndex {
                 return Err(f.corrupt("invalid or duplicate id"));
             }
         }
-        Ok(FlatIndex { dim: h.dim, metric: h.metric, data, half, resid, norms, prefilter, ids, slots, next_id: meta[0] })
+        Ok(FlatIndex {
+            dim: h.dim,
+            metric: h.metric,
+            data,
+            half,
+            resid,
+            norms,
+            prefilter,
+            ids,
+            slots,
+            next_id: meta[0],
+        })
     }
 
     /// Open `path` and load it.

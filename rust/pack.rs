@@ -34,7 +34,7 @@ pub fn read_vector<T: Copy>(buf: &[T], d: usize, slot: usize, out: &mut [T]) {
 /// Pack `rows` (`n x d`, row-major) into `dst` (block layout, `packed_len(n, d)` long) starting
 /// at vector 0, multiplying row `i` by `scale[i]` when given. Padding lanes are zeroed.
 pub fn pack_rows(rows: &[f32], d: usize, scale: Option<&[f32]>, dst: &mut [f32]) {
-    let n = if d == 0 { 0 } else { rows.len() / d };
+    let n = rows.len().checked_div(d).unwrap_or(0);
     let panels = n.div_ceil(BLOCK) * (BLOCK / PANEL);
     for p in 0..panels {
         let out = &mut dst[p * PANEL * d..(p + 1) * PANEL * d];

@@ -370,13 +370,14 @@ impl IndexFile {
             4 => Dtype::U8,
             _ => return Err(corrupt("unknown dtype".into())),
         };
-        let header = Header { kind, dim: u32_at(bytes, 16) as usize, metric, dtype, count: u64_at(bytes, 32) };
+        let header =
+            Header { kind, dim: u32_at(bytes, 16) as usize, metric, dtype, count: u64_at(bytes, 32) };
         let mut entries = Vec::with_capacity(nsec);
         for e in table.chunks_exact(ENTRY) {
             let offset = u64_at(e, 8) as usize;
             let len = u64_at(e, 16) as usize;
             let end = offset.checked_add(len).ok_or_else(|| corrupt("bad section bounds".into()))?;
-            if offset % ALIGN != 0 || end > bytes.len() {
+            if !offset.is_multiple_of(ALIGN) || end > bytes.len() {
                 return Err(corrupt(format!(
                     "truncated: a section ends at byte {end} but the file has {} bytes",
                     bytes.len()
@@ -417,7 +418,10 @@ impl IndexFile {
 
     fn entry(&self, tag: &str) -> Result<&Entry> {
         let t = tag_bytes(tag);
-        self.entries.iter().find(|e| e.tag == t).ok_or_else(|| self.corrupt(&format!("missing section {tag:?}")))
+        self.entries
+            .iter()
+            .find(|e| e.tag == t)
+            .ok_or_else(|| self.corrupt(&format!("missing section {tag:?}")))
     }
 
     /// The raw bytes of a section.
@@ -439,7 +443,7 @@ impl IndexFile {
         }
         let len = e.len / size;
         match &self.backing {
-            Backing::Map(m) if (m.as_ptr() as usize + e.offset) % std::mem::align_of::<T>() == 0 => {
+            Backing::Map(m) if (m.as_ptr() as usize + e.offset).is_multiple_of(std::mem::align_of::<T>()) => {
                 Ok(Buf::Mapped { map: m.clone(), offset: e.offset, len, _t: PhantomData })
             }
             _ => {

@@ -328,7 +328,14 @@ pub fn search(queries: &[f32], source: Source, metric: Metric, k: usize, threads
 ///
 /// Validates inputs (finite queries; a non-finite corpus value is caught through its scores),
 /// normalises for cosine, and packs the corpus chunk by chunk as it scans.
-pub fn topk(queries: &[f32], corpus: &[f32], d: usize, metric: Metric, k: usize, threads: usize) -> Result<Results> {
+pub fn topk(
+    queries: &[f32],
+    corpus: &[f32],
+    d: usize,
+    metric: Metric,
+    k: usize,
+    threads: usize,
+) -> Result<Results> {
     use crate::vectors;
     if k == 0 {
         return Err(Error::InvalidArgument("k must be at least 1".into()));
@@ -459,7 +466,14 @@ pub fn search_prefiltered(
 
 /// Exact top-`k` of a few queries straight from row-major vectors (no packing): each row is
 /// streamed once through the pair kernels, which is what a memory-bound single query needs.
-pub fn search_rows(queries: &[f32], rows: &[f32], d: usize, metric: Metric, k: usize, threads: usize) -> Result<Results> {
+pub fn search_rows(
+    queries: &[f32],
+    rows: &[f32],
+    d: usize,
+    metric: Metric,
+    k: usize,
+    threads: usize,
+) -> Result<Results> {
     let n = rows.len() / d;
     let nq = queries.len() / d;
     let kk = k.min(n);

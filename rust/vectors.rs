@@ -10,7 +10,7 @@ pub fn rows(data: &[f32], d: usize, what: &str) -> Result<usize> {
     if d == 0 {
         return Err(Error::InvalidArgument("dimension must be at least 1".into()));
     }
-    if data.len() % d != 0 {
+    if !data.len().is_multiple_of(d) {
         return Err(Error::InvalidArgument(format!(
             "{what}: {} values is not a whole number of {d}-dimensional vectors",
             data.len()

@@ -57,8 +57,15 @@ def tolerance(queries: np.ndarray, corpus: np.ndarray, metric: str) -> np.ndarra
     return 1e-5 * np.maximum((q + c) ** 2, 1.0)
 
 
-def assert_topk(scores: np.ndarray, ids: np.ndarray, queries: np.ndarray, corpus: np.ndarray,
-                metric: str, k: int, labels: np.ndarray | None = None) -> None:
+def assert_topk(
+    scores: np.ndarray,
+    ids: np.ndarray,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    metric: str,
+    k: int,
+    labels: np.ndarray | None = None,
+) -> None:
     """Check results against the float64 reference: scores per rank, ids up to ties."""
     ref = reference(queries, corpus, metric)
     tol = tolerance(queries, corpus, metric)
@@ -74,7 +81,9 @@ def assert_topk(scores: np.ndarray, ids: np.ndarray, queries: np.ndarray, corpus
         got = [pos[int(i)] for i in ids[qi, :kk]]
         assert len(set(got)) == kk, "duplicate ids in one result row"
         # The score we report for each id is that id's true score ...
-        np.testing.assert_allclose(scores[qi, :kk], ref[qi, got], atol=tol[qi, got].max() if kk else 0, rtol=0)
+        np.testing.assert_allclose(
+            scores[qi, :kk], ref[qi, got], atol=tol[qi, got].max() if kk else 0, rtol=0
+        )
         # ... and rank by rank it equals the reference's (ids may differ only between ties).
         want = ref[qi, order[:kk]]
         assert np.all(np.abs(ref[qi, got] - want) <= 2 * tol[qi, got] + 2 * tol[qi, order[:kk]])

@@ -1,5 +1,6 @@
 //! cargo tests of the core: every SIMD level against the scalar reference, exact top-k against a
 //! naive f64 search, FlatIndex edits and the file format.
+#![allow(clippy::needless_range_loop)]
 
 use rankfunnel::simd::{self, Level, BLOCK};
 use rankfunnel::storage::IndexFile;
@@ -59,9 +60,13 @@ fn tile_kernels_match_scalar_at_every_level() {
                     for i in 0..r {
                         for j in 0..BLOCK {
                             let (qa, xb) = (&q[i * d..(i + 1) * d], &rows[j * d..(j + 1) * d]);
-                            let want = if l2 { simd::scalar::l2sq(qa, xb) } else { simd::scalar::dot(qa, xb) };
+                            let want =
+                                if l2 { simd::scalar::l2sq(qa, xb) } else { simd::scalar::dot(qa, xb) };
                             let got = out[i * BLOCK + j];
-                            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{level:?} r={r} d={d} l2={l2}");
+                            assert!(
+                                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                                "{level:?} r={r} d={d} l2={l2}"
+                            );
                         }
                     }
                 }
@@ -117,7 +122,9 @@ fn exact_topk_matches_naive_for_every_metric_level_and_thread_count() {
     let mut rng = Rng(3);
     for &level in simd::available() {
         simd::force_level(level).unwrap();
-        for (n, d, nq, k) in [(0, 4, 2, 3), (5, 3, 1, 10), (100, 17, 9, 7), (1000, 64, 13, 10), (3001, 8, 3, 50)] {
+        for (n, d, nq, k) in
+            [(0, 4, 2, 3), (5, 3, 1, 10), (100, 17, 9, 7), (1000, 64, 13, 10), (3001, 8, 3, 50)]
+        {
             let x = rng.vec(n * d);
             let q = rng.vec(nq * d);
             for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
@@ -133,7 +140,10 @@ fn exact_topk_matches_naive_for_every_metric_level_and_thread_count() {
                                 continue;
                             }
                             let w = if metric == Metric::L2 { -want[j].0 } else { want[j].0 };
-                            assert!(close(s, w, d as f64), "{level:?} {metric:?} n={n} d={d} rank {j}: {s} vs {w}");
+                            assert!(
+                                close(s, w, d as f64),
+                                "{level:?} {metric:?} n={n} d={d} rank {j}: {s} vs {w}"
+                            );
                         }
                     }
                 }

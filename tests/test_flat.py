@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_topk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rankfunnel as rf
+from conftest import assert_topk
 
 
 def make(n: int, d: int, metric: str = "cosine", seed: int = 0) -> tuple[rf.FlatIndex, np.ndarray]:

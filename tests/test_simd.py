@@ -69,5 +69,5 @@ def test_searches_from_python_threads_run_with_the_gil_released() -> None:
         time.sleep(0.0005)
     t.join()
     assert ticks > 5
-    for s, i in results:
+    for _, i in results:
         np.testing.assert_array_equal(i, want[1])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_topk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rankfunnel as rf
+from conftest import assert_topk
 
 METRICS = ["cosine", "dot", "l2"]
 

@@ -6,7 +6,10 @@
 use std::path::PathBuf;
 use std::sync::RwLock;
 
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -30,14 +33,12 @@ fn to_py(e: Error) -> PyErr {
         Error::UnsupportedVersion { .. } => "UnsupportedVersionError",
     };
     let msg = e.to_string();
-    Python::attach(|py| {
-        match py.import("rankfunnel.errors").and_then(|m| m.getattr(class)) {
-            Ok(cls) => match cls.call1((msg.clone(),)) {
-                Ok(inst) => PyErr::from_value(inst),
-                Err(err) => err,
-            },
-            Err(_) => PyValueError::new_err(msg),
-        }
+    Python::attach(|py| match py.import("rankfunnel.errors").and_then(|m| m.getattr(class)) {
+        Ok(cls) => match cls.call1((msg.clone(),)) {
+            Ok(inst) => PyErr::from_value(inst),
+            Err(err) => err,
+        },
+        Err(_) => PyValueError::new_err(msg),
     })
 }
 
@@ -222,14 +223,18 @@ impl FlatIndex {
         results(py, r, nq, k)
     }
 
-    fn get<'py>(&self, py: Python<'py>, ids: PyReadonlyArray1<'py, i64>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        ids: PyReadonlyArray1<'py, i64>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let ids = slice1(&ids, "ids")?;
         let n = ids.len();
         let idx = self.read();
         let d = idx.dim();
         let v = idx.get(ids).map_err(to_py)?;
         drop(idx);
-        Ok(v.into_pyarray(py).reshape([n, d])?)
+        v.into_pyarray(py).reshape([n, d])
     }
 
     fn contains(&self, id: i64) -> bool {
@@ -283,7 +288,9 @@ fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Py<PyAny>> {
             let idx = detached(py, || flat::FlatIndex::from_file(&f))?;
             Ok(Py::new(py, FlatIndex { inner: RwLock::new(idx) })?.into_any())
         }
-        other => Err(PyRuntimeError::new_err(format!("{} files are not supported by this build", other.name()))),
+        other => {
+            Err(PyRuntimeError::new_err(format!("{} files are not supported by this build", other.name())))
+        }
     }
 }
 

@@ -88,7 +88,13 @@ pub fn norm_sq(a: &[f32]) -> f32 {
 
 /// `R` queries x 1 panel (16 vectors = 2 ymm): 2R accumulators.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_impl<const R: usize, const L2: bool>(q: *const f32, d: usize, p: *const f32, out: *mut f32, ldo: usize) {
+unsafe fn tile_impl<const R: usize, const L2: bool>(
+    q: *const f32,
+    d: usize,
+    p: *const f32,
+    out: *mut f32,
+    ldo: usize,
+) {
     let mut a0 = [_mm256_setzero_ps(); R];
     let mut a1 = [_mm256_setzero_ps(); R];
     for t in 0..d {
@@ -162,14 +168,8 @@ static TILE_DOT: [TileFn; 6] = [
     tile::<5, false>,
     tile::<6, false>,
 ];
-static TILE_L2: [TileFn; 6] = [
-    tile::<1, true>,
-    tile::<2, true>,
-    tile::<3, true>,
-    tile::<4, true>,
-    tile::<5, true>,
-    tile::<6, true>,
-];
+static TILE_L2: [TileFn; 6] =
+    [tile::<1, true>, tile::<2, true>, tile::<3, true>, tile::<4, true>, tile::<5, true>, tile::<6, true>];
 
 /// The AVX2 kernel table.
 pub static KERNELS: Kernels = Kernels {

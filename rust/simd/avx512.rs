@@ -80,7 +80,13 @@ pub fn norm_sq(a: &[f32]) -> f32 {
 
 /// `R` queries x 2 panels (32 vectors): 2R zmm accumulators, one broadcast per query and step.
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_impl<const R: usize, const L2: bool>(q: *const f32, d: usize, p: *const f32, out: *mut f32, ldo: usize) {
+unsafe fn tile_impl<const R: usize, const L2: bool>(
+    q: *const f32,
+    d: usize,
+    p: *const f32,
+    out: *mut f32,
+    ldo: usize,
+) {
     let p1 = p.add(PANEL * d);
     let mut a0 = [_mm512_setzero_ps(); R];
     let mut a1 = [_mm512_setzero_ps(); R];

@@ -78,7 +78,13 @@ pub fn norm_sq(a: &[f32]) -> f32 {
 
 /// `R` queries x 1 panel (16 vectors = 4 q-registers): 4R accumulators.
 #[target_feature(enable = "neon")]
-unsafe fn tile_impl<const R: usize, const L2: bool>(q: *const f32, d: usize, p: *const f32, out: *mut f32, ldo: usize) {
+unsafe fn tile_impl<const R: usize, const L2: bool>(
+    q: *const f32,
+    d: usize,
+    p: *const f32,
+    out: *mut f32,
+    ldo: usize,
+) {
     let mut acc = [[vdupq_n_f32(0.0); 4]; R];
     for t in 0..d {
         let b = [
@@ -154,14 +160,8 @@ static TILE_DOT: [TileFn; 6] = [
     tile::<5, false>,
     tile::<6, false>,
 ];
-static TILE_L2: [TileFn; 6] = [
-    tile::<1, true>,
-    tile::<2, true>,
-    tile::<3, true>,
-    tile::<4, true>,
-    tile::<5, true>,
-    tile::<6, true>,
-];
+static TILE_L2: [TileFn; 6] =
+    [tile::<1, true>, tile::<2, true>, tile::<3, true>, tile::<4, true>, tile::<5, true>, tile::<6, true>];
 
 /// The NEON kernel table.
 pub static KERNELS: Kernels = Kernels {

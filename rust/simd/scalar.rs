@@ -64,18 +64,8 @@ fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32
     out[..PANEL].copy_from_slice(&acc);
 }
 
-static TILE_DOT: [TileFn; 4] = [
-    tile::<1, false>,
-    tile::<2, false>,
-    tile::<3, false>,
-    tile::<4, false>,
-];
-static TILE_L2: [TileFn; 4] = [
-    tile::<1, true>,
-    tile::<2, true>,
-    tile::<3, true>,
-    tile::<4, true>,
-];
+static TILE_DOT: [TileFn; 4] = [tile::<1, false>, tile::<2, false>, tile::<3, false>, tile::<4, false>];
+static TILE_L2: [TileFn; 4] = [tile::<1, true>, tile::<2, true>, tile::<3, true>, tile::<4, true>];
 
 /// The scalar kernel table.
 pub static KERNELS: Kernels = Kernels {
