@@ -5,9 +5,11 @@
 
 pub mod error;
 pub mod flat;
+pub mod kmeans;
 pub mod metric;
 pub mod pack;
 pub mod parallel;
+pub mod rng;
 pub mod simd;
 pub mod storage;
 pub mod topk;

@@ -179,17 +179,23 @@ fn chunk_vectors(d: usize) -> usize {
     (v / BLOCK).clamp(1, 128) * BLOCK
 }
 
-struct Scan<'a> {
+/// Scores query rows against blocks and feeds the selections (the inner loop of every scan).
+pub struct Scan<'a> {
     k: &'a Kernels,
     queries: &'a [f32],
     d: usize,
     l2: bool,
 }
 
-impl Scan<'_> {
-    /// Score query rows `q0..q1` against blocks `[first, first + n)` of `b` (slots numbered from
-    /// `first`), offering each score to `sel[q - q0]`. Returns false if a score is not finite.
-    fn run(&self, q0: usize, q1: usize, b: &Blocks, first: usize, n: usize, sel: &mut [TopK]) -> bool {
+impl<'a> Scan<'a> {
+    /// A scan of row-major `queries` (`nq x d`) with the current SIMD level.
+    pub fn new(queries: &'a [f32], d: usize, l2: bool) -> Scan<'a> {
+        Scan { k: simd::kernels(), queries, d, l2 }
+    }
+
+    /// Score query rows `q0..q1` against vectors `[first, first + n)` of `b` and offer each
+    /// score to `sel[q - q0]`; returns false if a score is not finite.
+    pub fn run(&self, q0: usize, q1: usize, b: &Blocks, first: usize, n: usize, sel: &mut [TopK]) -> bool {
         let (d, k) = (self.d, self.k);
         let mut out = vec![0f32; k.max_rows * BLOCK];
         let mut finite = true;

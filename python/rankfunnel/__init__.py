@@ -10,6 +10,7 @@ from ._core import __version__, default_threads, simd_level, simd_levels
 from .errors import CorruptFileError, RankfunnelError, UnknownIdError, UnsupportedVersionError
 from .flat import FlatIndex, topk
 from .io import load
+from .kmeans import kmeans
 
 __all__ = [
     "CorruptFileError",
@@ -19,6 +20,7 @@ __all__ = [
     "UnsupportedVersionError",
     "__version__",
     "default_threads",
+    "kmeans",
     "load",
     "simd_level",
     "simd_levels",

@@ -134,6 +134,46 @@ fn topk<'py>(
     results(py, r, nq, k)
 }
 
+/// k-means: returns (centroids (k, d), assignments (n,), inertia).
+#[pyfunction]
+#[pyo3(signature = (data, k, iters, seed, init, spherical, threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn kmeans<'py>(
+    py: Python<'py>,
+    data: PyReadonlyArray2<'py, f32>,
+    k: i64,
+    iters: usize,
+    seed: u64,
+    init: &Bound<'py, PyAny>,
+    spherical: bool,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let k = check_k(k)?;
+    let d = data.shape()[1];
+    let x = slice(&data, "data")?;
+    let init_arr: Option<PyReadonlyArray2<'py, f32>> = init.extract().ok();
+    let init_name: Option<String> = init.extract().ok();
+    let centroids = match &init_arr {
+        Some(a) => Some(slice(a, "init")?),
+        None => None,
+    };
+    let how = match (centroids, init_name.as_deref()) {
+        (Some(c), _) => crate::kmeans::Init::Centroids(c),
+        (None, Some("k-means++")) => crate::kmeans::Init::KMeansPlusPlus,
+        (None, Some("random")) => crate::kmeans::Init::Random,
+        _ => {
+            return Err(to_py(Error::InvalidArgument(
+                "init must be \"k-means++\", \"random\" or a (k, d) float32 array".into(),
+            )))
+        }
+    };
+    let t = parallel::resolve(threads);
+    let r = detached(py, || crate::kmeans::kmeans(x, d, k, iters, seed, how, spherical, t))?;
+    let c = r.centroids.into_pyarray(py).reshape([k, d])?;
+    let a: Vec<i64> = r.assignments.iter().map(|&v| v as i64).collect();
+    PyTuple::new(py, [c.into_any(), a.into_pyarray(py).into_any(), r.inertia.into_pyobject(py)?.into_any()])
+}
+
 /// The kind of index a file holds ("FlatIndex", ...), after verifying it.
 #[pyfunction]
 fn file_kind(py: Python<'_>, path: PathBuf) -> PyResult<&'static str> {
@@ -163,6 +203,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
     m.add_function(wrap_pyfunction!(topk, m)?)?;
     m.add_function(wrap_pyfunction!(file_kind, m)?)?;
+    m.add_function(wrap_pyfunction!(kmeans, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_class::<FlatIndex>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
