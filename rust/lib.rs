@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod flat;
+pub mod ivf;
 pub mod kmeans;
 pub mod metric;
 pub mod pack;

@@ -10,11 +10,13 @@ from ._core import __version__, default_threads, simd_level, simd_levels
 from .errors import CorruptFileError, RankfunnelError, UnknownIdError, UnsupportedVersionError
 from .flat import FlatIndex, topk
 from .io import load
+from .ivf import IVFIndex
 from .kmeans import kmeans
 
 __all__ = [
     "CorruptFileError",
     "FlatIndex",
+    "IVFIndex",
     "RankfunnelError",
     "UnknownIdError",
     "UnsupportedVersionError",

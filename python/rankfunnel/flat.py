@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _core
 from ._arrays import as_ids, as_matrix, metric_name, positive_int, threads_arg
+from ._index import Ids, IndexBase, PathLike, Scores, unbatch
 from .errors import RankfunnelError
-
-PathLike = Union[str, "os.PathLike[str]"]
-Scores = npt.NDArray[np.float32]
-Ids = npt.NDArray[np.int64]
 
 
 def topk(
@@ -57,14 +54,14 @@ def topk(
         c = c.reshape(0, q.shape[1])
     c32, _ = as_matrix(c, "corpus", dim=q.shape[1]) if c.ndim == 2 else _bad_corpus(c)
     scores, ids = _core.topk(q, c32, k, m, threads_arg(threads))
-    return (scores[0], ids[0]) if single else (scores, ids)
+    return unbatch(single, scores, ids)
 
 
 def _bad_corpus(c: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float32], bool]:
     raise RankfunnelError(f"corpus must be a 2-D (n, d) array, got {c.ndim}-D")
 
 
-class FlatIndex:
+class FlatIndex(IndexBase):
     """Exact (brute-force) vector index with ids, removal and persistence.
 
     Parameters
@@ -90,37 +87,13 @@ class FlatIndex:
     [0, 1]
     """
 
-    _index: Any
-
     def __init__(self, dim: int, metric: str = "cosine", *, prefilter: bool = True) -> None:
         self._index = _core.FlatIndex(positive_int(dim, "dim"), metric_name(metric), bool(prefilter))
-
-    @classmethod
-    def _wrap(cls, core: Any) -> FlatIndex:
-        obj = cls.__new__(cls)
-        obj._index = core
-        return obj
-
-    @property
-    def dim(self) -> int:
-        """Vector dimension."""
-        return int(self._index.dim)
-
-    @property
-    def metric(self) -> str:
-        """Metric name: ``"cosine"``, ``"dot"`` or ``"l2"``."""
-        return str(self._index.metric)
 
     @property
     def prefilter(self) -> bool:
         """Whether the bfloat16 prefilter copy is kept (see the class docstring)."""
         return bool(self._index.prefilter)
-
-    def __len__(self) -> int:
-        return int(len(self._index))
-
-    def __contains__(self, id: object) -> bool:
-        return isinstance(id, (int, np.integer)) and bool(self._index.contains(int(id)))
 
     def __repr__(self) -> str:
         return f"FlatIndex(dim={self.dim}, metric={self.metric!r}, len={len(self)})"
@@ -152,9 +125,7 @@ class FlatIndex:
         RankfunnelError
             On a wrong shape, NaN/inf, or bad/duplicate ids; the index is then unchanged.
         """
-        v, _ = as_matrix(vectors, "vectors", dim=self.dim)
-        id_arr = None if ids is None else as_ids(ids)
-        out: Ids = self._index.add(v, id_arr)
+        out: Ids = self._index.add(*self._vectors(vectors, ids))
         return out
 
     def search(
@@ -182,34 +153,13 @@ class FlatIndex:
         scores, ids : ndarray
             Shapes (nq, k), or (k,) for a 1-D query; best first, ties to the lower id.
         """
-        k = positive_int(k, "k")
-        q, single = as_matrix(queries, "queries", dim=self.dim)
-        allow = None if filter is None else as_ids(filter, "filter")
-        scores, ids = self._index.search(q, k, threads_arg(threads), allow)
-        return (scores[0], ids[0]) if single else (scores, ids)
-
-    def remove(self, ids: npt.ArrayLike) -> int:
-        """Remove ids; returns how many were removed.
-
-        Raises
-        ------
-        UnknownIdError
-            If any id is not stored; then nothing is removed.
-        """
-        return int(self._index.remove(as_ids(ids)))
+        q, single, k, allow = self._queries(queries, k, filter)
+        return unbatch(single, *self._index.search(q, k, threads_arg(threads), allow))
 
     def get(self, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Stored vectors of ``ids`` as an ``(n, dim)`` array (unit length for cosine)."""
         out: npt.NDArray[np.float32] = self._index.get(as_ids(ids))
         return out
-
-    def memory_bytes(self) -> int:
-        """Heap memory held by the index, in bytes (mmapped file pages excluded)."""
-        return int(self._index.memory_bytes())
-
-    def save(self, path: PathLike) -> None:
-        """Write the index to ``path`` atomically (temporary file, fsync, rename)."""
-        self._index.save(os.fspath(path))
 
     @classmethod
     def load(cls, path: PathLike, *, mmap: bool = False) -> FlatIndex:

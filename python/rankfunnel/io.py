@@ -6,9 +6,11 @@ import os
 from typing import Union
 
 from . import _core
-from .flat import FlatIndex, PathLike
+from ._index import PathLike
+from .flat import FlatIndex
+from .ivf import IVFIndex
 
-AnyIndex = Union[FlatIndex]
+AnyIndex = Union[FlatIndex, IVFIndex]
 
 
 def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
@@ -23,10 +25,12 @@ def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
 
     Returns
     -------
-    FlatIndex
+    FlatIndex or IVFIndex
         The loaded index, of the kind recorded in the file.
     """
     core = _core.load(os.fspath(path), bool(mmap))
     if isinstance(core, _core.FlatIndex):
         return FlatIndex._wrap(core)
+    if isinstance(core, _core.IVFIndex):
+        return IVFIndex._wrap(core)
     raise TypeError(f"unexpected index type {type(core).__name__}")  # pragma: no cover

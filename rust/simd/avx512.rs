@@ -166,6 +166,28 @@ fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32
     unsafe { tile_bf16_impl::<L2>(q.as_ptr(), d, panels.as_ptr(), out.as_mut_ptr()) }
 }
 
+/// `R` weight rows x 1 panel of u8 codes: 16 codes widened per step, shared by the R rows.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_u8_impl<const R: usize>(w: *const f32, d: usize, p: *const u8, out: *mut f32, ldo: usize) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    for t in 0..d {
+        let c = _mm_loadu_si128(p.add(t * PANEL) as *const __m128i);
+        let x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c));
+        for r in 0..R {
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*w.add(r * d + t)), x, acc[r]);
+        }
+    }
+    for r in 0..R {
+        _mm512_storeu_ps(out.add(r * ldo), acc[r]);
+    }
+}
+
+fn tile_u8<const R: usize>(w: &[f32], d: usize, codes: &[u8], out: &mut [f32], ldo: usize) {
+    assert!(w.len() >= R * d && codes.len() >= PANEL * d && out.len() >= (R - 1) * ldo + PANEL);
+    // SAFETY: bounds checked above; the table is only used when the CPU reports avx512f.
+    unsafe { tile_u8_impl::<R>(w.as_ptr(), d, codes.as_ptr(), out.as_mut_ptr(), ldo) }
+}
+
 static TILE_DOT: [TileFn; 8] = [
     tile::<1, false>,
     tile::<2, false>,
@@ -198,4 +220,5 @@ pub static KERNELS: Kernels = Kernels {
     tile_dot: &TILE_DOT,
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
+    tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
 };

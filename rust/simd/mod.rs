@@ -6,9 +6,12 @@
 //!
 //! Two kernel families live here:
 //! - pair kernels ([`dot`], [`l2sq`], [`norm_sq`]) on two contiguous vectors;
-//! - tile kernels ([`tile`]) that score `R` row-major queries against a *panel group*: `P`
+//! - tile kernels ([`score_block`]) that score `R` row-major queries against a *panel group*: `P`
 //!   panels of [`PANEL`] vectors stored dimension-major (`panel[t * PANEL + j] = x_j[t]`).
 //!   They are the register-blocked micro-kernels behind exact batched search.
+
+// Register tiles are indexed arrays; index loops say what the kernels do more plainly.
+#![allow(clippy::needless_range_loop)]
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -169,6 +172,13 @@ pub type TileFn = fn(q: &[f32], d: usize, panels: &[f32], out: &mut [f32], ldo: 
 /// Like [`TileFn`] for panels of bfloat16 bit patterns (the prefilter copy of a FlatIndex).
 pub type TileBf16Fn = fn(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], ldo: usize);
 
+/// `R` weight rows (f32, stride `d`) against one panel of [`PANEL`] u8 codes (dimension-major):
+/// `out[r * ldo + j] = sum_t w[r][t] * codes[t][j]` (the scalar-quantized scan of `IVFIndex`).
+pub type TileU8Fn = fn(w: &[f32], d: usize, codes: &[u8], out: &mut [f32], ldo: usize);
+
+/// Widest row tile of the u8 kernels.
+pub const U8_ROWS: usize = 4;
+
 /// The kernels of one level.
 pub struct Kernels {
     /// Level these kernels run at.
@@ -189,6 +199,8 @@ pub struct Kernels {
     pub tile_l2: &'static [TileFn],
     /// One-query inner-product and squared-L2 kernels on bfloat16 panels.
     pub tile_bf16: [TileBf16Fn; 2],
+    /// u8-code tile kernels indexed by `R - 1` (`R <= U8_ROWS`), one panel per call.
+    pub tile_u8: [TileU8Fn; U8_ROWS],
 }
 
 /// The kernels of the current [`level`].

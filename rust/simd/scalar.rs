@@ -64,6 +64,20 @@ fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32
     out[..PANEL].copy_from_slice(&acc);
 }
 
+/// u8 codes widened to f32 (reference).
+pub fn tile_u8<const R: usize>(w: &[f32], d: usize, codes: &[u8], out: &mut [f32], ldo: usize) {
+    assert!(w.len() >= R * d && codes.len() >= PANEL * d && out.len() >= (R - 1) * ldo + PANEL);
+    for r in 0..R {
+        let mut acc = [0f32; PANEL];
+        for (t, &a) in w[r * d..(r + 1) * d].iter().enumerate() {
+            for j in 0..PANEL {
+                acc[j] += a * codes[t * PANEL + j] as f32;
+            }
+        }
+        out[r * ldo..r * ldo + PANEL].copy_from_slice(&acc);
+    }
+}
+
 static TILE_DOT: [TileFn; 4] = [tile::<1, false>, tile::<2, false>, tile::<3, false>, tile::<4, false>];
 static TILE_L2: [TileFn; 4] = [tile::<1, true>, tile::<2, true>, tile::<3, true>, tile::<4, true>];
 
@@ -78,4 +92,5 @@ pub static KERNELS: Kernels = Kernels {
     tile_dot: &TILE_DOT,
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
+    tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
 };
