@@ -19,7 +19,7 @@ $(STAMP): requirements-dev.txt
 venv: $(STAMP) ## create .venv with the test and lint tools
 
 build: $(STAMP) ## build the extension in release mode into .venv
-	$(VENV)/bin/maturin develop --release --quiet
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
 test-rust: ## cargo test (the core, without Python)
 	cargo test --quiet

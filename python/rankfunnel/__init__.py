@@ -6,17 +6,25 @@ bi-encoder -> cross-encoder pattern. See the README for a tour.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._core import __version__, default_threads, simd_level, simd_levels
 from .errors import CorruptFileError, RankfunnelError, UnknownIdError, UnsupportedVersionError
 from .flat import FlatIndex, topk
 from .io import load
 from .ivf import IVFIndex
 from .kmeans import kmeans
+from .pipeline import Hit, Pipeline
 
 __all__ = [
     "CorruptFileError",
+    "BiEncoder",
+    "ColBERTEncoder",
+    "CrossEncoder",
     "FlatIndex",
+    "Hit",
     "IVFIndex",
+    "Pipeline",
     "RankfunnelError",
     "UnknownIdError",
     "UnsupportedVersionError",
@@ -28,3 +36,15 @@ __all__ = [
     "simd_levels",
     "topk",
 ]
+
+
+_MODELS = ("BiEncoder", "CrossEncoder", "ColBERTEncoder")
+
+
+def __getattr__(name: str) -> Any:
+    # The ONNX models need onnxruntime and tokenizers (the ``models`` extra): import on first use.
+    if name in _MODELS:
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'rankfunnel' has no attribute {name!r}")
