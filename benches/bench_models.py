@@ -39,22 +39,22 @@ def shared_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def read_cranfield(path: Path) -> list[str]:
-    """Documents of a SMART-format file as ``title + " " + text`` (whitespace collapsed)."""
+def read_smart(path: Path) -> list[str]:
+    """Records of a SMART-format file as ``title + " " + text`` (lines stripped and joined)."""
     docs: list[str] = []
     fields: dict[str, list[str]] = {}
     cur = ""
 
     def flush() -> None:
         if fields:
-            title = " ".join(" ".join(fields.get("T", [])).split())
-            text = " ".join(" ".join(fields.get("W", [])).split())
+            title = " ".join(s.strip() for s in fields.get("T", []) if s.strip())
+            text = " ".join(s.strip() for s in fields.get("W", []) if s.strip())
             docs.append(f"{title} {text}".strip())
 
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.startswith(".I"):
             flush()
-            fields = {}
+            fields = {"I": []}
             cur = ""
         elif len(line) == 2 and line.startswith("."):
             cur = line[1]
@@ -63,6 +63,30 @@ def read_cranfield(path: Path) -> list[str]:
             fields[cur].append(line)
     flush()
     return docs
+
+
+read_cranfield = read_smart
+
+
+def ndcg_at_10(queries: npt.NDArray[Any], docs: npt.NDArray[Any], qrels: Path) -> float:
+    """Mean nDCG@10 over the judged Cranfield queries (gain 5 - grade, grade -1 -> 0)."""
+    gains: dict[int, dict[int, float]] = {}
+    for line in qrels.read_text().split("\n"):
+        parts = line.split()
+        if len(parts) >= 3:
+            q, d, g = int(parts[0]) - 1, int(parts[1]) - 1, int(parts[2])
+            gains.setdefault(q, {})[d] = 0.0 if g < 0 else 5.0 - g
+    scores = queries @ docs.T
+    disc = 1.0 / np.log2(np.arange(2, 12))
+    out = []
+    for q, rel in gains.items():
+        ideal = sorted(rel.values(), reverse=True)[:10]
+        idcg = float(np.dot(ideal, disc[: len(ideal)]))
+        if idcg <= 0:
+            continue
+        top = np.argsort(-scores[q], kind="stable")[:10]
+        out.append(float(np.dot([rel.get(int(d), 0.0) for d in top], disc[: len(top)])) / idcg)
+    return float(np.mean(out))
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -76,7 +100,9 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return best, out
 
 
-def plain_loop(model_dir: Path, docs: list[str], threads: int, batch_size: int, max_len: int) -> npt.NDArray[Any]:
+def plain_loop(
+    model_dir: Path, docs: list[str], threads: int, batch_size: int, max_len: int
+) -> npt.NDArray[Any]:
     """What a user writes by hand: input order, pad to each batch's longest, mean pool, normalize."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
@@ -92,7 +118,9 @@ def plain_loop(model_dir: Path, docs: list[str], threads: int, batch_size: int, 
         enc = tok.encode_batch(docs[i : i + batch_size])
         ids = np.array([e.ids for e in enc], dtype=np.int64)
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-        h = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+        h = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[
+            0
+        ]
         v = (h * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
         out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
     return np.concatenate(out)
@@ -118,13 +146,24 @@ print(json.dumps({"seconds": best}))
 
 
 def run_fastembed(
-    model_dir: Path, docs: list[str], threads: int, batch_size: int, repeat: int
+    model_dir: Path, docs: list[str], threads: int, batch_size: int, repeat: int, max_len: int
 ) -> tuple[float, npt.NDArray[Any]] | str:
     """(seconds, embeddings) from fastembed in a subprocess, or the reason it was not run."""
     python = os.environ.get("RANKFUNNEL_FASTEMBED_PYTHON", sys.executable)
     if subprocess.run([python, "-c", "import fastembed"], capture_output=True).returncode != 0:
         return f"fastembed is not importable by {python} (set RANKFUNNEL_FASTEMBED_PYTHON to an interpreter that has it)"
     with tempfile.TemporaryDirectory() as tmp:
+        # fastembed truncates at tokenizer_config's model_max_length (512 here); give it the
+        # model's max_seq_length (256) so that both do the same work and give the same vectors.
+        local = Path(tmp) / "model"
+        local.mkdir()
+        for f in model_dir.iterdir():
+            if f.name != "tokenizer_config.json":
+                (local / f.name).symlink_to(f)
+        cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+        cfg["model_max_length"] = max_len
+        (local / "tokenizer_config.json").write_text(json.dumps(cfg))
+        model_dir = local
         docs_file = Path(tmp) / "docs.json"
         docs_file.write_text(json.dumps(docs))
         out_file = Path(tmp) / "emb.npy"
@@ -132,7 +171,9 @@ def run_fastembed(
         args = [str(model_dir), str(docs_file), str(out_file), str(threads), str(batch_size), str(repeat)]
         res = subprocess.run([python, "-c", FASTEMBED_SCRIPT, *args], capture_output=True, text=True, env=env)
         if res.returncode != 0:
-            return "fastembed failed: " + res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"
+            return (
+                "fastembed failed: " + res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"
+            )
         return float(json.loads(res.stdout.strip().splitlines()[-1])["seconds"]), np.load(out_file)
 
 
@@ -176,20 +217,31 @@ def main() -> int:
 
     enc.encode(docs[:8])  # warm-up
     t_ours, ours = timed(lambda: enc.encode(docs, batch_size=args.batch_size), args.repeat)
-    rows.append(("rankfunnel BiEncoder fp32", t_ours, "reference"))
+    qry = shared / "data" / "cranfield" / "cran.qry"
+    qrels = shared / "data" / "cranfield" / "cranqrel"
+    full = len(docs) == 1400 and qry.is_file() and qrels.is_file()
+    queries = read_smart(qry) if full else []
+
+    def quality(model: Any, emb: npt.NDArray[Any]) -> str:
+        return f", nDCG@10 {ndcg_at_10(model.encode(queries), emb, qrels):.4f}" if full else ""
+
+    rows.append(("rankfunnel BiEncoder fp32", t_ours, "reference" + quality(enc, ours)))
 
     if "plain" not in skip:
         t, plain = timed(
-            lambda: plain_loop(model_dir, docs, args.threads, args.batch_size, enc.max_seq_length), args.repeat
+            lambda: plain_loop(model_dir, docs, args.threads, args.batch_size, enc.max_seq_length),
+            args.repeat,
         )
         rows.append(("plain onnxruntime loop (unsorted)", t, f"cos min {cosine(ours, plain).min():.6f}"))
 
     if "fastembed" not in skip:
-        fe = run_fastembed(model_dir, docs, args.threads, args.batch_size, args.repeat)
+        fe = run_fastembed(model_dir, docs, args.threads, args.batch_size, args.repeat, enc.max_seq_length)
         if isinstance(fe, str):
             print(f"fastembed: not run ({fe})")
         else:
-            rows.append(("fastembed custom model (same ONNX)", fe[0], f"cos min {cosine(ours, fe[1]).min():.6f}"))
+            rows.append(
+                ("fastembed custom model (same ONNX)", fe[0], f"cos min {cosine(ours, fe[1]).min():.6f}")
+            )
 
     if "int8" not in skip:
         with tempfile.TemporaryDirectory() as cache:
@@ -204,13 +256,16 @@ def main() -> int:
                     (
                         "rankfunnel BiEncoder int8",
                         t,
-                        f"cos vs fp32 min {c.min():.4f} mean {c.mean():.5f} (quantized in {t_make:.1f}s)",
+                        f"cos vs fp32 min {c.min():.4f} p1 {np.percentile(c, 1):.4f} mean {c.mean():.5f}"
+                        f"{quality(q, emb)} (quantized in {t_make:.1f}s)",
                     )
                 )
             except rm.MissingDependencyError as exc:
                 print(f"int8: not run ({exc})")
 
     print("sentence-transformers: not run (needs torch, several GB; not installed)")
+    if full:
+        print("reference (shared/README, sentence-transformers fp32): nDCG@10 0.3817")
     print(f"\n{'contender':40s} {'docs/s':>8s} {'vs ours':>8s} {'%peak':>6s}  notes")
     for name, t, note in rows:
         rate = len(docs) / t
@@ -222,7 +277,9 @@ def main() -> int:
         pairs = [(docs[i % 50][:80], d) for i, d in enumerate(docs)]
         ce.predict(pairs[:8])
         t, _ = timed(lambda: ce.predict(pairs, batch_size=args.batch_size), args.repeat)
-        print(f"\ntiny cross-encoder: {len(pairs) / t:.0f} pairs/s ({len(pairs)} pairs, max_length {ce.max_length})")
+        print(
+            f"\ntiny cross-encoder: {len(pairs) / t:.0f} pairs/s ({len(pairs)} pairs, max_length {ce.max_length})"
+        )
     return 0
 
 

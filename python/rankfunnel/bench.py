@@ -1,0 +1,294 @@
+"""Benchmarks against the anchors installed in the environment (numpy, faiss-cpu, ...).
+
+Each suite builds the same data for every library, runs them in the same process and prints
+ratios. ``rankfunnel bench [suite ...]`` runs them; ``benches/*.py`` are thin wrappers.
+Speed is shown here, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+import rankfunnel as rf
+
+FLAT_DOC = """Exact search benchmark: rankfunnel vs numpy and faiss IndexFlatIP on the same data, same run.
+
+100k x 384 clustered float32, 1000 queries, k=10, 2 threads. Prints batch QPS, single-query
+latency (median and p95 over 200 queries), recall against numpy, and ratios.
+Run with ``make bench-python`` (which unsets OPENBLAS_CORETYPE for a fair numpy)."""
+
+IVF_DOC = """IVF benchmark: rankfunnel IVFIndex (f32, int8 + refine) vs faiss IndexIVFFlat and
+IndexIVFScalarQuantizer (SQ8) on the same data, same run, sweeping nprobe.
+
+100k x 384 clustered float32, 1000 queries, k=10, nlist=1264, 2 threads. Prints train + add
+time, memory, and recall@10 / QPS per nprobe, then QPS ratios at recall@10 = 0.90."""
+
+
+def clustered(n: int, d: int, *, clusters: int = 1000, spread: float = 0.35, seed: int = 0) -> np.ndarray:
+    """Unit vectors drawn around random centres, as sentence embeddings are (float32)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, d)).astype(
+        np.float32
+    ) / np.sqrt(d)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return np.asarray(x, dtype=np.float32)
+
+
+def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
+    """Best wall time of ``repeat`` runs, in seconds."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def latencies(fn: Callable[[int], object], count: int) -> np.ndarray:
+    """Per-call wall times (seconds) of ``fn(i)`` for ``i`` in ``range(count)``."""
+    out = np.empty(count)
+    for i in range(count):
+        t = time.perf_counter()
+        fn(i)
+        out[i] = time.perf_counter() - t
+    return out
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of the true top-k ids found."""
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)]))
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    """Render rows of equal keys as an aligned text table."""
+    keys = list(rows[0])
+    cells = [[str(r[k]) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = "  ".join(k.ljust(w) for k, w in zip(keys, widths))
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join([line, "-" * len(line), *body])
+
+
+def _ours_ivf(idx: Any, q: np.ndarray, k: int, nprobe: int, refine: int, threads: int) -> Any:
+    return idx.search(q, k, nprobe=nprobe, refine=refine, threads=threads)[1]
+
+
+def _faiss_search(index: Any, q: np.ndarray, k: int) -> Any:
+    return index.search(q, k)[1]
+
+
+NPROBES = [1, 2, 4, 8, 16, 32, 64]
+
+
+def qps_at(points: list[tuple[float, float]], target: float) -> float:
+    """QPS at a recall target, interpolated on the (recall, qps) curve; 0 if never reached."""
+    pts = sorted(points)
+    for (r0, q0), (r1, q1) in zip(pts, pts[1:]):
+        if r0 <= target <= r1:
+            return q0 + (q1 - q0) * (target - r0) / max(r1 - r0, 1e-12)
+    return max((q for r, q in pts if r >= target), default=0.0)
+
+
+def flat(argv: Optional[Sequence[str]] = None) -> None:
+    ap = argparse.ArgumentParser(prog="rankfunnel bench flat", description=FLAT_DOC)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--d", type=int, default=384)
+    ap.add_argument("--nq", type=int, default=1000)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--single", type=int, default=200, help="queries timed one by one")
+    a = ap.parse_args(argv)
+
+    x = clustered(a.n, a.d, seed=1)
+    q = clustered(a.nq, a.d, seed=2)
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        threadpool_limits(a.threads)
+        blas = ", ".join(f"{i['internal_api']} {i.get('architecture', '')}" for i in threadpool_info())
+    except ImportError:
+        blas = "unknown (threadpoolctl missing)"
+    print(f"data {a.n} x {a.d} float32, {a.nq} queries, k={a.k}, {a.threads} threads")
+    print(f"rankfunnel {rf.__version__} simd={rf.simd_level()}; numpy {np.__version__} BLAS: {blas}")
+    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+
+    def numpy_search(qs: np.ndarray) -> np.ndarray:
+        s = qs @ x.T
+        top = np.argpartition(-s, a.k, axis=1)[:, : a.k]
+        order = np.argsort(-np.take_along_axis(s, top, 1), axis=1)
+        return np.take_along_axis(top, order, 1)
+
+    truth = np.concatenate([numpy_search(q[i : i + 100]) for i in range(0, a.nq, 100)])
+    idx = rf.FlatIndex(a.d, "dot")
+    idx.add(x)
+
+    engines: dict[str, tuple[object, object]] = {
+        "numpy": (
+            lambda: [numpy_search(q[i : i + 100]) for i in range(0, a.nq, 100)],
+            lambda i: numpy_search(q[i : i + 1]),
+        ),
+        "rankfunnel topk": (
+            lambda: rf.topk(q, x, a.k, "dot", threads=a.threads),
+            lambda i: rf.topk(q[i], x, a.k, "dot", threads=a.threads),
+        ),
+        "rankfunnel FlatIndex": (
+            lambda: idx.search(q, a.k, threads=a.threads),
+            lambda i: idx.search(q[i], a.k, threads=a.threads),
+        ),
+    }
+    found = {"rankfunnel FlatIndex": idx.search(q, a.k)[1], "rankfunnel topk": rf.topk(q, x, a.k, "dot")[1]}
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(a.threads)
+        fi = faiss.IndexFlatIP(a.d)
+        fi.add(x)
+        engines["faiss IndexFlatIP"] = (lambda: fi.search(q, a.k), lambda i: fi.search(q[i : i + 1], a.k))
+        found["faiss IndexFlatIP"] = fi.search(q, a.k)[1]
+    except ImportError:
+        print("faiss-cpu not installed: skipped", file=sys.stderr)
+    found["numpy"] = truth
+
+    rows = []
+    stats = {}
+    for name, (batch, single) in engines.items():
+        t = best_of(batch)  # type: ignore[arg-type]
+        lat = latencies(single, a.single)  # type: ignore[arg-type]
+        stats[name] = (a.nq / t, float(np.median(lat)))
+        rows.append(
+            {
+                "engine": name,
+                "batch QPS": f"{a.nq / t:,.0f}",
+                "single p50 ms": f"{np.median(lat) * 1e3:.3f}",
+                "single p95 ms": f"{np.percentile(lat, 95) * 1e3:.3f}",
+                "recall@k": f"{recall(found[name], truth):.4f}",
+            }
+        )
+    print(table(rows))
+    ours_qps, ours_lat = stats["rankfunnel FlatIndex"]
+    for name, (qps, lat_p50) in stats.items():
+        if not name.startswith("rankfunnel"):
+            print(
+                f"ours/{name}: batch QPS x{ours_qps / qps:.2f}, single-query latency x{lat_p50 / ours_lat:.2f} faster"
+            )
+    gflop = 2 * a.n * a.d * a.nq / 1e9
+    print(
+        f"ours batch: {gflop * ours_qps / a.nq:.0f} GFLOP/s; single: {a.n * a.d * 4 / ours_lat / 1e9:.1f} GB/s"
+    )
+
+
+def ivf(argv: Optional[Sequence[str]] = None) -> None:
+    ap = argparse.ArgumentParser(prog="rankfunnel bench ivf", description=IVF_DOC)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--d", type=int, default=384)
+    ap.add_argument("--nq", type=int, default=1000)
+    ap.add_argument("--nlist", type=int, default=1264)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=10, help="k-means iterations (both libraries)")
+    a = ap.parse_args(argv)
+    x = clustered(a.n, a.d, seed=1)
+    q = clustered(a.nq, a.d, seed=2)
+    truth = rf.topk(q, x, a.k, "dot")[1]
+    print(
+        f"data {a.n} x {a.d}, {a.nq} queries, k={a.k}, nlist={a.nlist}, {a.threads} threads, simd={rf.simd_level()}"
+    )
+
+    builds: dict[str, tuple[float, int, Any]] = {}
+    for storage in ("f32", "int8"):
+        idx = rf.IVFIndex(a.d, nlist=a.nlist, metric="dot", storage=storage)
+        t = time.perf_counter()
+        idx.train(x, iters=a.iters, threads=a.threads)
+        idx.add(x, threads=a.threads)
+        builds[f"ours {storage}"] = (time.perf_counter() - t, idx.memory_bytes(), idx)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(a.threads)
+        for name, make in (
+            ("faiss IVFFlat", lambda qz: faiss.IndexIVFFlat(qz, a.d, a.nlist, faiss.METRIC_INNER_PRODUCT)),
+            (
+                "faiss IVFSQ8",
+                lambda qz: faiss.IndexIVFScalarQuantizer(
+                    qz, a.d, a.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+                ),
+            ),
+        ):
+            qz = faiss.IndexFlatIP(a.d)
+            fi = make(qz)
+            fi.cp.niter = a.iters
+            t = time.perf_counter()
+            fi.train(x)
+            fi.add(x)
+            el = time.perf_counter() - t
+            inv: Any = fi.invlists
+            mem = sum(inv.list_size(i) * (inv.code_size + 8) for i in range(a.nlist)) + a.nlist * a.d * 4
+            builds[name] = (el, mem, (fi, qz))
+    except ImportError:
+        print("faiss-cpu not installed: skipped")
+
+    rows = []
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for name, (_, _, obj) in builds.items():
+        variants = [(name, 0)] if not name.endswith("int8") else [(name, 0), (name + " refine=4", 4)]
+        for label, refine in variants:
+            curves[label] = []
+            for nprobe in NPROBES:
+                eng: Any = obj
+                if name.startswith("ours"):
+                    run = functools.partial(_ours_ivf, eng, q, a.k, nprobe, refine, a.threads)
+                else:
+                    eng[0].nprobe = nprobe
+                    run = functools.partial(_faiss_search, eng[0], q, a.k)
+                found = run()
+                t = best_of(run, 2)
+                rec = recall(found, truth)
+                curves[label].append((rec, a.nq / t))
+                rows.append(
+                    {"engine": label, "nprobe": nprobe, "recall@10": f"{rec:.4f}", "QPS": f"{a.nq / t:,.0f}"}
+                )
+    print(table(rows))
+    print()
+    print(
+        table(
+            [
+                {"engine": n, "train+add s": f"{b[0]:.2f}", "memory MiB": f"{b[1] / 2**20:.1f}"}
+                for n, b in builds.items()
+            ]
+        )
+    )
+    target = 0.90
+    at = {name: qps_at(c, target) for name, c in curves.items()}
+    print(f"\nQPS at recall@10 = {target}: " + ", ".join(f"{n} {v:,.0f}" for n, v in at.items()))
+    if "faiss IVFFlat" in at and at["faiss IVFFlat"] > 0:
+        print(f"ours f32 / faiss IVFFlat: x{at['ours f32'] / at['faiss IVFFlat']:.2f}")
+        print(
+            f"ours int8+refine / faiss IVFSQ8: x{at['ours int8 refine=4'] / max(at['faiss IVFSQ8'], 1e-9):.2f}"
+        )
+        print(
+            f"train+add ours f32 / faiss IVFFlat: x{builds['ours f32'][0] / builds['faiss IVFFlat'][0]:.2f}"
+        )
+    print(f"int8 index memory / f32: {builds['ours int8'][1] / builds['ours f32'][1]:.2f}")
+
+
+SUITES: dict[str, Callable[[Optional[Sequence[str]]], None]] = {"flat": flat, "ivf": ivf}
+
+
+def main(suites: Sequence[str] = (), argv: Optional[Sequence[str]] = None) -> None:
+    """Run the named suites (default: all) with the same extra arguments."""
+    for name in suites or list(SUITES):
+        if name not in SUITES:
+            raise rf.RankfunnelError(f"unknown benchmark suite {name!r}: choose from {sorted(SUITES)}")
+        print(f"\n=== {name} ===")
+        SUITES[name](argv or [])
