@@ -49,6 +49,38 @@ pub fn kmeans(
     spherical: bool,
     threads: usize,
 ) -> Result<KMeans> {
+    lloyd(data, d, k, iters, seed, init, spherical, threads, true)
+}
+
+/// Like [`kmeans`] but stops after the last centroid update, without the final assignment
+/// pass (`assignments` are those of the last iteration, `inertia` is not computed). This is
+/// what a coarse quantizer needs.
+#[allow(clippy::too_many_arguments)]
+pub fn centroids(
+    data: &[f32],
+    d: usize,
+    k: usize,
+    iters: usize,
+    seed: u64,
+    init: Init,
+    spherical: bool,
+    threads: usize,
+) -> Result<KMeans> {
+    lloyd(data, d, k, iters, seed, init, spherical, threads, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lloyd(
+    data: &[f32],
+    d: usize,
+    k: usize,
+    iters: usize,
+    seed: u64,
+    init: Init,
+    spherical: bool,
+    threads: usize,
+    final_assignment: bool,
+) -> Result<KMeans> {
     let n = vectors::rows(data, d, "training vectors")?;
     vectors::check_finite(data, d, "training vectors")?;
     if k == 0 {
@@ -85,6 +117,9 @@ pub fn kmeans(
     let mut assign = vec![0u32; n];
     let mut inertia = 0.0;
     for it in 0..=iters {
+        if it == iters && !final_assignment && iters > 0 {
+            break;
+        }
         let (a, inn) = assign_points(&points, data, d, ext, &c, k, spherical, threads)?;
         assign = a;
         inertia = inn;

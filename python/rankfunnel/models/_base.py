@@ -61,7 +61,9 @@ class OnnxTextModel:
         self.onnx_path: Path = src
         """The ONNX file the session runs."""
         if mode is not None:
-            dst = quantized_path(src, cache_dir, mode)
+            prebuilt = src.parent / f"model_{mode}.onnx"  # written by `rankfunnel export --quantize`
+            use_prebuilt = onnx_file is None and prebuilt.is_file()
+            dst = prebuilt if use_prebuilt else quantized_path(src, cache_dir, mode)
             fresh = not dst.is_file()
             if fresh:
                 quantize_int8(src, dst)

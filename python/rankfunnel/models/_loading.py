@@ -85,9 +85,7 @@ def _hub_offline() -> bool:
     return any(os.environ.get(k, "").upper() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def resolve_model_dir(
-    model: Any, *, local_files_only: bool = False, revision: Optional[str] = None
-) -> Path:
+def resolve_model_dir(model: Any, *, local_files_only: bool = False, revision: Optional[str] = None) -> Path:
     """Return the local directory of ``model`` (a directory or a Hugging Face repo id).
 
     A repo id is looked up in the Hugging Face cache first; it is downloaded only when
@@ -104,7 +102,9 @@ def resolve_model_dir(
         ``model`` is not a local directory and cannot be found or downloaded from the hub.
     """
     if not isinstance(model, (str, os.PathLike)):
-        raise ModelError(f"model must be a directory path or a Hugging Face repo id, got {type(model).__name__}")
+        raise ModelError(
+            f"model must be a directory path or a Hugging Face repo id, got {type(model).__name__}"
+        )
     text = os.fspath(model)
     if not isinstance(text, str) or not text:
         raise ModelError("model must be a non-empty directory path or Hugging Face repo id")
@@ -140,7 +140,7 @@ def resolve_model_dir(
     except Exception as exc:  # noqa: BLE001 - network, auth, 404: all mean "cannot get it"
         raise ModelError(
             f"{text!r} is not a local directory, and fetching it from the Hugging Face hub failed "
-            f"(offline or unknown repo?): {type(exc).__name__}: {exc}"
+            f"(offline or unknown repo?): {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         ) from exc
     return Path(found)
 
@@ -362,7 +362,9 @@ class OnnxModel:
             raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         if "input_ids" not in self.inputs:
-            raise ModelError(f"{path} has no input_ids input (inputs: {sorted(self.inputs)}); not a text model")
+            raise ModelError(
+                f"{path} has no input_ids input (inputs: {sorted(self.inputs)}); not a text model"
+            )
         self.outputs = {o.name: o for o in self.session.get_outputs()}
         self.input_dtype = np.int32 if "int32" in str(self.inputs["input_ids"].type) else np.int64
 
@@ -387,7 +389,9 @@ class OnnxModel:
 
     def run(self, output: str, batch: Batch) -> npt.NDArray[np.float32]:
         """Run the graph on one padded batch and return ``output`` as float32."""
-        feed: dict[str, npt.NDArray[Any]] = {"input_ids": batch.input_ids.astype(self.input_dtype, copy=False)}
+        feed: dict[str, npt.NDArray[Any]] = {
+            "input_ids": batch.input_ids.astype(self.input_dtype, copy=False)
+        }
         if "attention_mask" in self.inputs:
             feed["attention_mask"] = batch.attention_mask.astype(self.input_dtype, copy=False)
         if "token_type_ids" in self.inputs:
@@ -503,7 +507,7 @@ def default_cache_dir() -> Path:
 def quantized_path(src: Path, cache_dir: Optional[Union[str, os.PathLike[str]]], mode: str) -> Path:
     """Where the ``mode``-quantized copy of ``src`` lives in the cache (keyed by path, size, mtime)."""
     st = src.stat()
-    key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{mode}|v1".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{mode}|v3".encode()).hexdigest()[:16]
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return base / f"{src.parent.name}-{src.stem}-{key}-{mode}.onnx"
 
@@ -511,11 +515,16 @@ def quantized_path(src: Path, cache_dir: Optional[Union[str, os.PathLike[str]]],
 def quantize_int8(src: Path, dst: Path) -> None:
     """Write a dynamically int8-quantized copy of ``src`` (MatMul/Gemm weights int8, per channel).
 
-    Activations are quantized on the fly (uint8), the U8S8 path that ONNX Runtime accelerates with
-    AVX-512 VNNI / AVX-VNNI. Needs the ``onnx`` package.
+    Activations are quantized on the fly (uint8): the U8S8 path that ONNX Runtime accelerates with
+    AVX-512 VNNI / AVX-VNNI. Needs the ``onnx`` package. :func:`quantized_path` keys the cache
+    with a recipe version: change it when this recipe changes.
+
+    Measured on all-MiniLM-L6-v2, 2 threads (AVX-512 VNNI): 1.6-1.7x the float32 speed; cosine to
+    float32 on 280 Cranfield documents mean 0.9945, 1st percentile 0.992, min 0.969. Keeping the
+    FFN down-projections in float32 raises the min to 0.98 but cuts the gain to 1.4x.
     """
     try:
-        import onnx  # noqa: F401
+        import onnx  # noqa: F401 - quantize_dynamic needs it; fail early with a clear message
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         raise MissingDependencyError(

@@ -1,0 +1,521 @@
+"""ONNX models: parity with the references in shared/models, batching invariance, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip(
+    "onnxruntime", reason="rankfunnel models need onnxruntime (pip install 'rankfunnel[models]')"
+)
+pytest.importorskip(
+    "tokenizers", reason="rankfunnel models need tokenizers (pip install 'rankfunnel[models]')"
+)
+
+from rankfunnel.errors import RankfunnelError  # noqa: E402
+from rankfunnel.models import (  # noqa: E402
+    POOLING_MODES,
+    BiEncoder,
+    ColBERTEncoder,
+    CrossEncoder,
+    MissingDependencyError,
+    ModelError,
+    ModelFileNotFoundError,
+    pool,
+)
+
+
+def _shared() -> Path:
+    env = os.environ.get("RANKFUNNEL_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+
+
+MODELS = _shared() / "models"
+NAMES = [
+    "all-MiniLM-L6-v2",
+    "tiny-bi-encoder-mean",
+    "tiny-bi-encoder-cls",
+    "tiny-cross-encoder",
+    "tiny-colbert",
+]
+_missing = [n for n in NAMES if not (MODELS / n / "refs.npz").is_file()]
+pytestmark = pytest.mark.skipif(
+    bool(_missing),
+    reason=f"shared models not found in {MODELS} (missing {', '.join(_missing)}); set RANKFUNNEL_SHARED",
+)
+
+MEAN = MODELS / "tiny-bi-encoder-mean"
+CLS = MODELS / "tiny-bi-encoder-cls"
+CROSS = MODELS / "tiny-cross-encoder"
+COLBERT = MODELS / "tiny-colbert"
+MINILM = MODELS / "all-MiniLM-L6-v2"
+
+
+def refs(model_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    with open(model_dir / "refs.json", encoding="utf-8") as f:
+        inputs = json.load(f)
+    with np.load(model_dir / "refs.npz") as z:
+        return inputs, {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def minilm() -> BiEncoder:
+    return BiEncoder(MINILM)
+
+
+@pytest.fixture(scope="module")
+def colbert() -> ColBERTEncoder:
+    return ColBERTEncoder(COLBERT)
+
+
+@pytest.fixture(scope="module")
+def cross() -> CrossEncoder:
+    inputs, _ = refs(CROSS)
+    return CrossEncoder(CROSS, max_length=inputs["max_length"])
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    """A writable copy of a (tiny) model directory."""
+    shutil.copytree(src, dst)
+    for p in [dst, *dst.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dst
+
+
+# -- parity with the references ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_dir", [MEAN, CLS], ids=["mean", "cls"])
+def test_bi_encoder_matches_reference(model_dir: Path) -> None:
+    inputs, want = refs(model_dir)
+    enc = BiEncoder(model_dir)
+    got = enc.encode(inputs["texts"])
+    assert got.dtype == np.float32 and got.shape == want["embeddings"].shape
+    np.testing.assert_allclose(got, want["embeddings"], atol=1e-5, rtol=0)
+    assert enc.dim == got.shape[1]
+
+
+def test_minilm_matches_reference(minilm: BiEncoder) -> None:
+    inputs, want = refs(MINILM)
+    assert len(inputs["texts"]) == 150
+    got = minilm.encode(inputs["texts"])
+    assert got.shape == (150, 384) and got.dtype == np.float32
+    cos = (got.astype(np.float64) * want["embeddings"]).sum(1) / np.linalg.norm(want["embeddings"], axis=1)
+    assert cos.min() >= 0.99999
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert minilm.max_seq_length == 256 and minilm.pooling == ("mean",) and minilm.normalize
+
+
+def test_cross_encoder_matches_reference(cross: CrossEncoder) -> None:
+    inputs, want = refs(CROSS)
+    pairs = [tuple(p) for p in inputs["pairs"]]
+    assert inputs["default_activation"] == "Identity"
+    scores = cross.predict(pairs)
+    assert scores.shape == (len(pairs),) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, want["scores"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(cross.predict(pairs, activation="identity"), want["logits"], atol=1e-5, rtol=0)
+    sig = cross.predict(pairs, activation="sigmoid")
+    np.testing.assert_allclose(sig, 1 / (1 + np.exp(-want["logits"].astype(np.float64))), atol=1e-6)
+
+
+def test_colbert_matches_reference(colbert: ColBERTEncoder) -> None:
+    inputs, want = refs(COLBERT)
+    texts = inputs["texts"]
+    q = colbert.encode_queries(texts)
+    d = colbert.encode_documents(texts)
+    assert [len(x) for x in q] == want["query_lengths"].tolist() == [12] * len(texts)
+    assert [len(x) for x in d] == want["document_lengths"].tolist()
+    assert all(x.dtype == np.float32 and x.shape[1] == 8 for x in q + d)
+    np.testing.assert_allclose(np.concatenate(q), want["queries"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.concatenate(d), want["documents"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.linalg.norm(np.concatenate(d), axis=1), 1.0, atol=1e-5)
+
+
+# -- batching and padding do not change results ------------------------------------------------
+
+
+@pytest.mark.parametrize("model_dir", [MEAN, CLS], ids=["mean", "cls"])
+def test_bi_encoder_batch_invariance(model_dir: Path) -> None:
+    inputs, _ = refs(model_dir)
+    texts = inputs["texts"] * 3
+    enc = BiEncoder(model_dir)
+    alone = np.stack([enc.encode([t])[0] for t in texts])
+    for bs in (1, 2, 5, 32):
+        np.testing.assert_allclose(enc.encode(texts, batch_size=bs), alone, atol=1e-6, rtol=0)
+    # Order is kept whatever the length sort does.
+    perm = np.random.default_rng(0).permutation(len(texts))
+    np.testing.assert_allclose(enc.encode([texts[i] for i in perm], batch_size=4), alone[perm], atol=1e-6)
+
+
+def test_minilm_batch_invariance(minilm: BiEncoder) -> None:
+    inputs, _ = refs(MINILM)
+    texts = inputs["texts"][95:110]  # long documents and short queries mixed
+    alone = np.stack([minilm.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(minilm.encode(texts, batch_size=4), alone, atol=2e-6, rtol=0)
+
+
+def test_cross_encoder_batch_invariance(cross: CrossEncoder) -> None:
+    inputs, _ = refs(CROSS)
+    pairs = [tuple(p) for p in inputs["pairs"]] * 2
+    alone = np.array([cross.predict([p])[0] for p in pairs])
+    np.testing.assert_allclose(cross.predict(pairs, batch_size=3), alone, atol=1e-6, rtol=0)
+
+
+def test_colbert_batch_invariance(colbert: ColBERTEncoder) -> None:
+    inputs, _ = refs(COLBERT)
+    texts = inputs["texts"]
+    batched = colbert.encode_documents(texts, batch_size=3)
+    qbatched = colbert.encode_queries(texts, batch_size=2)
+    for t, b, qb in zip(texts, batched, qbatched):
+        np.testing.assert_allclose(colbert.encode_documents([t])[0], b, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(colbert.encode_queries([t])[0], qb, atol=1e-6, rtol=0)
+
+
+# -- API behaviour ------------------------------------------------------------------------------
+
+
+def test_normalize_override() -> None:
+    enc = BiEncoder(MEAN, threads=1)
+    raw = enc.encode(["hello world", "a longer text about aerodynamics"], normalize=False)
+    unit = enc.encode(["hello world", "a longer text about aerodynamics"])
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    assert enc.threads == 1
+
+
+def test_empty_inputs(cross: CrossEncoder, colbert: ColBERTEncoder) -> None:
+    out = BiEncoder(MEAN).encode([])
+    assert out.shape == (0, 16) and out.dtype == np.float32
+    assert cross.predict([]).shape == (0,)
+    assert cross.rank("query", []) == []
+    assert colbert.encode_queries([]) == [] and colbert.encode_documents([]) == []
+
+
+def test_rank(cross: CrossEncoder) -> None:
+    docs = ["Paris is the capital of France.", "The quick brown fox.", "", "Paris is the capital of France."]
+    query = "what is the capital of France?"
+    scores = cross.predict([(query, d) for d in docs])
+    hits = cross.rank(query, docs, top_k=3, return_documents=True)
+    assert len(hits) == 3
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    for h in hits:
+        assert h["score"] == pytest.approx(float(scores[h["corpus_id"]]))
+        assert h["text"] == docs[h["corpus_id"]]
+    all_hits = cross.rank(query, docs, top_k=None)
+    assert sorted(h["corpus_id"] for h in all_hits) == [0, 1, 2, 3]
+    # Equal documents tie: the earlier one comes first.
+    ids = [h["corpus_id"] for h in all_hits]
+    assert ids.index(0) < ids.index(3)
+
+
+def test_prompts(tmp_path: Path) -> None:
+    model = copy_model(MEAN, tmp_path / "m")
+    cfg_path = model / "config_sentence_transformers.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["prompts"] = {"query": "query: ", "document": "passage: "}
+    cfg_path.write_text(json.dumps(cfg))
+    enc = BiEncoder(model)
+    assert enc.prompts == {"query": "query: ", "document": "passage: "}
+    t = ["what is lift", "Lift is a force."]
+    np.testing.assert_allclose(enc.encode_queries(t), enc.encode(["query: " + x for x in t]), atol=1e-6)
+    np.testing.assert_allclose(enc.encode_documents(t), enc.encode(t, prompt_name="document"), atol=1e-6)
+    np.testing.assert_allclose(enc.encode(t, prompt="query: "), enc.encode_queries(t), atol=1e-6)
+    with pytest.raises(ModelError, match="unknown prompt_name"):
+        enc.encode(t, prompt_name="nope")
+    # The tiny model defines empty prompts: encode_queries is plain encode.
+    plain = BiEncoder(MEAN)
+    np.testing.assert_allclose(plain.encode_queries(t), plain.encode(t), atol=0)
+
+
+def _naive_pool(h: np.ndarray, m: np.ndarray, mode: str) -> np.ndarray:
+    rows = []
+    for hb, mb in zip(h.astype(np.float64), m):
+        tok = hb[mb > 0]
+        n = len(tok)
+        if mode == "cls":
+            rows.append(hb[0])
+        elif mode == "max":
+            rows.append(tok.max(0))
+        elif mode == "mean":
+            rows.append(tok.mean(0))
+        elif mode == "mean_sqrt_len":
+            rows.append(tok.sum(0) / np.sqrt(n))
+        elif mode == "weightedmean":
+            w = np.arange(1, len(mb) + 1)[mb > 0]
+            rows.append((tok * w[:, None]).sum(0) / w.sum())
+        else:
+            rows.append(tok[-1])
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("mode", POOLING_MODES)
+def test_pool_modes(mode: str) -> None:
+    rng = np.random.default_rng(1)
+    h = rng.standard_normal((5, 9, 4)).astype(np.float32)
+    lens = np.array([1, 9, 4, 7, 2])
+    m = (np.arange(9)[None, :] < lens[:, None]).astype(np.int64)
+    np.testing.assert_allclose(pool(h, m, [mode]), _naive_pool(h, m, mode), atol=1e-5)
+    both = pool(h, m, ["cls", mode])
+    assert both.shape == (5, 8)
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("texts", "match"),
+    [
+        (None, "None"),
+        ("a single string", "single str"),
+        ([1, "x"], r"texts\[0\] is int"),
+        (["x", None], r"texts\[1\] is NoneType"),
+        (b"bytes", "list of strings"),
+        (3, "list of strings"),
+    ],
+)
+def test_bad_texts(texts: Any, match: str, colbert: ColBERTEncoder) -> None:
+    enc = BiEncoder(MEAN)
+    with pytest.raises(ModelError, match=match):
+        enc.encode(texts)
+    with pytest.raises(RankfunnelError, match=match):
+        colbert.encode_documents(texts)
+    with pytest.raises(ValueError, match=match):
+        colbert.encode_queries(texts)
+
+
+def test_bad_arguments(cross: CrossEncoder) -> None:
+    enc = BiEncoder(MEAN)
+    for bs in (0, -1, 2.5, True, None):
+        with pytest.raises(ModelError, match="batch_size"):
+            enc.encode(["x"], batch_size=bs)  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="normalize"):
+        enc.encode(["x"], normalize="yes")  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="threads"):
+        BiEncoder(MEAN, threads=0)
+    with pytest.raises(ModelError, match="max_seq_length"):
+        BiEncoder(MEAN, max_seq_length=0)
+    with pytest.raises(ModelError, match="quantize"):
+        BiEncoder(MEAN, quantize="fp16")
+    with pytest.raises(ModelError, match="model must be"):
+        BiEncoder(None)
+    for pairs, match in [
+        (None, "pairs must be"),
+        ("ab", "pairs must be"),
+        ([("q",)], r"pairs\[0\]"),
+        ([("q", None)], r"pairs\[0\] must hold two str"),
+        (["qd"], r"pairs\[0\]"),
+    ]:
+        with pytest.raises(ModelError, match=match):
+            cross.predict(pairs)  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="query must be a str"):
+        cross.rank(None, ["d"])  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="top_k"):
+        cross.rank("q", ["d"], top_k=0)
+    with pytest.raises(ModelError, match="unknown activation"):
+        cross.predict([("q", "d")], activation="relu6")
+
+
+def test_wrong_kind() -> None:
+    with pytest.raises(ModelError, match="cross-encoder.*CrossEncoder"):
+        BiEncoder(CROSS)
+    with pytest.raises(ModelError, match="ColBERT.*ColBERTEncoder"):
+        BiEncoder(COLBERT)
+    with pytest.raises(ModelError, match="bi-encoder.*BiEncoder"):
+        CrossEncoder(MEAN)
+    with pytest.raises(ModelError, match="ColBERT"):
+        CrossEncoder(COLBERT)
+    with pytest.raises(ModelError, match="not a PyLate ColBERT model"):
+        ColBERTEncoder(MEAN)
+    with pytest.raises(ModelError, match="cross-encoder"):
+        ColBERTEncoder(CROSS)
+
+
+def test_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        BiEncoder(tmp_path / "nope")
+    with pytest.raises(ModelFileNotFoundError, match="does not exist"):
+        BiEncoder("./relative/nope")
+    with pytest.raises(ModelFileNotFoundError, match="is a file"):
+        BiEncoder(MEAN / "config.json")
+    no_onnx = copy_model(MEAN, tmp_path / "no_onnx")
+    shutil.rmtree(no_onnx / "onnx")
+    with pytest.raises(ModelFileNotFoundError, match="no ONNX graph"):
+        BiEncoder(no_onnx)
+    # model.onnx at the top level is found too.
+    top = copy_model(MEAN, tmp_path / "top")
+    (top / "onnx" / "model.onnx").rename(top / "model.onnx")
+    np.testing.assert_allclose(BiEncoder(top).encode(["hi"]), BiEncoder(MEAN).encode(["hi"]), atol=1e-7)
+    with pytest.raises(ModelFileNotFoundError, match="ONNX file"):
+        BiEncoder(top, onnx_file="missing.onnx")
+    no_tok = copy_model(MEAN, tmp_path / "no_tok")
+    (no_tok / "tokenizer.json").unlink()
+    with pytest.raises(ModelFileNotFoundError, match="tokenizer.json"):
+        BiEncoder(no_tok)
+    bad_json = copy_model(MEAN, tmp_path / "bad_json")
+    (bad_json / "modules.json").write_text("{not json")
+    with pytest.raises(ModelError, match="cannot read"):
+        BiEncoder(bad_json)
+    bad_onnx = copy_model(MEAN, tmp_path / "bad_onnx")
+    (bad_onnx / "onnx" / "model.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(ModelError, match="onnxruntime cannot load"):
+        BiEncoder(bad_onnx)
+
+
+def test_no_pooling_config_defaults_to_mean(tmp_path: Path) -> None:
+    model = copy_model(MEAN, tmp_path / "m")
+    shutil.rmtree(model / "1_Pooling")
+    (model / "modules.json").unlink()
+    enc = BiEncoder(model)
+    assert enc.pooling == ("mean",) and not enc.normalize
+    want = BiEncoder(MEAN).encode(["hello world"], normalize=False)
+    np.testing.assert_allclose(enc.encode(["hello world"]), want, atol=1e-6)
+
+
+def test_hub_id_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="not a local directory.*offline"):
+        BiEncoder("rankfunnel-tests/no-such-model")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ModelError, match="local_files_only"):
+        CrossEncoder("rankfunnel-tests/no-such-model", local_files_only=True)
+
+
+def test_hub_id_without_huggingface_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(MissingDependencyError, match="not a local directory.*huggingface_hub") as info:
+        ColBERTEncoder("sentence-transformers/all-MiniLM-L6-v2")
+    assert isinstance(info.value, ImportError)
+
+
+# -- int8 quantization ---------------------------------------------------------------------------
+
+
+def test_quantize_int8(tmp_path: Path) -> None:
+    pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")
+    fp32 = BiEncoder(MINILM)
+    q = BiEncoder(MINILM, quantize="int8", cache_dir=tmp_path)
+    assert q.onnx_path.parent == tmp_path and q.onnx_path.is_file()
+    # Dynamic int8 costs a little accuracy (Cranfield: mean cosine 0.995, nDCG@10 0.3817 -> 0.374).
+    parity = q.quantization_parity
+    assert parity is not None and parity["cosine_mean"] >= 0.99 and parity["cosine_min"] >= 0.97
+    inputs, _ = refs(MINILM)
+    texts = inputs["texts"][::10]
+    cos = (q.encode(texts) * fp32.encode(texts)).sum(1)
+    assert cos.mean() >= 0.99 and cos.min() >= 0.97
+    again = BiEncoder(MINILM, quantize="int8", cache_dir=tmp_path)  # reuses the cached graph
+    assert again.onnx_path == q.onnx_path and again.quantization_parity == q.quantization_parity
+    ce = CrossEncoder(CROSS, quantize="int8", cache_dir=tmp_path)
+    assert ce.quantization_parity is not None and "max_abs_diff" in ce.quantization_parity
+
+
+def test_quantize_without_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(MissingDependencyError, match="pip install onnx"):
+        BiEncoder(MEAN, quantize="int8", cache_dir=tmp_path)
+
+
+# -- export without torch ------------------------------------------------------------------------
+
+
+def test_export_needs_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rankfunnel.export import export
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'rankfunnel\[export\]'") as info:
+        export(MEAN, tmp_path / "out", kind="bi")
+    assert isinstance(info.value, ImportError)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ModelError, match="kind"):
+        export(MEAN, tmp_path / "out", kind="sparse")
+    with pytest.raises(ModelError, match="quantize"):
+        export(MEAN, tmp_path / "out", kind="bi", quantize="int4")
+    with pytest.raises(ModelError, match="--kind cross"):
+        export(CROSS, tmp_path / "out", kind="bi")
+    with pytest.raises(ModelError, match="--kind colbert"):
+        export(COLBERT, tmp_path / "out", kind="cross")
+    with pytest.raises(ModelError, match="not a PyLate ColBERT"):
+        export(MEAN, tmp_path / "out", kind="colbert")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(ModelError, match="not empty"):
+        export(MEAN, tmp_path / "full", kind="bi")
+
+
+def test_colbert_config_variants(tmp_path: Path, colbert: ColBERTEncoder) -> None:
+    model = copy_model(COLBERT, tmp_path / "c")
+    cfg_path = model / "config_sentence_transformers.json"
+    cfg = json.loads(cfg_path.read_text())
+    texts = ["hello world", "what is the capital of France?"]
+    default = colbert.encode_queries(texts)
+    cfg["attend_to_expansion_tokens"] = True
+    cfg_path.write_text(json.dumps(cfg))
+    attend = ColBERTEncoder(model).encode_queries(texts)
+    assert [len(x) for x in attend] == [12, 12] and not np.allclose(attend[0], default[0])
+    cfg["do_query_expansion"] = False
+    cfg_path.write_text(json.dumps(cfg))
+    plain = ColBERTEncoder(model).encode_queries(texts)
+    assert [len(x) for x in plain] == [5, 10]  # [CLS] [Q] tokens [SEP], no [MASK] expansion
+    short = ColBERTEncoder(COLBERT, query_length=4, document_length=6)
+    assert [len(x) for x in short.encode_queries(texts)] == [4, 4]
+    assert all(len(x) <= 6 for x in short.encode_documents(texts))
+
+
+def test_show_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    enc = BiEncoder(MEAN)
+    quiet = enc.encode(["a", "b", "c"], batch_size=2)
+    loud = enc.encode(["a", "b", "c"], batch_size=2, show_progress=True)
+    np.testing.assert_array_equal(quiet, loud)
+    assert "3" in capsys.readouterr().err
+
+
+def test_missing_runtime_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingDependencyError, match=r"rankfunnel\[models\]"):
+        BiEncoder(MEAN)
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    with pytest.raises(MissingDependencyError, match="tokenizers"):
+        CrossEncoder(CROSS)
+
+
+def test_online_hub_error_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = pytest.importorskip("huggingface_hub")
+
+    def fail(*args: Any, **kwargs: Any) -> str:
+        raise OSError("Name or service not known\nsecond line")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "snapshot_download", fail)  # no network access in tests
+    with pytest.raises(ModelError, match="not a local directory, and fetching it .* failed") as info:
+        BiEncoder("rankfunnel-tests/no-such-model")
+    assert "second line" not in str(info.value)
+
+
+def test_include_prompt_false(tmp_path: Path) -> None:
+    from rankfunnel.models._loading import pad_batch
+
+    model = copy_model(MEAN, tmp_path / "m")
+    cfg_path = model / "config_sentence_transformers.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["prompts"] = {"query": "query: "}
+    cfg_path.write_text(json.dumps(cfg))
+    pool_path = model / "1_Pooling" / "config.json"
+    pcfg = json.loads(pool_path.read_text())
+    pcfg["include_prompt"] = False
+    pool_path.write_text(json.dumps(pcfg))
+    enc = BiEncoder(model)
+    got = enc.encode_queries(["hello world"], normalize=False)
+    # By hand: [CLS] query : hello world [SEP] -> pool over "hello world [SEP]" only.
+    encs = enc.tokenizer.encode_batch(["query: hello world"])
+    assert encs[0].tokens[:3] == ["[CLS]", "query", ":"]
+    batch = pad_batch(encs, np.array([0]), 0)
+    hidden = enc._onnx.run(enc._output, batch)
+    np.testing.assert_allclose(got[0], hidden[0, 3:].mean(0), atol=1e-6)
