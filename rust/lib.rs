@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod flat;
+pub mod hnsw;
 pub mod kmeans;
 pub mod metric;
 pub mod pack;
@@ -20,4 +21,5 @@ pub mod python;
 
 pub use error::{Error, Result};
 pub use flat::FlatIndex;
+pub use hnsw::HnswIndex;
 pub use metric::Metric;

@@ -9,12 +9,14 @@ from __future__ import annotations
 from ._core import __version__, default_threads, simd_level, simd_levels
 from .errors import CorruptFileError, RankfunnelError, UnknownIdError, UnsupportedVersionError
 from .flat import FlatIndex, topk
+from .hnsw import HNSWIndex
 from .io import load
 from .kmeans import kmeans
 
 __all__ = [
     "CorruptFileError",
     "FlatIndex",
+    "HNSWIndex",
     "RankfunnelError",
     "UnknownIdError",
     "UnsupportedVersionError",

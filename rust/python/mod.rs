@@ -11,8 +11,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 mod flat;
+mod hnsw;
 
 use flat::FlatIndex;
+use hnsw::HNSWIndex;
 
 use crate::error::Error;
 use crate::metric::Metric;
@@ -188,6 +190,7 @@ fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Py<PyAny>> {
     let f = detached(py, || IndexFile::open(&path, mmap))?;
     match f.header().kind {
         Kind::Flat => Ok(Py::new(py, FlatIndex::from_file(py, &f)?)?.into_any()),
+        Kind::Hnsw => Ok(Py::new(py, HNSWIndex::from_file(py, &f)?)?.into_any()),
         other => {
             Err(PyRuntimeError::new_err(format!("{} files are not supported by this build", other.name())))
         }
@@ -206,6 +209,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kmeans, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_class::<FlatIndex>()?;
+    m.add_class::<HNSWIndex>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
