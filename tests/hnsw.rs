@@ -39,7 +39,7 @@ fn recall(got: &[i64], want: &[i64], k: usize) -> f64 {
 
 fn build(n: usize, d: usize, metric: Metric, threads: usize) -> (HnswIndex, FlatIndex, Vec<f32>) {
     let x = clustered(n, d, 3);
-    let mut h = HnswIndex::new(d, metric, 12, 100, 7).unwrap();
+    let mut h = HnswIndex::new(d, metric, 12, 100, 7, true).unwrap();
     h.add(&x, None, threads).unwrap();
     let mut f = FlatIndex::new(d, metric, false).unwrap();
     f.add(&x, None).unwrap();
@@ -175,7 +175,8 @@ fn structurally_bad_files_are_rejected() {
     let p = dir.path().join("x.rfi");
     let m = 2usize;
     let header = Header { kind: Kind::Hnsw, dim: 2, metric: Metric::L2, dtype: Dtype::F32, count: 2 };
-    let params: [i64; 7] = [1, m as i64, 10, 0, 0, 0, 2];
+    let params: [i64; 8] = [1, m as i64, 10, 0, 0, 0, 2, 0];
+    let half: [u16; 0] = [];
     let vectors = [0f32, 1.0, 1.0, 0.0];
     let ids = [0i64, 1];
     let levels = [0u8, 0];
@@ -185,6 +186,7 @@ fn structurally_bad_files_are_rejected() {
         let mut w = Writer::new(header);
         w.add("params", &params);
         w.add("vectors", &vectors);
+        w.add("half", &half);
         w.add("ids", &ids);
         w.add("levels", &levels);
         w.add("links0", &links0);
@@ -209,7 +211,7 @@ fn bad_input_is_an_error_and_changes_nothing() {
     assert!(h.add(&[1.0; 4], Some(&[0]), 1).is_err());
     assert!(h.search(&[1.0; 4], 0, 10, 1, Allow::All, FilterMode::Auto).is_err());
     assert_eq!(h.len(), 50);
-    assert!(HnswIndex::new(4, Metric::L2, 1, 10, 0).is_err());
+    assert!(HnswIndex::new(4, Metric::L2, 1, 10, 0, true).is_err());
     // ef < k is raised to k; k > n pads.
     let r = h.search(&[1.0; 4], 60, 1, 1, Allow::All, FilterMode::Auto).unwrap();
     assert_eq!(r.ids.iter().filter(|i| **i >= 0).count(), 50);

@@ -51,8 +51,16 @@ def kmeans(
 
 class HNSWIndex:
     def __init__(
-        self, dim: int, metric_name: str, m: int = 16, ef_construction: int = 200, seed: int = 0
+        self,
+        dim: int,
+        metric_name: str,
+        m: int = 16,
+        ef_construction: int = 200,
+        seed: int = 0,
+        prefilter: bool = True,
     ) -> None: ...
+    @property
+    def prefilter(self) -> bool: ...
     @property
     def dim(self) -> int: ...
     @property

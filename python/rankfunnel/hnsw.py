@@ -40,6 +40,10 @@ class HNSWIndex:
         Beam width while inserting; higher builds a better graph, more slowly.
     seed : int, default 0
         Seed of the random node levels; a build with one thread is deterministic for a seed.
+    prefilter : bool, default True
+        Also keep a bfloat16 copy of the vectors (+50% memory). Graph walks (searches and
+        inserts) read that copy, half the bytes of float32, and the candidates they keep are
+        rescored in float32, so reported scores are exact. ``False`` saves the memory.
 
     Examples
     --------
@@ -55,7 +59,14 @@ class HNSWIndex:
     _index: Any
 
     def __init__(
-        self, dim: int, metric: str = "cosine", m: int = 16, ef_construction: int = 200, seed: int = 0
+        self,
+        dim: int,
+        metric: str = "cosine",
+        m: int = 16,
+        ef_construction: int = 200,
+        seed: int = 0,
+        *,
+        prefilter: bool = True,
     ) -> None:
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise RankfunnelError(f"seed must be a non-negative integer, got {seed!r}")
@@ -65,6 +76,7 @@ class HNSWIndex:
             positive_int(m, "m"),
             positive_int(ef_construction, "ef_construction"),
             int(seed) % 2**64,
+            bool(prefilter),
         )
 
     @classmethod
@@ -92,6 +104,11 @@ class HNSWIndex:
     def ef_construction(self) -> int:
         """Beam width used while inserting."""
         return int(self._index.ef_construction)
+
+    @property
+    def prefilter(self) -> bool:
+        """Whether the bfloat16 copy walked by searches is kept (see the class docstring)."""
+        return bool(self._index.prefilter)
 
     @property
     def is_mapped(self) -> bool:

@@ -33,8 +33,34 @@ impl PartialOrd for Cand {
     }
 }
 
-/// The stored vectors and the distance of the index metric (lower is better: squared L2, or the
-/// negated inner product for cosine and dot).
+/// Distances from a query to stored nodes, as the graph walk needs them.
+pub(crate) trait Dist: Sync {
+    /// Distance from a query to a stored vector (lower is better).
+    fn dist(&self, q: &[f32], s: u32) -> f32;
+    /// Ask the CPU to start loading the first `lines` cache lines of a stored vector.
+    fn prefetch(&self, s: u32, lines: usize);
+}
+
+#[inline]
+fn prefetch_bytes(p: *const u8, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: prefetch never faults; the caller keeps `p + off` within one row.
+            #[allow(unused_unsafe)]
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(p.wrapping_add(off) as *const i8, std::arch::x86_64::_MM_HINT_T0)
+            };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, bytes);
+}
+
+/// The stored `f32` vectors and the distance of the index metric (lower is better: squared
+/// L2, or the negated inner product for cosine and dot).
 pub(crate) struct Space<'a> {
     pub data: &'a [f32],
     pub d: usize,
@@ -55,9 +81,16 @@ impl<'a> Space<'a> {
         &self.data[at..at + self.d]
     }
 
-    /// Distance from a query to a stored vector.
+    /// Distance between two stored vectors.
     #[inline]
-    pub fn dist(&self, q: &[f32], s: u32) -> f32 {
+    pub fn between(&self, a: u32, b: u32) -> f32 {
+        self.dist(self.row(a), b)
+    }
+}
+
+impl Dist for Space<'_> {
+    #[inline]
+    fn dist(&self, q: &[f32], s: u32) -> f32 {
         let v = (self.f)(q, self.row(s));
         if self.l2 {
             v
@@ -66,34 +99,48 @@ impl<'a> Space<'a> {
         }
     }
 
-    /// Distance between two stored vectors.
     #[inline]
-    pub fn between(&self, a: u32, b: u32) -> f32 {
-        self.dist(self.row(a), b)
+    fn prefetch(&self, s: u32, lines: usize) {
+        let at = s as usize * self.d;
+        if at < self.data.len() {
+            prefetch_bytes(self.data[at..].as_ptr() as *const u8, (self.d * 4).min(lines * 64));
+        }
+    }
+}
+
+/// The bfloat16 copy of the vectors: the walk reads half the bytes; callers rescore in `f32`.
+pub(crate) struct HalfSpace<'a> {
+    pub data: &'a [u16],
+    pub d: usize,
+    pub l2: bool,
+    f: super::half::Kernel,
+}
+
+impl<'a> HalfSpace<'a> {
+    /// A view of row-major bfloat16 `data` with the kernel of the current SIMD level.
+    pub fn new(data: &'a [u16], d: usize, l2: bool) -> HalfSpace<'a> {
+        HalfSpace { data, d, l2, f: super::half::kernel(l2) }
+    }
+}
+
+impl Dist for HalfSpace<'_> {
+    #[inline]
+    fn dist(&self, q: &[f32], s: u32) -> f32 {
+        let at = s as usize * self.d;
+        let v = (self.f)(q, &self.data[at..at + self.d]);
+        if self.l2 {
+            v
+        } else {
+            -v
+        }
     }
 
-    /// Ask the CPU to start loading the first cache lines of a vector.
     #[inline]
-    pub fn prefetch(&self, s: u32, lines: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let at = s as usize * self.d;
-            if at < self.data.len() {
-                let p = self.data[at..].as_ptr() as *const i8;
-                let bytes = (self.d * 4).min(lines * 64);
-                let mut off = 0;
-                while off < bytes {
-                    // SAFETY: prefetch never faults and `p + off` stays within this row.
-                    #[allow(unused_unsafe)]
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch(p.add(off), std::arch::x86_64::_MM_HINT_T0)
-                    };
-                    off += 64;
-                }
-            }
+    fn prefetch(&self, s: u32, lines: usize) {
+        let at = s as usize * self.d;
+        if at < self.data.len() {
+            prefetch_bytes(self.data[at..].as_ptr() as *const u8, (self.d * 2).min(lines * 64));
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (s, lines);
     }
 }
 
@@ -250,8 +297,8 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 }
 
 /// Greedy descent: from `ep`, move to the closest neighbour at `level` until none is closer.
-pub(crate) fn greedy<L: Links>(
-    space: &Space,
+pub(crate) fn greedy<L: Links, S: Dist>(
+    space: &S,
     links: &L,
     q: &[f32],
     mut ep: Cand,
@@ -284,8 +331,8 @@ pub(crate) fn greedy<L: Links>(
 /// than the worst kept result; otherwise it goes on until `ef` results are kept (hnswlib's rule).
 /// Results are appended to `out`, unsorted.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn search_layer<L: Links>(
-    space: &Space,
+pub(crate) fn search_layer<L: Links, S: Dist>(
+    space: &S,
     links: &L,
     q: &[f32],
     eps: &[Cand],

@@ -30,10 +30,12 @@ impl HnswIndex {
             self.entry.map_or(-1, |e| e as i64),
             self.max_level as i64,
             self.next_id,
+            self.prefilter as i64,
         ];
         let mut w = Writer::new(header);
         w.add("params", &params);
         w.add("vectors", self.vectors.as_slice());
+        w.add("half", self.half.as_slice());
         w.add("ids", &self.ids);
         w.add("levels", &self.levels);
         w.add("links0", self.links0.as_slice());
@@ -58,16 +60,17 @@ impl HnswIndex {
             return Err(f.corrupt("bad dtype or dimension for an HNSWIndex"));
         }
         let p: Vec<i64> = f.vec("params")?;
-        if p.len() != 7 || p[0] != LAYOUT {
+        if p.len() != 8 || p[0] != LAYOUT || !(0..=1).contains(&p[7]) {
             return Err(f.corrupt("bad HNSW parameter section"));
         }
         let (m, efc, seed, entry, max_level, next_id) = (p[1], p[2], p[3] as u64, p[4], p[5], p[6]);
         if !(2..=MAX_M as i64).contains(&m) || efc < 1 || !(0..=MAX_LEVEL as i64).contains(&max_level) {
             return Err(f.corrupt("HNSW parameters out of range"));
         }
-        let (m, d) = (m as usize, h.dim);
+        let (m, d, prefilter) = (m as usize, h.dim, p[7] == 1);
         let shape = Shape { m, m0: 2 * m };
         let vectors: Buf<f32> = f.buf("vectors")?;
+        let half: Buf<u16> = f.buf("half")?;
         let ids: Vec<i64> = f.vec("ids")?;
         let levels: Vec<u8> = f.vec("levels")?;
         let links0: Buf<u32> = f.buf("links0")?;
@@ -77,6 +80,7 @@ impl HnswIndex {
         if n as u64 != h.count
             || n >= u32::MAX as usize
             || vectors.as_slice().len() != n * d
+            || half.as_slice().len() != if prefilter { n * d } else { 0 }
             || levels.len() != n
             || links0.as_slice().len() != n * (shape.m0 + 1)
             || deleted.len() != n.div_ceil(64)
@@ -144,6 +148,8 @@ impl HnswIndex {
             seed,
             rng: Rng::new(seed ^ (n as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)),
             vectors,
+            half,
+            prefilter,
             links0,
             upper,
             up_off,

@@ -14,6 +14,7 @@
 //! vector, relinking it and repairing the lists of its old neighbours.
 
 mod graph;
+mod half;
 mod io;
 
 use std::borrow::Cow;
@@ -24,7 +25,9 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use self::graph::{greedy, search_layer, select, with_scratch, Cand, Links, Plain, Shape, Shared, Space};
+use self::graph::{
+    greedy, search_layer, select, with_scratch, Cand, Dist, HalfSpace, Links, Plain, Shape, Shared, Space,
+};
 use crate::error::{Error, Result};
 use crate::invalid;
 use crate::metric::Metric;
@@ -86,6 +89,9 @@ pub struct HnswIndex {
     seed: u64,
     rng: Rng,
     vectors: Buf<f32>,
+    /// bfloat16 copy of `vectors` walked by searches and inserts (empty without `prefilter`).
+    half: Buf<u16>,
+    prefilter: bool,
     links0: Buf<u32>,
     upper: Buf<u32>,
     /// Start of each slot's upper lists in `upper` (unused for level-0-only slots).
@@ -118,7 +124,18 @@ fn atomic_view(v: &mut [u32]) -> &[AtomicU32] {
 impl HnswIndex {
     /// An empty index. `m` is the link count of upper levels (level 0 holds `2 * m`),
     /// `ef_construction` the beam width of inserts, `seed` drives the level draws.
-    pub fn new(dim: usize, metric: Metric, m: usize, ef_construction: usize, seed: u64) -> Result<HnswIndex> {
+    ///
+    /// With `prefilter`, the index also keeps a bfloat16 copy of its vectors (+50% memory): graph
+    /// walks read that copy, half the bytes, and the candidates they keep are rescored in `f32`,
+    /// so reported scores are exact.
+    pub fn new(
+        dim: usize,
+        metric: Metric,
+        m: usize,
+        ef_construction: usize,
+        seed: u64,
+        prefilter: bool,
+    ) -> Result<HnswIndex> {
         if dim == 0 || dim > u32::MAX as usize {
             return Err(invalid!("dim must be between 1 and 2^32-1, got {dim}"));
         }
@@ -136,6 +153,8 @@ impl HnswIndex {
             seed,
             rng: Rng::new(seed),
             vectors: Buf::default(),
+            half: Buf::default(),
+            prefilter,
             links0: Buf::default(),
             upper: Buf::default(),
             up_off: Vec::new(),
@@ -158,6 +177,11 @@ impl HnswIndex {
     /// Metric.
     pub fn metric(&self) -> Metric {
         self.metric
+    }
+
+    /// True when the index keeps the bfloat16 copy its walks read.
+    pub fn prefilter(&self) -> bool {
+        self.prefilter
     }
 
     /// Links per node on upper levels (level 0 holds twice as many).
@@ -213,6 +237,7 @@ impl HnswIndex {
     /// Heap bytes used (vectors, links, ids, id map); a mapped file's pages are not counted.
     pub fn memory_bytes(&self) -> usize {
         self.vectors.heap_bytes()
+            + self.half.heap_bytes()
             + self.links0.heap_bytes()
             + self.upper.heap_bytes()
             + self.up_off.capacity() * 4
@@ -322,6 +347,16 @@ impl HnswIndex {
             self.deleted[s / 64] &= !(1u64 << (s % 64));
             self.slots.insert(id, s as u32);
         }
+        if self.prefilter {
+            let half = self.half.to_mut();
+            half.resize(total * d, 0);
+            for (&s, row) in order.iter().zip(rows.chunks_exact(d)) {
+                let s = s as usize;
+                for (h, &x) in half[s * d..(s + 1) * d].iter_mut().zip(row) {
+                    *h = crate::pack::to_bf16(x);
+                }
+            }
+        }
         if let Some(&mx) = new_ids.iter().max() {
             self.next_id = self.next_id.max(mx + 1);
         }
@@ -353,9 +388,11 @@ impl HnswIndex {
                 indeg[t as usize].fetch_add(1, Relaxed);
             }
         }
+        let l2 = self.metric == Metric::L2;
         let b = Builder {
             indeg: &indeg,
-            space: Space::new(self.vectors.as_slice(), self.dim, self.metric == Metric::L2),
+            space: Space::new(self.vectors.as_slice(), self.dim, l2),
+            half: self.prefilter.then(|| HalfSpace::new(self.half.as_slice(), self.dim, l2)),
             links: Shared {
                 l0: atomic_view(self.links0.to_mut()),
                 up: atomic_view(self.upper.to_mut()),
@@ -518,25 +555,48 @@ impl HnswIndex {
             return sel;
         }
         let space = self.space();
-        let links = self.plain();
-        let deleted = &self.deleted;
-        let all_ok = allow.is_none() && self.free.is_empty();
         let mut found = Vec::with_capacity(ef);
-        with_scratch(|sc| {
-            let mut cur = Cand { d: space.dist(q, entry), s: entry };
-            for l in (1..=self.max_level).rev() {
-                cur = greedy(&space, &links, q, cur, l, sc);
+        if self.prefilter {
+            let half = HalfSpace::new(self.half.as_slice(), self.dim, self.metric == Metric::L2);
+            self.walk_with(&half, q, entry, ef, allow, &mut found);
+            for c in &found {
+                space.prefetch(c.s, 32);
             }
-            let ok = |s: u32| !bit(deleted, s) && allow.is_none_or(|a| bit(a, s));
-            search_layer(&space, &links, q, &[cur], 0, ef, self.ids.len(), ok, all_ok, sc, &mut found);
-        });
-        for c in &found {
-            sel.push(-c.d, self.ids[c.s as usize]);
+            for c in &found {
+                sel.push(-space.dist(q, c.s), self.ids[c.s as usize]);
+            }
+        } else {
+            self.walk_with(&space, q, entry, ef, allow, &mut found);
+            for c in &found {
+                sel.push(-c.d, self.ids[c.s as usize]);
+            }
         }
         if sel.len() < k.min(eligible) {
             return self.exact_one(q, k, allow);
         }
         sel
+    }
+
+    fn walk_with<W: Dist>(
+        &self,
+        walk: &W,
+        q: &[f32],
+        entry: u32,
+        ef: usize,
+        allow: Option<&[u64]>,
+        found: &mut Vec<Cand>,
+    ) {
+        let links = self.plain();
+        let deleted = &self.deleted;
+        let all_ok = allow.is_none() && self.free.is_empty();
+        with_scratch(|sc| {
+            let mut cur = Cand { d: walk.dist(q, entry), s: entry };
+            for l in (1..=self.max_level).rev() {
+                cur = greedy(walk, &links, q, cur, l, sc);
+            }
+            let ok = |s: u32| !bit(deleted, s) && allow.is_none_or(|a| bit(a, s));
+            search_layer(walk, &links, q, &[cur], 0, ef, self.ids.len(), ok, all_ok, sc, found);
+        });
     }
 
     /// Exact top-`k` of one query over the live (and allowed) slots.
@@ -574,6 +634,8 @@ impl HnswIndex {
 
 /// Shared state of one parallel build.
 struct Builder<'a> {
+    /// What the insert walks read: the bfloat16 copy when there is one.
+    half: Option<HalfSpace<'a>>,
     /// Level-0 in-degree of every slot (kept approximately under concurrency), so pruning
     /// never drops a node's last incoming link.
     indeg: &'a [AtomicU32],
@@ -596,6 +658,15 @@ impl Builder<'_> {
     /// Link slot `s` (its vector already written) into the graph. `old` holds the lists a
     /// reused slot had, whose owners are repaired.
     fn insert(&self, s: u32, old: Option<&[Vec<u32>]>) {
+        match &self.half {
+            Some(h) => self.insert_with(h, s, old),
+            None => self.insert_with(&self.space, s, old),
+        }
+    }
+
+    /// [`Builder::insert`] walking the graph with `walk`; the candidates are rescored in `f32`
+    /// before the heuristic picks neighbours.
+    fn insert_with<W: Dist>(&self, walk: &W, s: u32, old: Option<&[Vec<u32>]>) {
         let q = self.space.row(s);
         let level = self.levels[s as usize] as usize;
         let mut g = self.top.lock().unwrap_or_else(|e| e.into_inner());
@@ -612,9 +683,9 @@ impl Builder<'_> {
         };
         let ok = |x: u32| x != s && !bit(self.deleted, x);
         with_scratch(|sc| {
-            let mut cur = Cand { d: self.space.dist(q, ep), s: ep };
+            let mut cur = Cand { d: walk.dist(q, ep), s: ep };
             for l in (level + 1..=max_level).rev() {
-                cur = greedy(&self.space, &self.links, q, cur, l, sc);
+                cur = greedy(walk, &self.links, q, cur, l, sc);
             }
             let mut eps = vec![cur];
             let mut found = Vec::with_capacity(self.efc);
@@ -622,7 +693,12 @@ impl Builder<'_> {
             let mut ids = Vec::new();
             for l in (0..=level.min(max_level)).rev() {
                 found.clear();
-                search_layer(&self.space, &self.links, q, &eps, l, self.efc, self.n, ok, false, sc, &mut found);
+                search_layer(walk, &self.links, q, &eps, l, self.efc, self.n, ok, false, sc, &mut found);
+                if self.half.is_some() {
+                    for c in found.iter_mut() {
+                        c.d = self.space.dist(q, c.s);
+                    }
+                }
                 found.sort_unstable();
                 select(&self.space, &found, self.links.shape.m, &mut chosen);
                 ids.clear();

@@ -55,12 +55,12 @@ fn positive(v: i64, what: &str) -> PyResult<usize> {
 #[pymethods]
 impl HNSWIndex {
     #[new]
-    #[pyo3(signature = (dim, metric_name, m=16, ef_construction=200, seed=0))]
-    fn new(dim: i64, metric_name: &str, m: i64, ef_construction: i64, seed: u64) -> PyResult<Self> {
+    #[pyo3(signature = (dim, metric_name, m=16, ef_construction=200, seed=0, prefilter=true))]
+    fn new(dim: i64, metric_name: &str, m: i64, ef_construction: i64, seed: u64, prefilter: bool) -> PyResult<Self> {
         let dim = positive(dim, "dim")?;
         let m = positive(m, "m")?;
         let efc = positive(ef_construction, "ef_construction")?;
-        let idx = hnsw::HnswIndex::new(dim, metric(metric_name)?, m, efc, seed).map_err(to_py)?;
+        let idx = hnsw::HnswIndex::new(dim, metric(metric_name)?, m, efc, seed, prefilter).map_err(to_py)?;
         Ok(HNSWIndex { inner: RwLock::new(idx) })
     }
 
@@ -82,6 +82,11 @@ impl HNSWIndex {
     #[getter]
     fn ef_construction(&self) -> usize {
         self.read().ef_construction()
+    }
+
+    #[getter]
+    fn prefilter(&self) -> bool {
+        self.read().prefilter()
     }
 
     #[getter]
