@@ -150,10 +150,12 @@ def main() -> None:
         curves[name] = []
         for ef in efs:
             found = search(ef)
-            secs = best_of(lambda ef=ef: search(ef), a.repeat)  # type: ignore[misc]
+            secs = best_of(lambda ef=ef, search=search: search(ef), a.repeat)  # type: ignore[misc]
             r = recall(found, truth)
             curves[name].append((r, a.nq / secs))
-            sweep_rows.append({"engine": name, "ef": ef, "recall@10": f"{r:.4f}", "QPS": f"{a.nq / secs:,.0f}"})
+            sweep_rows.append(
+                {"engine": name, "ef": ef, "recall@10": f"{r:.4f}", "QPS": f"{a.nq / secs:,.0f}"}
+            )
     print(table(sweep_rows))
     print()
 
@@ -225,7 +227,9 @@ def main() -> None:
                 }
             )
     print()
-    print(f"filtered: {len(allow)} allowed ids ({a.filter_frac:.0%}); unfiltered ours at ef={ef95}: {unf:,.0f} QPS")
+    print(
+        f"filtered: {len(allow)} allowed ids ({a.filter_frac:.0%}); unfiltered ours at ef={ef95}: {unf:,.0f} QPS"
+    )
     print(table(rows))
 
 

@@ -182,7 +182,9 @@ fn structurally_bad_files_are_rejected() {
     let levels = [0u8, 0];
     let upper: [u32; 0] = [];
     let deleted = [0u64];
-    for links0 in [vec![1u32, 1, 0, 0, 0, 1, 0, 0, 0, 0], vec![1u32, 7, 0, 0, 0, 0, 0, 0, 0, 0], vec![9u32; 10]] {
+    for links0 in
+        [vec![1u32, 1, 0, 0, 0, 1, 0, 0, 0, 0], vec![1u32, 7, 0, 0, 0, 0, 0, 0, 0, 0], vec![9u32; 10]]
+    {
         let mut w = Writer::new(header);
         w.add("params", &params);
         w.add("vectors", &vectors);

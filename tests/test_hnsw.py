@@ -24,7 +24,9 @@ def clustered(n: int, d: int, *, clusters: int = 50, seed: int = 0) -> np.ndarra
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, d)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
+    x = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, d)).astype(
+        np.float32
+    ) / np.sqrt(d)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -44,7 +46,9 @@ def built() -> tuple[rf.HNSWIndex, rf.FlatIndex, np.ndarray, np.ndarray]:
     return h, f, x, q
 
 
-def test_recall_is_high_and_grows_with_ef(built: tuple[rf.HNSWIndex, rf.FlatIndex, np.ndarray, np.ndarray]) -> None:
+def test_recall_is_high_and_grows_with_ef(
+    built: tuple[rf.HNSWIndex, rf.FlatIndex, np.ndarray, np.ndarray],
+) -> None:
     h, f, _, q = built
     _, truth = f.search(q, k=10)
     recalls = [recall(h.search(q, k=10, ef=ef)[1], truth) for ef in (10, 20, 40, 80, 160, 320)]
@@ -151,7 +155,9 @@ def test_small_allow_list_returns_k_allowed_results(
     assert i.tolist() == [-1, -1, -1]
 
 
-def test_broad_filter_walks_the_graph(built: tuple[rf.HNSWIndex, rf.FlatIndex, np.ndarray, np.ndarray]) -> None:
+def test_broad_filter_walks_the_graph(
+    built: tuple[rf.HNSWIndex, rf.FlatIndex, np.ndarray, np.ndarray],
+) -> None:
     h, f, _, q = built
     allow = np.arange(0, len(h), 2)
     _, i = h.search(q, k=10, ef=128, filter=allow, filter_mode="graph")

@@ -254,9 +254,7 @@ def _filter(
     if filter is None:
         return None, None
     per_query = (isinstance(filter, np.ndarray) and filter.ndim == 2) or (
-        isinstance(filter, (list, tuple))
-        and len(filter) > 0
-        and not isinstance(filter[0], (int, np.integer))
+        isinstance(filter, (list, tuple)) and len(filter) > 0 and not isinstance(filter[0], (int, np.integer))
     )
     if per_query:
         assert isinstance(filter, (np.ndarray, list, tuple))

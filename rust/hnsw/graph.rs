@@ -50,7 +50,10 @@ fn prefetch_bytes(p: *const u8, bytes: usize) {
             // SAFETY: prefetch never faults; the caller keeps `p + off` within one row.
             #[allow(unused_unsafe)]
             unsafe {
-                std::arch::x86_64::_mm_prefetch(p.wrapping_add(off) as *const i8, std::arch::x86_64::_MM_HINT_T0)
+                std::arch::x86_64::_mm_prefetch(
+                    p.wrapping_add(off) as *const i8,
+                    std::arch::x86_64::_MM_HINT_T0,
+                )
             };
             off += 64;
         }
@@ -282,13 +285,15 @@ pub(crate) struct Scratch {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        visited: Visited { marks: Vec::new(), gen: 0 },
-        cand: BinaryHeap::new(),
-        top: BinaryHeap::new(),
-        links: Vec::new(),
-        fresh: Vec::new(),
-    });
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            visited: Visited { marks: Vec::new(), gen: 0 },
+            cand: BinaryHeap::new(),
+            top: BinaryHeap::new(),
+            links: Vec::new(),
+            fresh: Vec::new(),
+        })
+    };
 }
 
 /// Run `f` with this thread's scratch buffers.

@@ -170,7 +170,8 @@ mod tests {
     #[test]
     fn every_level_matches_the_reference() {
         let q: Vec<f32> = (0..389).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-        let x: Vec<u16> = (0..389).map(|i| crate::pack::to_bf16(((i * 53 % 97) as f32 - 48.0) / 30.0)).collect();
+        let x: Vec<u16> =
+            (0..389).map(|i| crate::pack::to_bf16(((i * 53 % 97) as f32 - 48.0) / 30.0)).collect();
         for d in [1, 7, 16, 31, 32, 33, 100, 389] {
             let (q, x) = (&q[..d], &x[..d]);
             let want = [scalar_dot(q, x), scalar_l2(q, x)];

@@ -87,7 +87,7 @@ impl HnswIndex {
         {
             return Err(f.corrupt("section sizes do not match the header"));
         }
-        if n % 64 != 0 && deleted.last().is_some_and(|&w| w >> (n % 64) != 0) {
+        if !n.is_multiple_of(64) && deleted.last().is_some_and(|&w| w >> (n % 64) != 0) {
             return Err(f.corrupt("deleted bitmap marks slots past the end"));
         }
         if !vectors.as_slice().iter().all(|x| x.is_finite()) {
@@ -120,7 +120,12 @@ impl HnswIndex {
         let top = levels.iter().copied().max().unwrap_or(0) as i64;
         let entry = match (n, entry) {
             (0, -1) if max_level == 0 => None,
-            (n, e) if e >= 0 && (e as usize) < n && levels[e as usize] as i64 == max_level && max_level == top => {
+            (n, e)
+                if e >= 0
+                    && (e as usize) < n
+                    && levels[e as usize] as i64 == max_level
+                    && max_level == top =>
+            {
                 Some(e as u32)
             }
             _ => return Err(f.corrupt("bad entry point")),

@@ -73,7 +73,9 @@ impl FilterMode {
             "auto" => Ok(FilterMode::Auto),
             "graph" => Ok(FilterMode::Graph),
             "exact" => Ok(FilterMode::Exact),
-            other => Err(invalid!("unknown filter_mode {other:?}: expected \"auto\", \"graph\" or \"exact\"")),
+            other => {
+                Err(invalid!("unknown filter_mode {other:?}: expected \"auto\", \"graph\" or \"exact\""))
+            }
         }
     }
 }

@@ -56,7 +56,14 @@ fn positive(v: i64, what: &str) -> PyResult<usize> {
 impl HNSWIndex {
     #[new]
     #[pyo3(signature = (dim, metric_name, m=16, ef_construction=200, seed=0, prefilter=true))]
-    fn new(dim: i64, metric_name: &str, m: i64, ef_construction: i64, seed: u64, prefilter: bool) -> PyResult<Self> {
+    fn new(
+        dim: i64,
+        metric_name: &str,
+        m: i64,
+        ef_construction: i64,
+        seed: u64,
+        prefilter: bool,
+    ) -> PyResult<Self> {
         let dim = positive(dim, "dim")?;
         let m = positive(m, "m")?;
         let efc = positive(ef_construction, "ef_construction")?;
