@@ -47,7 +47,7 @@ bench-rust: ## criterion benches of the kernels, per SIMD level
 bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same data, same run
 	$(PIP) install --quiet -r requirements-bench.txt
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_flat.py
-	cd benches && ../$(PY) bench_hnsw.py
+	$(PY) benches/bench_hnsw.py
 
 bench: bench-rust bench-python ## all benchmarks
 
