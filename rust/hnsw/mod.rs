@@ -39,6 +39,9 @@ use crate::vectors;
 
 /// Highest level a node can get (levels are drawn as `floor(-ln(U) / ln(m))`).
 const MAX_LEVEL: usize = 32;
+/// Shared-filter exact scans of at least this many queries gather the allowed rows and use the
+/// blocked tile kernels; fewer queries scan the allowed rows in place.
+const BATCH_SCAN: usize = 8;
 /// Largest `m` accepted.
 const MAX_M: usize = 2048;
 
@@ -481,8 +484,11 @@ impl HnswIndex {
             Allow::Shared(ids) => Some(self.bitmap(ids)),
             _ => None,
         };
+        let mut scan = false;
         if let Some((bits, count)) = &shared {
-            if mode == FilterMode::Exact || (mode == FilterMode::Auto && self.prefer_exact(*count, nq, ef)) {
+            scan = mode == FilterMode::Exact || (mode == FilterMode::Auto && self.prefer_exact(*count, nq, ef));
+            // Batches go through the tile kernels over a gathered copy; a few queries scan in place.
+            if scan && nq >= BATCH_SCAN {
                 return self.exact_batch(&queries, bits, k, threads);
             }
         }
@@ -498,7 +504,11 @@ impl HnswIndex {
                 }
                 Allow::Shared(_) => {
                     let (bits, count) = shared.as_ref().expect("built above");
-                    self.walk(q, k, ef, Some(bits), *count)
+                    if scan {
+                        self.exact_one(q, k, Some(bits))
+                    } else {
+                        self.walk(q, k, ef, Some(bits), *count)
+                    }
                 }
                 Allow::PerQuery(lists) => {
                     let (bits, count) = self.bitmap(lists[qi]);
@@ -544,7 +554,7 @@ impl HnswIndex {
         let live = self.len().max(1) as f64;
         let frac = (allowed as f64 / live).max(1e-9);
         let walk = (24.0 * ef as f64 / frac).min(live);
-        let exact = allowed as f64 * if nq >= 8 { 0.25 } else { 1.0 };
+        let exact = allowed as f64 * if nq >= BATCH_SCAN { 0.25 } else { 1.0 };
         exact <= walk
     }
 
@@ -702,7 +712,7 @@ impl Builder<'_> {
                     }
                 }
                 found.sort_unstable();
-                select(&self.space, &found, self.links.shape.m, &mut chosen);
+                select(&self.space, &found, self.links.shape.cap(l), &mut chosen);
                 ids.clear();
                 ids.extend(chosen.iter().map(|c| c.s));
                 let mut before = Vec::new();
