@@ -106,7 +106,7 @@ impl Dist for Space<'_> {
     fn prefetch(&self, s: u32, lines: usize) {
         let at = s as usize * self.d;
         if at < self.data.len() {
-            prefetch_bytes(self.data[at..].as_ptr() as *const u8, (self.d * 4).min(lines * 64));
+            prefetch_bytes(self.data[at..].as_ptr() as *const u8, (self.d * 4).min(lines.saturating_mul(64)));
         }
     }
 }
@@ -142,7 +142,7 @@ impl Dist for HalfSpace<'_> {
     fn prefetch(&self, s: u32, lines: usize) {
         let at = s as usize * self.d;
         if at < self.data.len() {
-            prefetch_bytes(self.data[at..].as_ptr() as *const u8, (self.d * 2).min(lines * 64));
+            prefetch_bytes(self.data[at..].as_ptr() as *const u8, (self.d * 2).min(lines.saturating_mul(64)));
         }
     }
 }
@@ -151,6 +151,9 @@ impl Dist for HalfSpace<'_> {
 pub(crate) trait Links: Sync {
     /// Replace `out` with the links of `s` at `level`.
     fn get(&self, s: u32, level: usize, out: &mut Vec<u32>);
+
+    /// Ask the CPU to start loading the level-0 list of `s`.
+    fn prefetch(&self, _s: u32) {}
 }
 
 /// Shape of the link arrays.
@@ -200,6 +203,15 @@ impl Links for Plain<'_> {
         let list = if level == 0 { &self.l0[at..at + w] } else { &self.up[at..at + w] };
         let c = (list[0] as usize).min(w - 1);
         out.extend_from_slice(&list[1..1 + c]);
+    }
+
+    #[inline]
+    fn prefetch(&self, s: u32) {
+        let w = self.shape.m0 + 1;
+        let at = s as usize * w;
+        if at < self.l0.len() {
+            prefetch_bytes(self.l0[at..].as_ptr() as *const u8, w * 4);
+        }
     }
 }
 
@@ -373,6 +385,11 @@ pub(crate) fn search_layer<L: Links, S: Dist>(
         if c.d > bound && (top.len() >= ef || all_ok) {
             break;
         }
+        if level == 0 {
+            if let Some(Reverse(next)) = cand.peek() {
+                links.prefetch(next.s);
+            }
+        }
         links.get(c.s, level, buf);
         fresh.clear();
         for &nb in buf.iter() {
@@ -380,13 +397,11 @@ pub(crate) fn search_layer<L: Links, S: Dist>(
                 fresh.push(nb);
             }
         }
+        // Start every row's loads at once: the walk is bound by memory latency, not bandwidth.
         for &nb in fresh.iter() {
-            space.prefetch(nb, 2);
+            space.prefetch(nb, usize::MAX);
         }
-        for (i, &nb) in fresh.iter().enumerate() {
-            if let Some(&next) = fresh.get(i + 1) {
-                space.prefetch(next, 32);
-            }
+        for &nb in fresh.iter() {
             let d = space.dist(q, nb);
             if top.len() < ef || d < bound {
                 cand.push(Reverse(Cand { d, s: nb }));
