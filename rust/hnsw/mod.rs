@@ -486,7 +486,8 @@ impl HnswIndex {
         };
         let mut scan = false;
         if let Some((bits, count)) = &shared {
-            scan = mode == FilterMode::Exact || (mode == FilterMode::Auto && self.prefer_exact(*count, nq, ef));
+            scan =
+                mode == FilterMode::Exact || (mode == FilterMode::Auto && self.prefer_exact(*count, nq, ef));
             // Batches go through the tile kernels over a gathered copy; a few queries scan in place.
             if scan && nq >= BATCH_SCAN {
                 return self.exact_batch(&queries, bits, k, threads);
