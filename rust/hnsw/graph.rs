@@ -254,6 +254,15 @@ impl Links for Shared<'_> {
         let c = (list[0].load(Mem::Acquire) as usize).min(list.len() - 1);
         out.extend(list[1..1 + c].iter().map(|a| a.load(Mem::Relaxed)));
     }
+
+    #[inline]
+    fn prefetch(&self, s: u32) {
+        let w = self.shape.m0 + 1;
+        let at = s as usize * w;
+        if at < self.l0.len() {
+            prefetch_bytes(self.l0[at..].as_ptr() as *const u8, w * 4);
+        }
+    }
 }
 
 /// Per-thread "visited" marks: a generation stamp per slot, so clearing is O(1).
