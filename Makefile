@@ -48,6 +48,7 @@ bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same 
 	$(PIP) install --quiet -r requirements-bench.txt
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_flat.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_ivf.py
+	$(PY) benches/bench_hnsw.py
 
 bench: bench-rust bench-python ## all benchmarks
 

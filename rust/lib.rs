@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod flat;
+pub mod hnsw;
 pub mod ivf;
 pub mod kmeans;
 pub mod metric;
@@ -21,4 +22,5 @@ pub mod python;
 
 pub use error::{Error, Result};
 pub use flat::FlatIndex;
+pub use hnsw::HnswIndex;
 pub use metric::Metric;

@@ -11,6 +11,7 @@ from typing import Any
 from ._core import __version__, default_threads, simd_level, simd_levels
 from .errors import CorruptFileError, RankfunnelError, UnknownIdError, UnsupportedVersionError
 from .flat import FlatIndex, topk
+from .hnsw import HNSWIndex
 from .io import load
 from .ivf import IVFIndex
 from .kmeans import kmeans
@@ -25,6 +26,7 @@ __all__ = [
     "Hit",
     "IVFIndex",
     "Pipeline",
+    "HNSWIndex",
     "RankfunnelError",
     "UnknownIdError",
     "UnsupportedVersionError",

@@ -8,9 +8,10 @@ from typing import Union
 from . import _core
 from ._index import PathLike
 from .flat import FlatIndex
+from .hnsw import HNSWIndex
 from .ivf import IVFIndex
 
-AnyIndex = Union[FlatIndex, IVFIndex]
+AnyIndex = Union[FlatIndex, IVFIndex, HNSWIndex]
 
 
 def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
@@ -25,7 +26,7 @@ def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
 
     Returns
     -------
-    FlatIndex or IVFIndex
+    FlatIndex, IVFIndex or HNSWIndex
         The loaded index, of the kind recorded in the file.
     """
     core = _core.load(os.fspath(path), bool(mmap))
@@ -33,4 +34,6 @@ def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
         return FlatIndex._wrap(core)
     if isinstance(core, _core.IVFIndex):
         return IVFIndex._wrap(core)
+    if isinstance(core, _core.HNSWIndex):
+        return HNSWIndex._wrap(core)
     raise TypeError(f"unexpected index type {type(core).__name__}")  # pragma: no cover

@@ -11,9 +11,11 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 mod flat;
+mod hnsw;
 mod ivf;
 
 use flat::FlatIndex;
+use hnsw::HNSWIndex;
 use ivf::IVFIndex;
 
 use crate::error::Error;
@@ -191,6 +193,7 @@ fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Py<PyAny>> {
     match f.header().kind {
         Kind::Flat => Ok(Py::new(py, FlatIndex::from_file(py, &f)?)?.into_any()),
         Kind::Ivf => Ok(Py::new(py, IVFIndex::from_file(py, &f)?)?.into_any()),
+        Kind::Hnsw => Ok(Py::new(py, HNSWIndex::from_file(py, &f)?)?.into_any()),
         other => {
             Err(PyRuntimeError::new_err(format!("{} files are not supported by this build", other.name())))
         }
@@ -210,6 +213,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_class::<FlatIndex>()?;
     m.add_class::<IVFIndex>()?;
+    m.add_class::<HNSWIndex>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

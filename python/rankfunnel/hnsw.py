@@ -1,0 +1,264 @@
+"""Approximate search over a hierarchical navigable small-world graph: :class:`HNSWIndex`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+from ._arrays import as_ids, as_matrix, metric_name, positive_int, threads_arg
+from .errors import RankfunnelError
+from .flat import Ids, PathLike, Scores
+
+Filter = Union[npt.ArrayLike, Sequence[npt.ArrayLike], None]
+
+_MODES = ("auto", "graph", "exact")
+
+
+class HNSWIndex:
+    """Approximate nearest-neighbour index over an HNSW graph (Malkov & Yashunin).
+
+    Vectors live in row-major float32 with compact ``uint32`` neighbour lists (``2 * m`` on the
+    bottom level, ``m`` above). Adds insert in parallel; removed ids are never returned again
+    and their slots are reused by later adds.
+
+    Parameters
+    ----------
+    dim : int
+        Vector dimension.
+    metric : {"cosine", "dot", "l2"}
+        Scoring; cosine indexes store unit-length vectors, ``"l2"`` scores are squared
+        distances.
+    m : int, default 16
+        Links per node on the upper levels (level 0 keeps ``2 * m``). More links: better recall,
+        more memory, slower builds.
+    ef_construction : int, default 200
+        Beam width while inserting; higher builds a better graph, more slowly.
+    seed : int, default 0
+        Seed of the random node levels; a build with one thread is deterministic for a seed.
+    prefilter : bool, default True
+        Also keep a bfloat16 copy of the vectors (+50% memory). Graph walks (searches and
+        inserts) read that copy, half the bytes of float32, and the candidates they keep are
+        rescored in float32, so reported scores are exact. ``False`` saves the memory.
+
+    Examples
+    --------
+    >>> import numpy as np, rankfunnel as rf
+    >>> x = np.random.default_rng(0).standard_normal((1000, 16)).astype(np.float32)
+    >>> h = rf.HNSWIndex(16, "l2", m=8)
+    >>> ids = h.add(x)
+    >>> scores, found = h.search(x[3], k=1)
+    >>> int(found[0])
+    3
+    """
+
+    _index: Any
+
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "cosine",
+        m: int = 16,
+        ef_construction: int = 200,
+        seed: int = 0,
+        *,
+        prefilter: bool = True,
+    ) -> None:
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise RankfunnelError(f"seed must be a non-negative integer, got {seed!r}")
+        self._index = _core.HNSWIndex(
+            positive_int(dim, "dim"),
+            metric_name(metric),
+            positive_int(m, "m"),
+            positive_int(ef_construction, "ef_construction"),
+            int(seed) % 2**64,
+            bool(prefilter),
+        )
+
+    @classmethod
+    def _wrap(cls, core: Any) -> HNSWIndex:
+        obj = cls.__new__(cls)
+        obj._index = core
+        return obj
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self._index.dim)
+
+    @property
+    def metric(self) -> str:
+        """Metric name: ``"cosine"``, ``"dot"`` or ``"l2"``."""
+        return str(self._index.metric)
+
+    @property
+    def m(self) -> int:
+        """Links per node on the upper levels (level 0 keeps twice as many)."""
+        return int(self._index.m)
+
+    @property
+    def ef_construction(self) -> int:
+        """Beam width used while inserting."""
+        return int(self._index.ef_construction)
+
+    @property
+    def prefilter(self) -> bool:
+        """Whether the bfloat16 copy walked by searches is kept (see the class docstring)."""
+        return bool(self._index.prefilter)
+
+    @property
+    def is_mapped(self) -> bool:
+        """Whether vectors and links are read from a memory-mapped file."""
+        return bool(self._index.is_mapped)
+
+    def __len__(self) -> int:
+        return int(len(self._index))
+
+    def __contains__(self, id: object) -> bool:
+        return isinstance(id, (int, np.integer)) and bool(self._index.contains(int(id)))
+
+    def __repr__(self) -> str:
+        return f"HNSWIndex(dim={self.dim}, metric={self.metric!r}, m={self.m}, len={len(self)})"
+
+    @property
+    def ids(self) -> Ids:
+        """Live ids, in slot order."""
+        out: Ids = self._index.ids()
+        return out
+
+    def add(
+        self, vectors: npt.ArrayLike, ids: Optional[npt.ArrayLike] = None, *, threads: Optional[int] = None
+    ) -> Ids:
+        """Insert vectors into the graph, in parallel.
+
+        Parameters
+        ----------
+        vectors : array_like, shape (n, dim) or (dim,)
+            Finite numbers; converted to float32.
+        ids : array_like of int, optional
+            Non-negative, unique labels not already stored. Default: consecutive ids after the
+            largest id ever given.
+        threads : int, optional
+            Build threads; default ``RANKFUNNEL_NUM_THREADS`` or every core.
+
+        Returns
+        -------
+        ndarray of int64
+            The ids of the added vectors.
+
+        Raises
+        ------
+        RankfunnelError
+            On a wrong shape, NaN/inf, or bad/duplicate ids; the index is then unchanged.
+        """
+        v, _ = as_matrix(vectors, "vectors", dim=self.dim)
+        id_arr = None if ids is None else as_ids(ids)
+        out: Ids = self._index.add(v, id_arr, threads_arg(threads))
+        return out
+
+    def search(
+        self,
+        queries: npt.ArrayLike,
+        k: int = 10,
+        ef: int = 64,
+        filter: Filter = None,
+        threads: Optional[int] = None,
+        *,
+        filter_mode: str = "auto",
+    ) -> tuple[Scores, Ids]:
+        """Approximate top-k search.
+
+        Parameters
+        ----------
+        queries : array_like, shape (nq, dim) or (dim,)
+        k : int
+            Results per query, padded with id -1 (score -inf, +inf for l2) when fewer exist.
+        ef : int, default 64
+            Beam width of the graph walk (raised to ``k``): higher is more accurate and slower.
+        filter : array_like of int, or a sequence of them, optional
+            Allow-list: one array of ids for every query, or a list with one array per query.
+            Only allowed ids are returned (unknown ids are ignored). The filter is applied inside
+            the graph walk; when the walk would be costly (a small allow-list) or finds fewer
+            than ``k`` allowed results, the allowed vectors are scanned exactly instead.
+        threads : int, optional
+            Thread cap for this call (queries are spread over threads).
+        filter_mode : {"auto", "graph", "exact"}
+            ``"auto"`` picks the walk or the exact scan by a cost model; ``"graph"`` always walks
+            (still scanning when the walk finds fewer than ``k``); ``"exact"`` always scans.
+
+        Returns
+        -------
+        scores, ids : ndarray
+            Shapes (nq, k), or (k,) for a 1-D query; best first, ties to the lower id.
+        """
+        k = positive_int(k, "k")
+        ef = positive_int(ef, "ef")
+        if filter_mode not in _MODES:
+            raise RankfunnelError(f"unknown filter_mode {filter_mode!r}: expected 'auto', 'graph' or 'exact'")
+        q, single = as_matrix(queries, "queries", dim=self.dim)
+        allow, lists = _filter(filter, len(q))
+        scores, ids = self._index.search(q, k, ef, threads_arg(threads), allow, lists, filter_mode)
+        return (scores[0], ids[0]) if single else (scores, ids)
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        """Remove ids; returns how many were removed.
+
+        Removed ids are never returned by later searches; their graph slots are reused by later
+        adds.
+
+        Raises
+        ------
+        UnknownIdError
+            If any id is not stored; then nothing is removed.
+        """
+        return int(self._index.remove(as_ids(ids)))
+
+    def get(self, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Stored vectors of ``ids`` as an ``(n, dim)`` array (unit length for cosine)."""
+        out: npt.NDArray[np.float32] = self._index.get(as_ids(ids))
+        return out
+
+    def memory_bytes(self) -> int:
+        """Heap memory held by the index, in bytes (mmapped file pages excluded)."""
+        return int(self._index.memory_bytes())
+
+    def save(self, path: PathLike) -> None:
+        """Write the index to ``path`` atomically (temporary file, fsync, rename)."""
+        self._index.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path: PathLike, *, mmap: bool = False) -> HNSWIndex:
+        """Load a saved index.
+
+        With ``mmap=True`` vectors and links are read from the mapped file (never modified);
+        a later add copies them into memory first.
+
+        Raises
+        ------
+        CorruptFileError
+            If the file is truncated, damaged, foreign or holds another index kind.
+        UnsupportedVersionError
+            If a newer rankfunnel wrote it.
+        """
+        return cls._wrap(_core.HNSWIndex.load(os.fspath(path), bool(mmap)))
+
+
+def _filter(
+    filter: Filter, nq: int
+) -> tuple[Optional[npt.NDArray[np.int64]], Optional[list[npt.NDArray[np.int64]]]]:
+    """Split ``filter`` into one shared allow-list or one list per query."""
+    if filter is None:
+        return None, None
+    per_query = (isinstance(filter, np.ndarray) and filter.ndim == 2) or (
+        isinstance(filter, (list, tuple)) and len(filter) > 0 and not isinstance(filter[0], (int, np.integer))
+    )
+    if per_query:
+        assert isinstance(filter, (np.ndarray, list, tuple))
+        if len(filter) != nq:
+            raise RankfunnelError(f"got {len(filter)} filter lists for {nq} queries")
+        return None, [as_ids(f, "filter") for f in filter]
+    return as_ids(filter, "filter"), None

@@ -1,0 +1,448 @@
+//! Graph primitives of the HNSW index: link-list views, distances with prefetching, the beam
+//! search over one layer, greedy descent and hnswlib's neighbour-selection heuristic.
+//!
+//! Link lists are `u32` arrays of `cap + 1` words: a count followed by `cap` slot numbers.
+//! Level 0 holds `m0 = 2 * m` links per node in one flat array; upper levels hold `m` each, in a
+//! second array addressed through a per-slot offset.
+
+use std::cell::RefCell;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU32, Ordering as Mem};
+
+/// A node and its distance to the query (lower is better); ordered by distance, then slot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Cand {
+    pub d: f32,
+    pub s: u32,
+}
+
+impl Eq for Cand {}
+
+impl Ord for Cand {
+    #[inline]
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.d.total_cmp(&o.d).then(self.s.cmp(&o.s))
+    }
+}
+
+impl PartialOrd for Cand {
+    #[inline]
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// Distances from a query to stored nodes, as the graph walk needs them.
+pub(crate) trait Dist: Sync {
+    /// Distance from a query to a stored vector (lower is better).
+    fn dist(&self, q: &[f32], s: u32) -> f32;
+    /// Ask the CPU to start loading the first `lines` cache lines of a stored vector.
+    fn prefetch(&self, s: u32, lines: usize);
+}
+
+#[inline]
+fn prefetch_bytes(p: *const u8, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: prefetch never faults; the caller keeps `p + off` within one row.
+            #[allow(unused_unsafe)]
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(
+                    p.wrapping_add(off) as *const i8,
+                    std::arch::x86_64::_MM_HINT_T0,
+                )
+            };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, bytes);
+}
+
+/// The stored `f32` vectors and the distance of the index metric (lower is better: squared
+/// L2, or the negated inner product for cosine and dot).
+pub(crate) struct Space<'a> {
+    pub data: &'a [f32],
+    pub d: usize,
+    pub l2: bool,
+    f: fn(&[f32], &[f32]) -> f32,
+}
+
+impl<'a> Space<'a> {
+    /// A view of row-major `data` with the kernels of the current SIMD level.
+    pub fn new(data: &'a [f32], d: usize, l2: bool) -> Space<'a> {
+        let k = crate::simd::kernels();
+        Space { data, d, l2, f: if l2 { k.l2sq } else { k.dot } }
+    }
+
+    #[inline]
+    pub fn row(&self, s: u32) -> &'a [f32] {
+        let at = s as usize * self.d;
+        &self.data[at..at + self.d]
+    }
+
+    /// Distance between two stored vectors.
+    #[inline]
+    pub fn between(&self, a: u32, b: u32) -> f32 {
+        self.dist(self.row(a), b)
+    }
+}
+
+impl Dist for Space<'_> {
+    #[inline]
+    fn dist(&self, q: &[f32], s: u32) -> f32 {
+        let v = (self.f)(q, self.row(s));
+        if self.l2 {
+            v
+        } else {
+            -v
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, s: u32, lines: usize) {
+        let at = s as usize * self.d;
+        if at < self.data.len() {
+            prefetch_bytes(self.data[at..].as_ptr() as *const u8, (self.d * 4).min(lines.saturating_mul(64)));
+        }
+    }
+}
+
+/// The bfloat16 copy of the vectors: the walk reads half the bytes; callers rescore in `f32`.
+pub(crate) struct HalfSpace<'a> {
+    pub data: &'a [u16],
+    pub d: usize,
+    pub l2: bool,
+    f: super::half::Kernel,
+}
+
+impl<'a> HalfSpace<'a> {
+    /// A view of row-major bfloat16 `data` with the kernel of the current SIMD level.
+    pub fn new(data: &'a [u16], d: usize, l2: bool) -> HalfSpace<'a> {
+        HalfSpace { data, d, l2, f: super::half::kernel(l2) }
+    }
+}
+
+impl Dist for HalfSpace<'_> {
+    #[inline]
+    fn dist(&self, q: &[f32], s: u32) -> f32 {
+        let at = s as usize * self.d;
+        let v = (self.f)(q, &self.data[at..at + self.d]);
+        if self.l2 {
+            v
+        } else {
+            -v
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, s: u32, lines: usize) {
+        let at = s as usize * self.d;
+        if at < self.data.len() {
+            prefetch_bytes(self.data[at..].as_ptr() as *const u8, (self.d * 2).min(lines.saturating_mul(64)));
+        }
+    }
+}
+
+/// Read access to link lists: plain (owned or mmapped) or atomic (during a parallel build).
+pub(crate) trait Links: Sync {
+    /// Replace `out` with the links of `s` at `level`.
+    fn get(&self, s: u32, level: usize, out: &mut Vec<u32>);
+
+    /// Ask the CPU to start loading the level-0 list of `s`.
+    fn prefetch(&self, _s: u32) {}
+}
+
+/// Shape of the link arrays.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    pub m: usize,
+    pub m0: usize,
+}
+
+impl Shape {
+    /// Range of the list of `s` at `level` in its array (level 0: `l0`, else `upper`).
+    #[inline]
+    pub fn range(&self, up_off: &[u32], s: u32, level: usize) -> (usize, usize) {
+        if level == 0 {
+            let w = self.m0 + 1;
+            (s as usize * w, w)
+        } else {
+            let w = self.m + 1;
+            (up_off[s as usize] as usize + (level - 1) * w, w)
+        }
+    }
+
+    /// Capacity of a list at `level`.
+    #[inline]
+    pub fn cap(&self, level: usize) -> usize {
+        if level == 0 {
+            self.m0
+        } else {
+            self.m
+        }
+    }
+}
+
+/// Link lists read from plain slices (searches; the graph is not being modified).
+pub(crate) struct Plain<'a> {
+    pub l0: &'a [u32],
+    pub up: &'a [u32],
+    pub up_off: &'a [u32],
+    pub shape: Shape,
+}
+
+impl Links for Plain<'_> {
+    #[inline]
+    fn get(&self, s: u32, level: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let (at, w) = self.shape.range(self.up_off, s, level);
+        let list = if level == 0 { &self.l0[at..at + w] } else { &self.up[at..at + w] };
+        let c = (list[0] as usize).min(w - 1);
+        out.extend_from_slice(&list[1..1 + c]);
+    }
+
+    #[inline]
+    fn prefetch(&self, s: u32) {
+        let w = self.shape.m0 + 1;
+        let at = s as usize * w;
+        if at < self.l0.len() {
+            prefetch_bytes(self.l0[at..].as_ptr() as *const u8, w * 4);
+        }
+    }
+}
+
+/// Link lists shared between build threads: readers load without locking (every value ever
+/// stored is a valid slot, so a read racing a write sees a usable, if mixed, list); writers hold
+/// the node's lock.
+pub(crate) struct Shared<'a> {
+    pub l0: &'a [AtomicU32],
+    pub up: &'a [AtomicU32],
+    pub up_off: &'a [u32],
+    pub shape: Shape,
+}
+
+impl Shared<'_> {
+    fn list(&self, s: u32, level: usize) -> &[AtomicU32] {
+        let (at, w) = self.shape.range(self.up_off, s, level);
+        if level == 0 {
+            &self.l0[at..at + w]
+        } else {
+            &self.up[at..at + w]
+        }
+    }
+
+    /// Overwrite the list of `s` at `level` (the caller holds the lock of `s`).
+    pub fn set(&self, s: u32, level: usize, links: &[u32]) {
+        let list = self.list(s, level);
+        let n = links.len().min(list.len() - 1);
+        for (slot, &v) in list[1..].iter().zip(&links[..n]) {
+            slot.store(v, Mem::Relaxed);
+        }
+        list[0].store(n as u32, Mem::Release);
+    }
+}
+
+impl Links for Shared<'_> {
+    #[inline]
+    fn get(&self, s: u32, level: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let list = self.list(s, level);
+        let c = (list[0].load(Mem::Acquire) as usize).min(list.len() - 1);
+        out.extend(list[1..1 + c].iter().map(|a| a.load(Mem::Relaxed)));
+    }
+
+    #[inline]
+    fn prefetch(&self, s: u32) {
+        let w = self.shape.m0 + 1;
+        let at = s as usize * w;
+        if at < self.l0.len() {
+            prefetch_bytes(self.l0[at..].as_ptr() as *const u8, w * 4);
+        }
+    }
+}
+
+/// Per-thread "visited" marks: a generation stamp per slot, so clearing is O(1).
+pub(crate) struct Visited {
+    marks: Vec<u16>,
+    gen: u16,
+}
+
+impl Visited {
+    fn reset(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.gen = self.gen.wrapping_add(1);
+        if self.gen == 0 {
+            self.marks.fill(0);
+            self.gen = 1;
+        }
+    }
+
+    /// Mark `s`; true when it was not marked yet in this search.
+    #[inline]
+    fn insert(&mut self, s: u32) -> bool {
+        let m = &mut self.marks[s as usize];
+        if *m == self.gen {
+            false
+        } else {
+            *m = self.gen;
+            true
+        }
+    }
+}
+
+/// Reusable per-thread buffers of the graph walk.
+pub(crate) struct Scratch {
+    visited: Visited,
+    cand: BinaryHeap<Reverse<Cand>>,
+    top: BinaryHeap<Cand>,
+    links: Vec<u32>,
+    fresh: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            visited: Visited { marks: Vec::new(), gen: 0 },
+            cand: BinaryHeap::new(),
+            top: BinaryHeap::new(),
+            links: Vec::new(),
+            fresh: Vec::new(),
+        })
+    };
+}
+
+/// Run `f` with this thread's scratch buffers.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with_borrow_mut(f)
+}
+
+/// Greedy descent: from `ep`, move to the closest neighbour at `level` until none is closer.
+pub(crate) fn greedy<L: Links, S: Dist>(
+    space: &S,
+    links: &L,
+    q: &[f32],
+    mut ep: Cand,
+    level: usize,
+    sc: &mut Scratch,
+) -> Cand {
+    loop {
+        let mut changed = false;
+        links.get(ep.s, level, &mut sc.links);
+        for &n in &sc.links {
+            space.prefetch(n, 2);
+        }
+        for &n in &sc.links {
+            let d = space.dist(q, n);
+            if d < ep.d {
+                ep = Cand { d, s: n };
+                changed = true;
+            }
+        }
+        if !changed {
+            return ep;
+        }
+    }
+}
+
+/// Beam search over one layer from `eps`, keeping the `ef` closest nodes that pass `ok`.
+///
+/// Nodes that fail `ok` (deleted, or outside an allow-list) are still walked through. When every
+/// node passes (`all_ok`) the walk stops as soon as the closest unexpanded candidate is farther
+/// than the worst kept result; otherwise it goes on until `ef` results are kept (hnswlib's rule).
+/// Results are appended to `out`, unsorted.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_layer<L: Links, S: Dist>(
+    space: &S,
+    links: &L,
+    q: &[f32],
+    eps: &[Cand],
+    level: usize,
+    ef: usize,
+    n: usize,
+    ok: impl Fn(u32) -> bool,
+    all_ok: bool,
+    sc: &mut Scratch,
+    out: &mut Vec<Cand>,
+) {
+    let Scratch { visited, cand, top, links: buf, fresh } = sc;
+    visited.reset(n);
+    cand.clear();
+    top.clear();
+    let mut bound = f32::INFINITY;
+    for &e in eps {
+        if !visited.insert(e.s) {
+            continue;
+        }
+        cand.push(Reverse(e));
+        if ok(e.s) {
+            top.push(e);
+            if top.len() > ef {
+                top.pop();
+            }
+        }
+    }
+    if top.len() >= ef || all_ok {
+        bound = top.peek().map_or(f32::INFINITY, |c| c.d);
+    }
+    while let Some(Reverse(c)) = cand.pop() {
+        if c.d > bound && (top.len() >= ef || all_ok) {
+            break;
+        }
+        if level == 0 {
+            if let Some(Reverse(next)) = cand.peek() {
+                links.prefetch(next.s);
+            }
+        }
+        links.get(c.s, level, buf);
+        fresh.clear();
+        for &nb in buf.iter() {
+            if visited.insert(nb) {
+                fresh.push(nb);
+            }
+        }
+        // Start every row's loads at once: the walk is bound by memory latency, not bandwidth.
+        for &nb in fresh.iter() {
+            space.prefetch(nb, usize::MAX);
+        }
+        for &nb in fresh.iter() {
+            let d = space.dist(q, nb);
+            if top.len() < ef || d < bound {
+                cand.push(Reverse(Cand { d, s: nb }));
+                if ok(nb) {
+                    top.push(Cand { d, s: nb });
+                    if top.len() > ef {
+                        top.pop();
+                    }
+                    if top.len() >= ef || all_ok {
+                        bound = top.peek().map_or(f32::INFINITY, |c| c.d);
+                    }
+                }
+            }
+        }
+    }
+    out.extend(top.drain());
+}
+
+/// hnswlib's `getNeighborsByHeuristic2`: from candidates sorted closest first, keep a candidate
+/// only if it is closer to the base than to every neighbour kept so far, up to `m`.
+pub(crate) fn select(space: &Space, sorted: &[Cand], m: usize, out: &mut Vec<Cand>) {
+    out.clear();
+    if sorted.len() <= m {
+        out.extend_from_slice(sorted);
+        return;
+    }
+    for &c in sorted {
+        if out.len() >= m {
+            break;
+        }
+        if out.iter().all(|s| space.between(s.s, c.s) >= c.d) {
+            out.push(c);
+        }
+    }
+}

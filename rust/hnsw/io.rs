@@ -1,0 +1,171 @@
+//! Saving and loading an [`HnswIndex`]: one section per array, every structural invariant
+//! checked on load so a damaged or crafted file gives `CorruptFile`, never a panic.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::{bit, HnswIndex, Shape, MAX_LEVEL, MAX_M};
+use crate::error::Result;
+use crate::rng::Rng;
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
+
+/// Layout version of the HNSW sections (inside format version 1).
+const LAYOUT: i64 = 1;
+
+impl HnswIndex {
+    /// Save atomically to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let header = Header {
+            kind: Kind::Hnsw,
+            dim: self.dim,
+            metric: self.metric,
+            dtype: Dtype::F32,
+            count: self.ids.len() as u64,
+        };
+        let params = [
+            LAYOUT,
+            self.shape.m as i64,
+            self.ef_construction as i64,
+            self.seed as i64,
+            self.entry.map_or(-1, |e| e as i64),
+            self.max_level as i64,
+            self.next_id,
+            self.prefilter as i64,
+        ];
+        let mut w = Writer::new(header);
+        w.add("params", &params);
+        w.add("vectors", self.vectors.as_slice());
+        w.add("half", self.half.as_slice());
+        w.add("ids", &self.ids);
+        w.add("levels", &self.levels);
+        w.add("links0", self.links0.as_slice());
+        w.add("upper", self.upper.as_slice());
+        w.add("deleted", &self.deleted);
+        w.write_atomic(path)
+    }
+
+    /// Open `path` and load it; with `mmap`, vectors and links stay in the mapped file until an
+    /// add copies them.
+    pub fn load(path: &Path, mmap: bool) -> Result<HnswIndex> {
+        HnswIndex::from_file(&IndexFile::open(path, mmap)?)
+    }
+
+    /// Load from an opened file (see [`IndexFile::open`]).
+    pub fn from_file(f: &IndexFile) -> Result<HnswIndex> {
+        let h = *f.header();
+        if h.kind != Kind::Hnsw {
+            return Err(f.corrupt(&format!("holds a {}, not an HNSWIndex", h.kind.name())));
+        }
+        if h.dtype != Dtype::F32 || h.dim == 0 {
+            return Err(f.corrupt("bad dtype or dimension for an HNSWIndex"));
+        }
+        let p: Vec<i64> = f.vec("params")?;
+        if p.len() != 8 || p[0] != LAYOUT || !(0..=1).contains(&p[7]) {
+            return Err(f.corrupt("bad HNSW parameter section"));
+        }
+        let (m, efc, seed, entry, max_level, next_id) = (p[1], p[2], p[3] as u64, p[4], p[5], p[6]);
+        if !(2..=MAX_M as i64).contains(&m) || efc < 1 || !(0..=MAX_LEVEL as i64).contains(&max_level) {
+            return Err(f.corrupt("HNSW parameters out of range"));
+        }
+        let (m, d, prefilter) = (m as usize, h.dim, p[7] == 1);
+        let shape = Shape { m, m0: 2 * m };
+        let vectors: Buf<f32> = f.buf("vectors")?;
+        let half: Buf<u16> = f.buf("half")?;
+        let ids: Vec<i64> = f.vec("ids")?;
+        let levels: Vec<u8> = f.vec("levels")?;
+        let links0: Buf<u32> = f.buf("links0")?;
+        let upper: Buf<u32> = f.buf("upper")?;
+        let deleted: Vec<u64> = f.vec("deleted")?;
+        let n = ids.len();
+        if n as u64 != h.count
+            || n >= u32::MAX as usize
+            || vectors.as_slice().len() != n * d
+            || half.as_slice().len() != if prefilter { n * d } else { 0 }
+            || levels.len() != n
+            || links0.as_slice().len() != n * (shape.m0 + 1)
+            || deleted.len() != n.div_ceil(64)
+        {
+            return Err(f.corrupt("section sizes do not match the header"));
+        }
+        if !n.is_multiple_of(64) && deleted.last().is_some_and(|&w| w >> (n % 64) != 0) {
+            return Err(f.corrupt("deleted bitmap marks slots past the end"));
+        }
+        if !vectors.as_slice().iter().all(|x| x.is_finite()) {
+            return Err(f.corrupt("vectors contain NaN or infinity"));
+        }
+        let mut up_off = Vec::with_capacity(n);
+        let mut up_len = 0usize;
+        for &l in &levels {
+            if l as usize > MAX_LEVEL {
+                return Err(f.corrupt("node level out of range"));
+            }
+            up_off.push(up_len as u32);
+            up_len += l as usize * (m + 1);
+            if up_len > u32::MAX as usize {
+                return Err(f.corrupt("upper links too large"));
+            }
+        }
+        if upper.as_slice().len() != up_len {
+            return Err(f.corrupt("upper-level links do not match the node levels"));
+        }
+        let check = |list: &[u32], cap: usize| -> bool {
+            let c = list[0] as usize;
+            c <= cap && list[1..1 + c].iter().all(|&t| (t as usize) < n)
+        };
+        if !links0.as_slice().chunks_exact(shape.m0 + 1).all(|l| check(l, shape.m0))
+            || !upper.as_slice().chunks_exact(m + 1).all(|l| check(l, m))
+        {
+            return Err(f.corrupt("a link list is too long or points past the last node"));
+        }
+        let top = levels.iter().copied().max().unwrap_or(0) as i64;
+        let entry = match (n, entry) {
+            (0, -1) if max_level == 0 => None,
+            (n, e)
+                if e >= 0
+                    && (e as usize) < n
+                    && levels[e as usize] as i64 == max_level
+                    && max_level == top =>
+            {
+                Some(e as u32)
+            }
+            _ => return Err(f.corrupt("bad entry point")),
+        };
+        let mut slots = HashMap::with_capacity(n);
+        let mut free = Vec::new();
+        for s in (0..n as u32).rev() {
+            if bit(&deleted, s) {
+                free.push(s);
+            }
+        }
+        for (s, &id) in ids.iter().enumerate() {
+            if bit(&deleted, s as u32) {
+                continue;
+            }
+            if id < 0 || id >= next_id || slots.insert(id, s as u32).is_some() {
+                return Err(f.corrupt("invalid or duplicate id"));
+            }
+        }
+        Ok(HnswIndex {
+            dim: d,
+            metric: h.metric,
+            shape,
+            ef_construction: efc as usize,
+            seed,
+            rng: Rng::new(seed ^ (n as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)),
+            vectors,
+            half,
+            prefilter,
+            links0,
+            upper,
+            up_off,
+            levels,
+            ids,
+            deleted,
+            free,
+            slots,
+            entry,
+            max_level: max_level as usize,
+            next_id,
+        })
+    }
+}

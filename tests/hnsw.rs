@@ -1,0 +1,222 @@
+//! cargo tests of the HNSW index: recall against exact search, removal and slot reuse, filters,
+//! determinism, persistence and damaged files.
+
+use rankfunnel::hnsw::{Allow, FilterMode};
+use rankfunnel::{Error, FlatIndex, HnswIndex, Metric};
+
+/// Small deterministic generator (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn f32(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// `n` vectors around 20 centres.
+fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut r = Rng(seed | 1);
+    let centres: Vec<f32> = (0..20 * d).map(|_| r.f32()).collect();
+    let mut out = Vec::with_capacity(n * d);
+    for i in 0..n {
+        let c = (i * 7919) % 20;
+        for t in 0..d {
+            out.push(centres[c * d + t] + 0.3 * r.f32());
+        }
+    }
+    out
+}
+
+fn recall(got: &[i64], want: &[i64], k: usize) -> f64 {
+    let mut hit = 0;
+    for (g, w) in got.chunks(k).zip(want.chunks(k)) {
+        hit += g.iter().filter(|x| **x >= 0 && w.contains(x)).count();
+    }
+    hit as f64 / want.len() as f64
+}
+
+fn build(n: usize, d: usize, metric: Metric, threads: usize) -> (HnswIndex, FlatIndex, Vec<f32>) {
+    let x = clustered(n, d, 3);
+    let mut h = HnswIndex::new(d, metric, 12, 100, 7, true).unwrap();
+    h.add(&x, None, threads).unwrap();
+    let mut f = FlatIndex::new(d, metric, false).unwrap();
+    f.add(&x, None).unwrap();
+    (h, f, x)
+}
+
+#[test]
+fn recall_against_exact_for_every_metric() {
+    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+        // One build thread: deterministic, so the bounds below are not flaky.
+        let (h, f, _) = build(3000, 24, metric, 1);
+        let q = clustered(100, 24, 99);
+        let want = f.search(&q, 10, 1, None).unwrap();
+        let got = h.search(&q, 10, 128, 2, Allow::All, FilterMode::Auto).unwrap();
+        let r = recall(&got.ids, &want.ids, 10);
+        eprintln!("{metric:?}: recall {r}");
+        // Inner product on vectors of unequal norms is not a metric; graphs serve it less well.
+        let floor = if metric == Metric::Dot { 0.7 } else { 0.95 };
+        assert!(r >= floor, "{metric:?}: recall {r}");
+    }
+}
+
+#[test]
+fn single_thread_build_is_deterministic() {
+    let (a, _, _) = build(800, 8, Metric::L2, 1);
+    let (b, _, _) = build(800, 8, Metric::L2, 1);
+    let dir = tempfile::tempdir().unwrap();
+    a.save(&dir.path().join("a")).unwrap();
+    b.save(&dir.path().join("b")).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), std::fs::read(dir.path().join("b")).unwrap());
+}
+
+#[test]
+fn removed_ids_never_return_and_slots_are_reused() {
+    let (mut h, _, x) = build(1000, 16, Metric::Cosine, 2);
+    let gone: Vec<i64> = (0..1000).step_by(3).collect();
+    assert!(matches!(h.remove(&[5, 100_000]), Err(Error::UnknownId(100_000))));
+    assert_eq!(h.len(), 1000);
+    assert_eq!(h.remove(&gone).unwrap(), gone.len());
+    let r = h.search(&x, 10, 64, 2, Allow::All, FilterMode::Auto).unwrap();
+    assert!(r.ids.iter().all(|id| *id >= 0 && id % 3 != 0));
+    let slots = h.slots();
+    let more = clustered(300, 16, 11);
+    let new_ids = h.add(&more, None, 2).unwrap();
+    assert_eq!(h.slots(), slots, "deleted slots are reused");
+    // Every live vector finds itself.
+    for (row, id) in more.chunks_exact(16).zip(&new_ids) {
+        let r = h.search(row, 1, 64, 1, Allow::All, FilterMode::Auto).unwrap();
+        assert_eq!(r.ids[0], *id);
+    }
+    let r = h.search(&x, 10, 64, 2, Allow::All, FilterMode::Auto).unwrap();
+    assert!(r.ids.iter().all(|id| !(*id < 1000 && id % 3 == 0)));
+}
+
+#[test]
+fn filters_return_only_allowed_ids() {
+    let (h, f, _) = build(2000, 16, Metric::L2, 1);
+    let q = clustered(20, 16, 5);
+    let allow: Vec<i64> = (0..2000).step_by(97).collect();
+    for mode in [FilterMode::Auto, FilterMode::Graph, FilterMode::Exact] {
+        let r = h.search(&q, 10, 32, 2, Allow::Shared(&allow), mode).unwrap();
+        assert!(r.ids.iter().all(|id| allow.contains(id)), "{mode:?}");
+        let mut bits = vec![0u64; 2000usize.div_ceil(64)];
+        for &a in &allow {
+            bits[a as usize / 64] |= 1 << (a % 64);
+        }
+        let want = f.search(&q, 10, 1, Some(&allow)).unwrap();
+        assert!(recall(&r.ids, &want.ids, 10) >= 0.9, "{mode:?}");
+    }
+    let lists: Vec<Vec<i64>> = (0..20).map(|i| vec![i, i + 1, i + 2]).collect();
+    let refs: Vec<&[i64]> = lists.iter().map(|l| &l[..]).collect();
+    let r = h.search(&q, 5, 32, 2, Allow::PerQuery(&refs), FilterMode::Graph).unwrap();
+    for (i, row) in r.ids.chunks(5).enumerate() {
+        let mut got: Vec<i64> = row[..3].to_vec();
+        got.sort();
+        assert_eq!(got, lists[i]);
+        assert_eq!(&row[3..], &[-1, -1]);
+    }
+}
+
+#[test]
+fn save_load_roundtrip_and_mmap() {
+    let (mut h, _, x) = build(500, 8, Metric::Dot, 2);
+    h.remove(&[1, 2, 3]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("h.rfi");
+    h.save(&p).unwrap();
+    let before = std::fs::read(&p).unwrap();
+    for mmap in [false, true] {
+        let mut g = HnswIndex::load(&p, mmap).unwrap();
+        assert_eq!(g.is_mapped(), mmap);
+        assert_eq!(g.len(), h.len());
+        let a = h.search(&x, 5, 32, 1, Allow::All, FilterMode::Auto).unwrap();
+        let b = g.search(&x, 5, 32, 1, Allow::All, FilterMode::Auto).unwrap();
+        assert_eq!(a, b);
+        g.add(&x[..16], None, 2).unwrap();
+        assert!(!g.is_mapped());
+        assert_eq!(g.len(), h.len() + 2);
+    }
+    assert_eq!(std::fs::read(&p).unwrap(), before, "file untouched");
+}
+
+#[test]
+fn damaged_files_are_rejected() {
+    let (h, _, _) = build(300, 8, Metric::L2, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("h.rfi");
+    h.save(&p).unwrap();
+    let good = std::fs::read(&p).unwrap();
+    let q = dir.path().join("bad.rfi");
+    for cut in [10, 64, 200, good.len() / 2, good.len() - 1] {
+        std::fs::write(&q, &good[..cut]).unwrap();
+        assert!(matches!(HnswIndex::load(&q, false), Err(Error::CorruptFile(_))), "cut at {cut}");
+    }
+    for at in [70, 300, good.len() / 3, good.len() - 5] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x40;
+        std::fs::write(&q, &bad).unwrap();
+        assert!(HnswIndex::load(&q, true).is_err(), "flip at {at}");
+    }
+    // A FlatIndex file is not an HNSW file.
+    let mut f = FlatIndex::new(8, Metric::L2, false).unwrap();
+    f.add(&[0.0; 8], None).unwrap();
+    f.save(&q).unwrap();
+    assert!(matches!(HnswIndex::load(&q, false), Err(Error::CorruptFile(_))));
+}
+
+#[test]
+fn structurally_bad_files_are_rejected() {
+    // Valid checksums but a link pointing past the end: rewrite through the Writer.
+    use rankfunnel::storage::{Dtype, Header, Kind, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.rfi");
+    let m = 2usize;
+    let header = Header { kind: Kind::Hnsw, dim: 2, metric: Metric::L2, dtype: Dtype::F32, count: 2 };
+    let params: [i64; 8] = [1, m as i64, 10, 0, 0, 0, 2, 0];
+    let half: [u16; 0] = [];
+    let vectors = [0f32, 1.0, 1.0, 0.0];
+    let ids = [0i64, 1];
+    let levels = [0u8, 0];
+    let upper: [u32; 0] = [];
+    let deleted = [0u64];
+    for links0 in
+        [vec![1u32, 1, 0, 0, 0, 1, 0, 0, 0, 0], vec![1u32, 7, 0, 0, 0, 0, 0, 0, 0, 0], vec![9u32; 10]]
+    {
+        let mut w = Writer::new(header);
+        w.add("params", &params);
+        w.add("vectors", &vectors);
+        w.add("half", &half);
+        w.add("ids", &ids);
+        w.add("levels", &levels);
+        w.add("links0", &links0);
+        w.add("upper", &upper);
+        w.add("deleted", &deleted);
+        w.write_atomic(&p).unwrap();
+        let ok = links0[1] < 2 && links0[0] <= 4;
+        let r = HnswIndex::load(&p, false);
+        assert_eq!(r.is_ok(), ok, "{links0:?}");
+        if !ok {
+            assert!(matches!(r, Err(Error::CorruptFile(_))));
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_and_changes_nothing() {
+    let (mut h, _, _) = build(50, 4, Metric::Cosine, 1);
+    assert!(h.add(&[1.0, 2.0, 3.0], None, 1).is_err());
+    assert!(h.add(&[1.0, f32::NAN, 3.0, 4.0], None, 1).is_err());
+    assert!(h.add(&[1.0; 8], Some(&[3, 3]), 1).is_err());
+    assert!(h.add(&[1.0; 4], Some(&[0]), 1).is_err());
+    assert!(h.search(&[1.0; 4], 0, 10, 1, Allow::All, FilterMode::Auto).is_err());
+    assert_eq!(h.len(), 50);
+    assert!(HnswIndex::new(4, Metric::L2, 1, 10, 0, true).is_err());
+    // ef < k is raised to k; k > n pads.
+    let r = h.search(&[1.0; 4], 60, 1, 1, Allow::All, FilterMode::Auto).unwrap();
+    assert_eq!(r.ids.iter().filter(|i| **i >= 0).count(), 50);
+    assert!(r.ids[50..].iter().all(|i| *i == -1));
+    assert!(r.scores[50..].iter().all(|s| *s == f32::NEG_INFINITY));
+}
