@@ -6,6 +6,7 @@
 pub mod error;
 pub mod flat;
 pub mod kmeans;
+pub mod maxsim;
 pub mod metric;
 pub mod pack;
 pub mod parallel;

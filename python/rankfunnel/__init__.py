@@ -11,10 +11,12 @@ from .errors import CorruptFileError, RankfunnelError, UnknownIdError, Unsupport
 from .flat import FlatIndex, topk
 from .io import load
 from .kmeans import kmeans
+from .maxsim import PackedDocs, maxsim
 
 __all__ = [
     "CorruptFileError",
     "FlatIndex",
+    "PackedDocs",
     "RankfunnelError",
     "UnknownIdError",
     "UnsupportedVersionError",
@@ -22,6 +24,7 @@ __all__ = [
     "default_threads",
     "kmeans",
     "load",
+    "maxsim",
     "simd_level",
     "simd_levels",
     "topk",

@@ -1,7 +1,7 @@
 """Type stubs for the compiled core (``rankfunnel._core``). Use the documented wrappers in
 :mod:`rankfunnel` rather than these functions directly: they normalise dtypes and shapes."""
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -48,3 +48,13 @@ class FlatIndex:
 def kmeans(
     data: F32, k: int, iters: int, seed: int, init: object, spherical: bool, threads: Optional[int] = None
 ) -> tuple[F32, I64, float]: ...
+
+def maxsim_list(queries: list[F32], docs: list[F32], threads: Optional[int] = None) -> F32: ...
+def maxsim_packed(
+    queries: list[F32],
+    tokens: npt.NDArray[Any],
+    offsets: I64,
+    scale: Optional[F32] = None,
+    per_token: bool = True,
+    threads: Optional[int] = None,
+) -> F32: ...

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 mod flat;
+mod maxsim;
 
 use flat::FlatIndex;
 
@@ -205,6 +206,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(file_kind, m)?)?;
     m.add_function(wrap_pyfunction!(kmeans, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(maxsim::maxsim_list, m)?)?;
+    m.add_function(wrap_pyfunction!(maxsim::maxsim_packed, m)?)?;
     m.add_class::<FlatIndex>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
