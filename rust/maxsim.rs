@@ -39,8 +39,15 @@ pub mod neon;
 /// maxima (`mx[p * PANEL + i]`). With `scale`, token `j`'s scores are multiplied by `scale[j]`
 /// first. Returns `false` when any score was not finite. `panels` is at most
 /// [`MaxSimKernels::max_panels`]; `n` may be 0.
-pub type BlockFn =
-    fn(qp: &[f32], panels: usize, d: usize, doc: &[f32], n: usize, scale: Option<&[f32]>, mx: &mut [f32]) -> bool;
+pub type BlockFn = fn(
+    qp: &[f32],
+    panels: usize,
+    d: usize,
+    doc: &[f32],
+    n: usize,
+    scale: Option<&[f32]>,
+    mx: &mut [f32],
+) -> bool;
 
 /// Widens IEEE half bit patterns to f32 (`dst.len() == src.len()`).
 pub type F16Fn = fn(src: &[u16], dst: &mut [f32]);
@@ -341,7 +348,15 @@ fn score_doc(
             while p0 < np {
                 let g = k.max_panels.min(np - p0);
                 let qp = &q.panels()[p0 * d * PANEL..(p0 + g) * d * PANEL];
-                ok &= (k.block)(qp, g, d, src, len, tok_scale, &mut mx[(at + p0) * PANEL..(at + p0 + g) * PANEL]);
+                ok &= (k.block)(
+                    qp,
+                    g,
+                    d,
+                    src,
+                    len,
+                    tok_scale,
+                    &mut mx[(at + p0) * PANEL..(at + p0 + g) * PANEL],
+                );
                 p0 += g;
             }
             at += np;

@@ -48,7 +48,6 @@ class FlatIndex:
 def kmeans(
     data: F32, k: int, iters: int, seed: int, init: object, spherical: bool, threads: Optional[int] = None
 ) -> tuple[F32, I64, float]: ...
-
 def maxsim_list(queries: list[F32], docs: list[F32], threads: Optional[int] = None) -> F32: ...
 def maxsim_packed(
     queries: list[F32],

@@ -48,7 +48,9 @@ def demo(n: int = 100_000, d: int = 384, nq: int = 1000, k: int = 10, threads: O
     idx = FlatIndex(d, "cosine")
     t = time.perf_counter()
     idx.add(x)
-    print(f"FlatIndex.add: {n / (time.perf_counter() - t):,.0f} vectors/s ({idx.memory_bytes() / 2**20:.0f} MiB)")
+    print(
+        f"FlatIndex.add: {n / (time.perf_counter() - t):,.0f} vectors/s ({idx.memory_bytes() / 2**20:.0f} MiB)"
+    )
 
     scores, ids = idx.search(q[:3], k=5, threads=threads)
     for i in range(3):
@@ -66,7 +68,9 @@ def demo(n: int = 100_000, d: int = 384, nq: int = 1000, k: int = 10, threads: O
     t = time.perf_counter()
     topk(q, x, k=k, metric="cosine", threads=threads)
     raw = time.perf_counter() - t
-    print(f"batch of {nq} queries: {nq / batch:,.0f} QPS (FlatIndex), {nq / raw:,.0f} QPS (rf.topk on raw arrays)")
+    print(
+        f"batch of {nq} queries: {nq / batch:,.0f} QPS (FlatIndex), {nq / raw:,.0f} QPS (rf.topk on raw arrays)"
+    )
     print(f"single query: p50 {np.median(lat) * 1e3:.2f} ms, p95 {np.percentile(lat, 95) * 1e3:.2f} ms")
 
 

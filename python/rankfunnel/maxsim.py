@@ -46,7 +46,9 @@ def _queries(query: Any) -> tuple[list[F32], bool]:
     if isinstance(query, (list, tuple)):
         if len(query) == 0:
             raise RankfunnelError("no queries given")
-        if all(isinstance(q, np.ndarray) and q.ndim == 2 for q in query) or isinstance(query[0], (list, tuple)):
+        if all(isinstance(q, np.ndarray) and q.ndim == 2 for q in query) or isinstance(
+            query[0], (list, tuple)
+        ):
             return [_tokens(q, f"query {i}") for i, q in enumerate(query)], False
     return [_tokens(query, "query")], True
 
@@ -191,13 +193,17 @@ class PackedDocs:
     @property
     def nbytes(self) -> int:
         """Bytes held by the tokens, offsets and scales."""
-        return int(self.tokens.nbytes + self.offsets.nbytes + (0 if self.scale is None else self.scale.nbytes))
+        return int(
+            self.tokens.nbytes + self.offsets.nbytes + (0 if self.scale is None else self.scale.nbytes)
+        )
 
     def __len__(self) -> int:
         return int(self.offsets.size - 1)
 
     def __repr__(self) -> str:
-        return f"PackedDocs(n_docs={len(self)}, n_tokens={self.n_tokens}, dim={self.dim}, dtype={self.dtype!r})"
+        return (
+            f"PackedDocs(n_docs={len(self)}, n_tokens={self.n_tokens}, dim={self.dim}, dtype={self.dtype!r})"
+        )
 
     def doc(self, i: int) -> F32:
         """Document ``i``'s tokens as float32 (decoded from f16 / int8)."""

@@ -10,6 +10,7 @@ use super::{f16_to_f32, MaxSimKernels};
 use crate::simd::{Level, PANEL};
 
 #[inline]
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const P: usize, const J: usize>(
     qp: *const f32,

@@ -1,6 +1,8 @@
 //! Binding of [`crate::maxsim`]: MaxSim over a list of arrays or packed tokens.
 
-use numpy::{IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 
 use super::{detached, slice, slice1, to_py};

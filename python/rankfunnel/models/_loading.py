@@ -85,9 +85,7 @@ def _hub_offline() -> bool:
     return any(os.environ.get(k, "").upper() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def resolve_model_dir(
-    model: Any, *, local_files_only: bool = False, revision: Optional[str] = None
-) -> Path:
+def resolve_model_dir(model: Any, *, local_files_only: bool = False, revision: Optional[str] = None) -> Path:
     """Return the local directory of ``model`` (a directory or a Hugging Face repo id).
 
     A repo id is looked up in the Hugging Face cache first; it is downloaded only when
@@ -104,7 +102,9 @@ def resolve_model_dir(
         ``model`` is not a local directory and cannot be found or downloaded from the hub.
     """
     if not isinstance(model, (str, os.PathLike)):
-        raise ModelError(f"model must be a directory path or a Hugging Face repo id, got {type(model).__name__}")
+        raise ModelError(
+            f"model must be a directory path or a Hugging Face repo id, got {type(model).__name__}"
+        )
     text = os.fspath(model)
     if not isinstance(text, str) or not text:
         raise ModelError("model must be a non-empty directory path or Hugging Face repo id")
@@ -362,7 +362,9 @@ class OnnxModel:
             raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         if "input_ids" not in self.inputs:
-            raise ModelError(f"{path} has no input_ids input (inputs: {sorted(self.inputs)}); not a text model")
+            raise ModelError(
+                f"{path} has no input_ids input (inputs: {sorted(self.inputs)}); not a text model"
+            )
         self.outputs = {o.name: o for o in self.session.get_outputs()}
         self.input_dtype = np.int32 if "int32" in str(self.inputs["input_ids"].type) else np.int64
 
@@ -387,7 +389,9 @@ class OnnxModel:
 
     def run(self, output: str, batch: Batch) -> npt.NDArray[np.float32]:
         """Run the graph on one padded batch and return ``output`` as float32."""
-        feed: dict[str, npt.NDArray[Any]] = {"input_ids": batch.input_ids.astype(self.input_dtype, copy=False)}
+        feed: dict[str, npt.NDArray[Any]] = {
+            "input_ids": batch.input_ids.astype(self.input_dtype, copy=False)
+        }
         if "attention_mask" in self.inputs:
             feed["attention_mask"] = batch.attention_mask.astype(self.input_dtype, copy=False)
         if "token_type_ids" in self.inputs:

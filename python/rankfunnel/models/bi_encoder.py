@@ -36,7 +36,12 @@ _CONFIG_KEYS = {
     "weightedmean": "pooling_mode_weightedmean_tokens",
     "lasttoken": "pooling_mode_lasttoken",
 }
-_ALIASES = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max", "mean_sqrt_len_tokens": "mean_sqrt_len"}
+_ALIASES = {
+    "mean_tokens": "mean",
+    "cls_token": "cls",
+    "max_tokens": "max",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
+}
 _KNOWN_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
@@ -74,7 +79,9 @@ def pool(
                 out.append(summed / np.sqrt(count))
         elif mode == "weightedmean":
             w = m * np.arange(1, m.shape[1] + 1, dtype=np.float32)[None, :]
-            out.append(np.einsum("bld,bl->bd", hidden, w) / np.maximum(w.sum(1, keepdims=True), np.float32(1e-9)))
+            out.append(
+                np.einsum("bld,bl->bd", hidden, w) / np.maximum(w.sum(1, keepdims=True), np.float32(1e-9))
+            )
         elif mode == "lasttoken":
             last = np.maximum(mask.sum(1) - 1, 0).astype(np.int64)
             out.append(hidden[np.arange(hidden.shape[0]), last])
@@ -178,7 +185,9 @@ class BiEncoder(OnnxTextModel):
         if self._max_len_arg is not None:
             self.max_seq_length: int = self._max_len_arg
         elif isinstance(sb.get("max_seq_length"), int):
-            self.max_seq_length = positive_int(sb["max_seq_length"], "max_seq_length of sentence_bert_config.json")
+            self.max_seq_length = positive_int(
+                sb["max_seq_length"], "max_seq_length of sentence_bert_config.json"
+            )
         else:
             self.max_seq_length = md.model_max_length() or 512
         self.do_lower_case: bool = bool(sb.get("do_lower_case", False))
@@ -187,7 +196,9 @@ class BiEncoder(OnnxTextModel):
         """Whether :meth:`encode` L2-normalizes by default (modules.json has ``Normalize``)."""
         self._unknown_modules = [t for t in types if not t.endswith(_KNOWN_MODULES)]
         prompts = md.st_config.get("prompts") or {}
-        self.prompts: dict[str, str] = {str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else {}
+        self.prompts: dict[str, str] = (
+            {str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else {}
+        )
         """Named prompts of config_sentence_transformers.json (e.g. ``{"query": "query: "}``)."""
         default = md.st_config.get("default_prompt_name")
         self.default_prompt_name: Optional[str] = default if isinstance(default, str) else None
@@ -240,7 +251,9 @@ class BiEncoder(OnnxTextModel):
         self._pad = pad_id(self.tokenizer, self._md)
         self.tokenizer.enable_truncation(self.max_seq_length, strategy="longest_first")
         d = onnx.output_dim(self._output)
-        self._dim: Optional[int] = None if d is None else d * (1 if self._pooled_output else len(self.pooling))
+        self._dim: Optional[int] = (
+            None if d is None else d * (1 if self._pooled_output else len(self.pooling))
+        )
 
     # -- encoding ------------------------------------------------------------------------------
 
@@ -341,18 +354,30 @@ class BiEncoder(OnnxTextModel):
         return pool(out, mask, self.pooling)
 
     def encode_queries(
-        self, texts: Sequence[str], batch_size: int = 32, normalize: Optional[bool] = None, show_progress: bool = False
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        normalize: Optional[bool] = None,
+        show_progress: bool = False,
     ) -> npt.NDArray[np.float32]:
         """:meth:`encode` with the model's ``"query"`` prompt (none if the config has none)."""
         name = "query" if "query" in self.prompts else None
-        return self.encode(texts, batch_size, normalize, show_progress, prompt_name=name, prompt=None if name else "")
+        return self.encode(
+            texts, batch_size, normalize, show_progress, prompt_name=name, prompt=None if name else ""
+        )
 
     def encode_documents(
-        self, texts: Sequence[str], batch_size: int = 32, normalize: Optional[bool] = None, show_progress: bool = False
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        normalize: Optional[bool] = None,
+        show_progress: bool = False,
     ) -> npt.NDArray[np.float32]:
         """:meth:`encode` with the model's ``"document"`` (or ``"passage"``) prompt, if any."""
         name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
-        return self.encode(texts, batch_size, normalize, show_progress, prompt_name=name, prompt=None if name else "")
+        return self.encode(
+            texts, batch_size, normalize, show_progress, prompt_name=name, prompt=None if name else ""
+        )
 
     def _parity_vectors(self) -> npt.NDArray[np.float32]:
         return self.encode(list(PARITY_TEXTS), normalize=False)

@@ -123,7 +123,9 @@ class CrossEncoder(OnnxTextModel):
     def _check_config(self) -> None:
         md = self._md
         if md.is_colbert():
-            raise ModelError(f"{md.path} is a ColBERT (PyLate) model, not a cross-encoder; use ColBERTEncoder")
+            raise ModelError(
+                f"{md.path} is a ColBERT (PyLate) model, not a cross-encoder; use ColBERTEncoder"
+            )
         st = md.config.get("sentence_transformers")
         st = st if isinstance(st, dict) else {}
         if self._max_len_arg is not None:
@@ -146,14 +148,18 @@ class CrossEncoder(OnnxTextModel):
         """The function :meth:`predict` applies to the logits by default."""
 
     @staticmethod
-    def _resolve_activation(act: Optional[Activation]) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    def _resolve_activation(
+        act: Optional[Activation],
+    ) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
         if act is None:
             return _identity
         if callable(act):
             return act
         name = _activation_name(act)
         if name is None:
-            raise ModelError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)} or a callable")
+            raise ModelError(
+                f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)} or a callable"
+            )
         return ACTIVATIONS[name]
 
     def _check_kind(self) -> None:
@@ -272,7 +278,9 @@ class CrossEncoder(OnnxTextModel):
         docs = check_texts(documents, "documents")
         k = len(docs) if top_k is None else positive_int(top_k, "top_k")
         if self.num_labels != 1:
-            raise ModelError(f"rank needs a one-label model; this one has {self.num_labels} labels (use predict)")
+            raise ModelError(
+                f"rank needs a one-label model; this one has {self.num_labels} labels (use predict)"
+            )
         scores = self.predict([(query, d) for d in docs], batch_size=batch_size, activation=activation)
         order = np.argsort(-scores, kind="stable")[:k]
         hits: list[dict[str, Any]] = []
