@@ -76,7 +76,9 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return best, out
 
 
-def plain_loop(model_dir: Path, docs: list[str], threads: int, batch_size: int, max_len: int) -> npt.NDArray[Any]:
+def plain_loop(
+    model_dir: Path, docs: list[str], threads: int, batch_size: int, max_len: int
+) -> npt.NDArray[Any]:
     """What a user writes by hand: input order, pad to each batch's longest, mean pool, normalize."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
@@ -92,7 +94,9 @@ def plain_loop(model_dir: Path, docs: list[str], threads: int, batch_size: int, 
         enc = tok.encode_batch(docs[i : i + batch_size])
         ids = np.array([e.ids for e in enc], dtype=np.int64)
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-        h = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+        h = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[
+            0
+        ]
         v = (h * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
         out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
     return np.concatenate(out)
@@ -132,7 +136,9 @@ def run_fastembed(
         args = [str(model_dir), str(docs_file), str(out_file), str(threads), str(batch_size), str(repeat)]
         res = subprocess.run([python, "-c", FASTEMBED_SCRIPT, *args], capture_output=True, text=True, env=env)
         if res.returncode != 0:
-            return "fastembed failed: " + res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"
+            return (
+                "fastembed failed: " + res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"
+            )
         return float(json.loads(res.stdout.strip().splitlines()[-1])["seconds"]), np.load(out_file)
 
 
@@ -180,7 +186,8 @@ def main() -> int:
 
     if "plain" not in skip:
         t, plain = timed(
-            lambda: plain_loop(model_dir, docs, args.threads, args.batch_size, enc.max_seq_length), args.repeat
+            lambda: plain_loop(model_dir, docs, args.threads, args.batch_size, enc.max_seq_length),
+            args.repeat,
         )
         rows.append(("plain onnxruntime loop (unsorted)", t, f"cos min {cosine(ours, plain).min():.6f}"))
 
@@ -189,7 +196,9 @@ def main() -> int:
         if isinstance(fe, str):
             print(f"fastembed: not run ({fe})")
         else:
-            rows.append(("fastembed custom model (same ONNX)", fe[0], f"cos min {cosine(ours, fe[1]).min():.6f}"))
+            rows.append(
+                ("fastembed custom model (same ONNX)", fe[0], f"cos min {cosine(ours, fe[1]).min():.6f}")
+            )
 
     if "int8" not in skip:
         with tempfile.TemporaryDirectory() as cache:
@@ -222,7 +231,9 @@ def main() -> int:
         pairs = [(docs[i % 50][:80], d) for i, d in enumerate(docs)]
         ce.predict(pairs[:8])
         t, _ = timed(lambda: ce.predict(pairs, batch_size=args.batch_size), args.repeat)
-        print(f"\ntiny cross-encoder: {len(pairs) / t:.0f} pairs/s ({len(pairs)} pairs, max_length {ce.max_length})")
+        print(
+            f"\ntiny cross-encoder: {len(pairs) / t:.0f} pairs/s ({len(pairs)} pairs, max_length {ce.max_length})"
+        )
     return 0
 
 

@@ -327,12 +327,16 @@ fn score_doc(
             Docs::Packed { tokens, .. } => match tokens {
                 Tokens::F32(x) => &x[rows],
                 Tokens::F16(h) => {
-                    scratch.resize(len * d, 0.0);
+                    if scratch.len() < len * d {
+                        scratch.resize(len * d, 0.0);
+                    }
                     (k.f16)(&h[rows], &mut scratch[..len * d]);
                     &scratch[..len * d]
                 }
                 Tokens::I8 { codes, scale } => {
-                    scratch.resize(len * d, 0.0);
+                    if scratch.len() < len * d {
+                        scratch.resize(len * d, 0.0);
+                    }
                     (k.i8)(&codes[rows], &mut scratch[..len * d]);
                     if let Scale::Token(s) = scale {
                         tok_scale = Some(&s[start + j0..start + j0 + len]);

@@ -21,7 +21,12 @@ unsafe fn tile<const J: usize>(
     chk: &mut __m256,
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; J];
+    // Fetch the next tile's rows (J * d floats) while this one computes (see avx512.rs).
+    let next = doc.wrapping_add(J * d);
     for t in 0..d {
+        if J > 1 {
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(t * 8) as *const i8);
+        }
         let q0 = _mm256_loadu_ps(qp.add(t * PANEL));
         let q1 = _mm256_loadu_ps(qp.add(t * PANEL + 8));
         for (j, a) in acc.iter_mut().enumerate() {
