@@ -6,6 +6,13 @@ use rankfunnel::maxsim::{self, Docs, Scale, Tokens};
 use rankfunnel::simd;
 use rankfunnel::Error;
 
+/// Tests that force SIMD levels (a process-wide setting) run one at a time.
+static LEVELS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    LEVELS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Rng(u64);
 impl Rng {
     fn f32(&mut self) -> f32 {
@@ -54,6 +61,7 @@ fn ragged(rng: &mut Rng, nd: usize, d: usize, max_len: usize) -> Vec<Vec<f32>> {
 
 #[test]
 fn every_level_matches_f64_on_ragged_docs() {
+    let _serial = lock();
     let mut rng = Rng(11);
     for &level in simd::available() {
         simd::force_level(level).unwrap();
@@ -123,6 +131,7 @@ fn f16_conversion_is_exact_and_round_trips() {
 
 #[test]
 fn f16_and_int8_tokens_score_their_decoded_values() {
+    let _serial = lock();
     let mut rng = Rng(5);
     let d = 48;
     let docs = ragged(&mut rng, 17, d, 70);
@@ -167,6 +176,7 @@ fn f16_and_int8_tokens_score_their_decoded_values() {
 
 #[test]
 fn bad_input_is_an_error() {
+    let _serial = lock();
     let d = 8;
     let q = vec![0.5f32; 3 * d];
     let doc = vec![0.25f32; 4 * d];

@@ -7,7 +7,9 @@ import sys
 
 
 def rankfunnel(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rankfunnel", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rankfunnel", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_demo_prints_results_and_timings() -> None:
