@@ -66,7 +66,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--fma-per-cycle", type=int, default=2, help="512-bit FMAs per cycle per core")
-    ap.add_argument("--ghz", type=float, default=0.0, help="core clock for the nominal peak (default: /proc/cpuinfo)")
+    ap.add_argument(
+        "--ghz", type=float, default=0.0, help="core clock for the nominal peak (default: /proc/cpuinfo)"
+    )
     ap.add_argument("--mv-docs", type=int, default=100_000, help="MultiVectorIndex documents (0 skips)")
     ap.add_argument("--mv-queries", type=int, default=100)
     a = ap.parse_args()
@@ -98,9 +100,7 @@ def main() -> None:
     )
     print(f"rankfunnel {rf.__version__} simd={rf.simd_level()}; numpy {np.__version__} BLAS: {blas}")
 
-    ref = np.array(
-        [[(q.astype(np.float64) @ x.astype(np.float64).T).max(1).sum() for x in docs] for q in qs]
-    )
+    ref = np.array([[(q.astype(np.float64) @ x.astype(np.float64).T).max(1).sum() for x in docs] for q in qs])
 
     def numpy_maxsim(q: np.ndarray) -> np.ndarray:
         return np.array([(q @ x.T).max(axis=1).sum() for x in docs], dtype=np.float32)
@@ -121,7 +121,7 @@ def main() -> None:
     for name, fn in [*engines.items(), *ours.items()]:
         got = np.stack([np.asarray(fn(q), dtype=np.float64).ravel() for q in qs])  # type: ignore[operator]
         err = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-9)))
-        t = best_of(lambda: [fn(q) for q in qs], a.repeat) / a.nq  # type: ignore[operator]
+        t = best_of(lambda fn=fn: [fn(q) for q in qs], a.repeat) / a.nq  # type: ignore[misc,operator]
         results[name] = (t, err)
     # Batched: all queries in one call (documents read once for all of them).
     t_batch = best_of(lambda: rf.maxsim(qs, packed["f32"], threads=a.threads), a.repeat) / a.nq
@@ -135,7 +135,7 @@ def main() -> None:
     ghz = a.ghz
     if not ghz:
         try:
-            mhz = [float(l.split(":")[1]) for l in open("/proc/cpuinfo") if l.startswith("cpu MHz")]
+            mhz = [float(x.split(":")[1]) for x in open("/proc/cpuinfo") if x.startswith("cpu MHz")]
             ghz = max(mhz) / 1000
         except (OSError, ValueError, IndexError):
             ghz = 3.0
@@ -201,7 +201,8 @@ def bench_multivector(a: argparse.Namespace, rf: object) -> None:
         for cand in (256, 1024):
             found = np.stack([mv.search(q, k=10, candidates=cand, threads=a.threads)[1] for q in qs])
             t = best_of(
-                lambda mv=mv, cand=cand: [mv.search(q, k=10, candidates=cand, threads=a.threads) for q in qs], 1
+                lambda mv=mv, cand=cand: [mv.search(q, k=10, candidates=cand, threads=a.threads) for q in qs],
+                1,
             )
             rows.append(
                 {

@@ -281,6 +281,21 @@ impl PackedQuery {
         self.m
     }
 
+    /// Fold one token `row` into the running maxima `mx` (`n_panels * PANEL`): with `mx` at
+    /// -inf, this leaves the score of every query token against `row`. False if not finite.
+    pub fn score_token(&self, k: &MaxSimKernels, d: usize, row: &[f32], mx: &mut [f32]) -> bool {
+        let np = self.n_panels();
+        let mut ok = true;
+        let mut p0 = 0;
+        while p0 < np {
+            let g = k.max_panels.min(np - p0);
+            let qp = &self.panels()[p0 * d * PANEL..(p0 + g) * d * PANEL];
+            ok &= (k.block)(qp, g, d, row, 1, None, &mut mx[p0 * PANEL..(p0 + g) * PANEL]);
+            p0 += g;
+        }
+        ok
+    }
+
     fn n_panels(&self) -> usize {
         self.m.div_ceil(PANEL)
     }

@@ -12,10 +12,12 @@ from .flat import FlatIndex, topk
 from .io import load
 from .kmeans import kmeans
 from .maxsim import PackedDocs, maxsim
+from .multivector import MultiVectorIndex
 
 __all__ = [
     "CorruptFileError",
     "FlatIndex",
+    "MultiVectorIndex",
     "PackedDocs",
     "RankfunnelError",
     "UnknownIdError",

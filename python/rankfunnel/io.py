@@ -7,8 +7,9 @@ from typing import Union
 
 from . import _core
 from .flat import FlatIndex, PathLike
+from .multivector import MultiVectorIndex
 
-AnyIndex = Union[FlatIndex]
+AnyIndex = Union[FlatIndex, MultiVectorIndex]
 
 
 def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
@@ -23,10 +24,12 @@ def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
 
     Returns
     -------
-    FlatIndex
+    FlatIndex or MultiVectorIndex
         The loaded index, of the kind recorded in the file.
     """
     core = _core.load(os.fspath(path), bool(mmap))
     if isinstance(core, _core.FlatIndex):
         return FlatIndex._wrap(core)
+    if isinstance(core, _core.MultiVectorIndex):
+        return MultiVectorIndex._wrap(core)
     raise TypeError(f"unexpected index type {type(core).__name__}")  # pragma: no cover

@@ -12,8 +12,10 @@ use pyo3::types::PyTuple;
 
 mod flat;
 mod maxsim;
+mod multivector;
 
 use flat::FlatIndex;
+use multivector::MultiVectorIndex;
 
 use crate::error::Error;
 use crate::metric::Metric;
@@ -189,6 +191,7 @@ fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Py<PyAny>> {
     let f = detached(py, || IndexFile::open(&path, mmap))?;
     match f.header().kind {
         Kind::Flat => Ok(Py::new(py, FlatIndex::from_file(py, &f)?)?.into_any()),
+        Kind::MultiVector => Ok(Py::new(py, MultiVectorIndex::from_file(py, &f)?)?.into_any()),
         other => {
             Err(PyRuntimeError::new_err(format!("{} files are not supported by this build", other.name())))
         }
@@ -209,6 +212,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(maxsim::maxsim_list, m)?)?;
     m.add_function(wrap_pyfunction!(maxsim::maxsim_packed, m)?)?;
     m.add_class::<FlatIndex>()?;
+    m.add_class::<MultiVectorIndex>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
