@@ -47,6 +47,7 @@ bench-rust: ## criterion benches of the kernels, per SIMD level
 bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same data, same run
 	$(PIP) install --quiet -r requirements-bench.txt
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_flat.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_maxsim.py
 
 bench: bench-rust bench-python ## all benchmarks
 
