@@ -214,3 +214,51 @@ fn bad_input_is_an_error() {
     assert_eq!(s[0], 0.0);
     assert!((s[1] - 3.0 * 8.0 * 0.125).abs() < 1e-5);
 }
+
+#[test]
+fn multivector_index_round_trip() {
+    use rankfunnel::multivector::{MultiVectorIndex, SearchParams};
+    let d = 16;
+    let mut rng = Rng(9);
+    let docs = ragged(&mut rng, 60, d, 12);
+    let mut flat = Vec::new();
+    let mut offsets = vec![0i64];
+    for doc in &docs {
+        flat.extend_from_slice(doc);
+        offsets.push((flat.len() / d) as i64);
+    }
+    let q = rng.vec(5 * d);
+    for nbits in [0, 2] {
+        let mut mv = MultiVectorIndex::new(d, nbits, 8, 1).unwrap();
+        let ids = mv.add(&flat, &offsets, None, 2).unwrap();
+        assert_eq!(ids, (0..60).collect::<Vec<i64>>());
+        assert_eq!(mv.n_centroids(), 8);
+        // Probing every centroid and keeping every candidate is brute force on the stored tokens.
+        let p = SearchParams { k: 5, candidates: 60, nprobe: 8, allow: None };
+        let r = mv.search(&[&q], &p, 2).unwrap();
+        let all: Vec<i64> = (0..60).collect();
+        let exact = mv.rerank(&[&q], &all, 5, 1).unwrap();
+        // Empty documents are never candidates but score 0; compare the positive part.
+        for (a, b) in r.scores.iter().zip(&exact.scores) {
+            if *b > 0.0 {
+                assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "nbits={nbits}: {a} vs {b}");
+            }
+        }
+        if nbits == 0 {
+            for (j, &id) in exact.ids.iter().enumerate() {
+                let (want, mag) = reference(&q, &docs[id as usize], d);
+                assert!((exact.scores[j] as f64 - want).abs() <= 1e-5 * mag.max(1.0));
+            }
+        }
+        assert_eq!(mv.remove(&[exact.ids[0]]).unwrap(), 1);
+        assert!(matches!(mv.remove(&[exact.ids[0]]), Err(Error::UnknownId(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mv.rfi");
+        mv.save(&path).unwrap();
+        for mmap in [false, true] {
+            let back = MultiVectorIndex::load(&path, mmap).unwrap();
+            assert_eq!(back.len(), 59);
+            assert_eq!(back.search(&[&q], &p, 1).unwrap(), mv.search(&[&q], &p, 1).unwrap());
+        }
+    }
+}
