@@ -38,15 +38,23 @@ const KMEANS_ITERS: usize = 10;
 const TRAIN_PER_CENTROID: usize = 64;
 const TRAIN_MAX: usize = 262_144;
 
-/// `out = centroid + residual` of one token, `PER` dimensions per residual byte.
+/// `out = centroid + residual` of one token, `PER` dimensions per residual byte; returns the
+/// squared norm of `out`.
 #[inline]
-fn decode_token<const PER: usize>(lut: &[f32], cen: &[f32], bytes: &[u8], out: &mut [f32]) {
-    for (g, ((o, c), &v)) in out.chunks_exact_mut(PER).zip(cen.chunks_exact(PER)).zip(bytes).enumerate() {
-        let e = &lut[(g * 256 + v as usize) * PER..(g * 256 + v as usize + 1) * PER];
+fn decode_token<const PER: usize>(lut: &[f32], cen: &[f32], bytes: &[u8], out: &mut [f32]) -> f32 {
+    let groups = bytes.len();
+    assert!(cen.len() >= groups * PER && out.len() >= groups * PER && lut.len() >= groups * 256 * PER);
+    let mut acc = [0f32; PER];
+    for (g, &v) in bytes.iter().enumerate() {
+        let e = &lut[(g * 256 + v as usize) * PER..][..PER];
+        let c = &cen[g * PER..][..PER];
+        let o = &mut out[g * PER..][..PER];
         for u in 0..PER {
             o[u] = c[u] + e[u];
+            acc[u] += o[u] * o[u];
         }
     }
+    acc.iter().sum()
 }
 
 /// Late-interaction index over documents of token vectors (see the module docs).
@@ -332,14 +340,14 @@ impl MultiVectorIndex {
         for (j, o) in (a..z).zip(out[start..].chunks_exact_mut(d)) {
             let cen = &self.centroids[codes[j] as usize * d..(codes[j] as usize + 1) * d];
             let bytes = &res[j * rb..(j + 1) * rb];
-            match self.nbits {
+            let n2 = match self.nbits {
                 1 => decode_token::<8>(&self.lut, cen, bytes, o),
                 2 => decode_token::<4>(&self.lut, cen, bytes, o),
                 4 => decode_token::<2>(&self.lut, cen, bytes, o),
                 _ => decode_token::<1>(&self.lut, cen, bytes, o),
-            }
-            if self.normalize {
-                let s = crate::vectors::inv_norm(o);
+            };
+            if self.normalize && n2 > 0.0 {
+                let s = 1.0 / n2.sqrt();
                 o.iter_mut().for_each(|x| *x *= s);
             }
         }
@@ -481,15 +489,39 @@ impl MultiVectorIndex {
     /// pushed into a top-k selection.
     fn score_slots(&self, q: &PackedQuery, slots: &[usize], k: usize, threads: usize) -> Result<TopK> {
         let d = self.dim;
-        let mut flat = Vec::new();
-        let mut offs = Vec::with_capacity(slots.len() + 1);
-        offs.push(0i64);
-        for &s in slots {
-            self.decode_into(s, &mut flat);
-            offs.push((flat.len() / d) as i64);
-        }
-        let docs = Docs::Packed { tokens: Tokens::F32(&flat), offsets: &offs };
-        let scores = maxsim::maxsim_packed(std::slice::from_ref(q), d, &docs, threads)?;
+        // Decode and score a few documents at a time, so the decoded tokens stay in cache and
+        // no large buffer is allocated per query; chunks run in parallel.
+        let score_chunk = |chunk: &[usize], flat: &mut Vec<f32>, offs: &mut Vec<i64>| -> Result<Vec<f32>> {
+            flat.clear();
+            offs.clear();
+            offs.push(0);
+            for &s in chunk {
+                self.decode_into(s, flat);
+                offs.push((flat.len() / d) as i64);
+            }
+            let docs = Docs::Packed { tokens: Tokens::F32(flat), offsets: offs };
+            maxsim::maxsim_packed(std::slice::from_ref(q), d, &docs, 1)
+        };
+        const CHUNK: usize = 16;
+        let scores: Vec<f32> = if threads <= 1 || slots.len() <= CHUNK {
+            let (mut flat, mut offs) = (Vec::new(), Vec::new());
+            let mut out = Vec::with_capacity(slots.len());
+            for chunk in slots.chunks(CHUNK) {
+                out.extend(score_chunk(chunk, &mut flat, &mut offs)?);
+            }
+            out
+        } else {
+            let parts = parallel::install(threads, || {
+                slots
+                    .par_chunks(CHUNK)
+                    .map_init(
+                        || (Vec::new(), Vec::new()),
+                        |(flat, offs), chunk| score_chunk(chunk, flat, offs),
+                    )
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            parts.concat()
+        };
         let mut sel = TopK::new(k);
         for (&s, &v) in slots.iter().zip(&scores) {
             sel.push(v, self.ids[s]);
