@@ -301,7 +301,7 @@ impl PackedQuery {
     }
 }
 
-/// Tokens per block when documents are converted to f32 first (32 KiB at d = 128)./// Tokens per block when documents are converted to f32 first: 12 KiB at d = 128, so the block
+/// Tokens per block when documents are converted to f32 first: 12 KiB at d = 128, so the block
 /// and the query panels stay in L1; a multiple of the AVX-512 tile widths 12, 8 and 6.
 const BLOCK_TOKENS: usize = 24;
 
