@@ -613,11 +613,20 @@ impl MultiVectorIndex {
             self.check_query(q, qi)?;
         }
         let allowed = self.allowed_mask(p.allow);
+        // An allow-list no longer than `candidates` is scored exactly in full (so a narrow
+        // filter never misses documents that the probed centroids do not reach).
+        let few: Option<Vec<usize>> = allowed.as_ref().and_then(|mask| {
+            let n = mask.iter().filter(|&&a| a).count();
+            (n <= p.candidates).then(|| (0..mask.len()).filter(|&s| mask[s]).collect())
+        });
         let one = |q: &[f32], inner: usize| -> Result<TopK> {
             if self.is_empty() || self.n_centroids() == 0 {
                 return Ok(TopK::new(p.k));
             }
             let pq = PackedQuery::new(q, self.dim, None);
+            if let Some(slots) = &few {
+                return self.score_slots(&pq, slots, p.k, inner);
+            }
             let slots = self.candidates(&pq, q.len() / self.dim, p, allowed.as_deref());
             self.score_slots(&pq, &slots, p.k, inner)
         };
@@ -690,6 +699,9 @@ impl MultiVectorIndex {
         let meta: Vec<i64> = f.vec("meta")?;
         if meta.len() != 5 || h.dim == 0 || meta[4] > 1 || meta[4] < 0 {
             return Err(f.corrupt("bad metadata"));
+        }
+        if (meta[1] == 0) != (h.dtype == Dtype::F32) {
+            return Err(f.corrupt("the header dtype does not match nbits"));
         }
         let nbits = meta[1] as usize;
         let mut idx = MultiVectorIndex::new(h.dim, nbits, meta[2].max(0) as usize, meta[3] as u64)

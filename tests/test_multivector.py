@@ -208,3 +208,14 @@ def test_bad_input(data: tuple[list[np.ndarray], list[np.ndarray]]) -> None:
     q[0, 0] = np.inf
     with pytest.raises(rf.RankfunnelError, match="NaN or infinity"):
         mv.search(q)
+
+
+def test_narrow_filter_scores_every_allowed_document(data: tuple[list[np.ndarray], list[np.ndarray]]) -> None:
+    docs, qs = data
+    mv = rf.MultiVectorIndex(dim=64, nbits=0)
+    mv.add(docs)
+    allow = np.array([7, 123, 999, 1400, 31])
+    scores, ids = mv.search(qs[0], k=3, candidates=10, nprobe=1, filter=allow)
+    exact = rf.maxsim(qs[0], [docs[i] for i in allow])
+    order = allow[np.lexsort((allow, -exact))][:3]
+    np.testing.assert_array_equal(ids, order)

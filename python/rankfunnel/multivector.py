@@ -44,6 +44,10 @@ class MultiVectorIndex:
     seed : int
         Seed of the k-means training.
 
+    Notes
+    -----
+    ``nprobe`` is a search setting, not saved with the index (a loaded index uses 4).
+
     Examples
     --------
     >>> import numpy as np, rankfunnel as rf
@@ -210,13 +214,15 @@ class MultiVectorIndex:
         threads : int, optional
             Thread cap; several queries run in parallel, one query splits its exact stage.
         filter : array_like of int, optional
-            Allow-list: only these ids can be returned (unknown ids are ignored).
+            Allow-list: only these ids can be returned (unknown ids are ignored). An allow-list
+            of at most ``candidates`` documents is scored exactly in full.
 
         Returns
         -------
         scores, ids : ndarray
             Shapes (k,) for one query, (nq, k) for several; best first, ties to the lower id.
-            Scores are MaxSim on the stored (decompressed) tokens.
+            Scores are MaxSim on the stored (decompressed) tokens. Documents without tokens
+            are never candidates (they score 0 in :meth:`rerank`).
         """
         k = positive_int(k, "k")
         cand = positive_int(candidates, "candidates")
