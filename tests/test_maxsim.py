@@ -123,6 +123,7 @@ def test_bad_input() -> None:
         rf.maxsim(q, [np.zeros((1, 2, 3, 16))])
     with pytest.raises(rf.RankfunnelError):
         rf.maxsim(q, docs, threads=0)
+    assert rf.maxsim(q, [np.zeros(0), np.zeros((0, 5)), docs[0]])[:2].tolist() == [0.0, 0.0]
     assert rf.maxsim(q, []).shape == (0,)
     assert rf.maxsim([q, q], []).shape == (2, 0)
 

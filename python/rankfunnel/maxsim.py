@@ -277,7 +277,7 @@ def maxsim(query: Any, docs: Docs, *, threads: Optional[int] = None) -> F32:
         dim = qs[0].shape[1]
         for i, x in enumerate(ds):
             if x.shape[1] != dim:
-                if x.shape[0] == 0 and x.size == 0:
+                if x.size == 0:
                     ds[i] = np.zeros((0, dim), dtype=np.float32)
                     continue
                 raise RankfunnelError(
