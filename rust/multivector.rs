@@ -273,7 +273,7 @@ impl MultiVectorIndex {
 
     fn build_lut(&mut self) {
         let (d, nb) = (self.dim, self.nbits);
-        if nb == 0 {
+        if nb == 0 || self.weights.is_empty() {
             self.lut.clear();
             return;
         }
@@ -726,8 +726,12 @@ impl MultiVectorIndex {
             return Err(f.corrupt("section sizes do not match the header"));
         }
         let nt = *idx.offsets.last().unwrap() as usize;
-        let (want_res, want_tok, want_cut, want_w) =
-            if nbits == 0 { (0, nt * d, 0, 0) } else { (nt * idx.rbytes(), 0, d * (b - 1), d * b) };
+        // Buckets exist once the index is trained (has centroids).
+        let (want_res, want_tok, want_cut, want_w) = match (nbits, nc) {
+            (0, _) => (0, nt * d, 0, 0),
+            (_, 0) => (0, 0, 0, 0),
+            _ => (nt * idx.rbytes(), 0, d * (b - 1), d * b),
+        };
         if idx.codes.as_slice().len() != nt
             || idx.residuals.as_slice().len() != want_res
             || idx.tokens.as_slice().len() != want_tok

@@ -146,6 +146,12 @@ def test_save_load_round_trip(
     assert len(back) == 598 and back.nbits == 2 and back.n_centroids == mv.n_centroids
     for a, b in zip(mv.search(qs[:5], k=10, candidates=100), back.search(qs[:5], k=10, candidates=100)):
         np.testing.assert_array_equal(a, b)
+    empty = rf.MultiVectorIndex(dim=64, nbits=2)
+    empty.save(tmp_path / "empty.rfi")
+    e = rf.load(tmp_path / "empty.rfi", mmap=mmap)
+    assert isinstance(e, rf.MultiVectorIndex) and len(e) == 0
+    e.add(docs[:50])
+    assert e.n_centroids > 0 and e.search(qs[0], k=3)[1][0] >= 0
     back2 = rf.MultiVectorIndex.load(path, mmap=mmap)
     back2.add(docs[600:610])
     assert len(back2) == 608 and 605 in back2
