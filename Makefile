@@ -49,6 +49,7 @@ bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same 
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_flat.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_ivf.py
 	$(PY) benches/bench_hnsw.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_maxsim.py
 
 bench: bench-rust bench-python ## all benchmarks
 

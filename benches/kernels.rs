@@ -1,5 +1,7 @@
 //! Criterion benches of the kernels at every SIMD level this CPU has: pair kernels (GB/s) and the
-//! fused exact top-k scan (GFLOP/s). `make bench-rust` runs them.
+//! fused exact top-k scan (GFLOP/s), and MaxSim (GFLOP/s): the shipped kernel (query tokens in
+//! panels, document values broadcast) against the transposed layout (document tokens in panels,
+//! query values broadcast, through the top-k tile kernels). `make bench-rust` runs them.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rankfunnel::simd;
@@ -62,5 +64,66 @@ fn exact_scan(c: &mut Criterion) {
     simd::force_level(simd::detected()).unwrap();
 }
 
-criterion_group!(benches, pair_kernels, exact_scan);
+/// 1000 documents of 64-300 tokens, d = 128, 32 query tokens, one thread.
+fn maxsim_layouts(c: &mut Criterion) {
+    use rankfunnel::maxsim::{self, Docs, Tokens};
+    use rankfunnel::pack;
+    let d = 128;
+    let lens: Vec<usize> = data(1000).iter().map(|&x| 64 + ((x + 0.5) * 236.99) as usize).collect();
+    let total: usize = lens.iter().sum();
+    let flat = data(total * d);
+    let q = data(32 * d);
+    let mut offsets = vec![0i64];
+    for &n in &lens {
+        offsets.push(offsets.last().unwrap() + n as i64);
+    }
+    // Transposed layout: each document packed in blocks of 32 tokens (dimension-major panels).
+    let blocks: Vec<Vec<f32>> = (0..lens.len())
+        .map(|i| {
+            let rows = &flat[offsets[i] as usize * d..offsets[i + 1] as usize * d];
+            let mut dst = vec![0f32; pack::packed_len(lens[i], d)];
+            pack::pack_rows(rows, d, None, &mut dst);
+            dst
+        })
+        .collect();
+    let mut g = c.benchmark_group("maxsim_1000docs_d128_m32");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((2 * 32 * d * total) as u64)); // FLOP
+    for &level in simd::available() {
+        simd::force_level(level).unwrap();
+        let docs = Docs::Packed { tokens: Tokens::F32(&flat), offsets: &offsets };
+        g.bench_with_input(BenchmarkId::new("query_panels_fused", level.name()), &(), |bch, _| {
+            bch.iter(|| maxsim::maxsim(&[&q], d, &docs, 1).unwrap())
+        });
+        let k = simd::kernels_for(level);
+        g.bench_with_input(BenchmarkId::new("doc_panels_transposed", level.name()), &(), |bch, _| {
+            let mut out = vec![0f32; k.max_rows * simd::BLOCK];
+            bch.iter(|| {
+                let mut scores = Vec::with_capacity(lens.len());
+                for (i, b) in blocks.iter().enumerate() {
+                    let mut best = [f32::NEG_INFINITY; 32];
+                    for (bi, block) in b.chunks_exact(simd::BLOCK * d).enumerate() {
+                        let valid = (lens[i] - bi * simd::BLOCK).min(simd::BLOCK);
+                        let mut r0 = 0;
+                        while r0 < 32 {
+                            let rows = k.max_rows.min(32 - r0);
+                            simd::score_block(k, false, rows, &q[r0 * d..], d, block, &mut out);
+                            for r in 0..rows {
+                                let row = &out[r * simd::BLOCK..r * simd::BLOCK + valid];
+                                best[r0 + r] = row.iter().fold(best[r0 + r], |m, &x| m.max(x));
+                            }
+                            r0 += rows;
+                        }
+                    }
+                    scores.push(best.iter().sum::<f32>());
+                }
+                scores
+            })
+        });
+    }
+    g.finish();
+    simd::force_level(simd::detected()).unwrap();
+}
+
+criterion_group!(benches, pair_kernels, exact_scan, maxsim_layouts);
 criterion_main!(benches);

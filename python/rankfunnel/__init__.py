@@ -15,6 +15,8 @@ from .hnsw import HNSWIndex
 from .io import load
 from .ivf import IVFIndex
 from .kmeans import kmeans
+from .maxsim import PackedDocs, maxsim
+from .multivector import MultiVectorIndex
 from .pipeline import Hit, Pipeline
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "IVFIndex",
     "Pipeline",
     "HNSWIndex",
+    "MultiVectorIndex",
+    "PackedDocs",
     "RankfunnelError",
     "UnknownIdError",
     "UnsupportedVersionError",
@@ -34,6 +38,7 @@ __all__ = [
     "default_threads",
     "kmeans",
     "load",
+    "maxsim",
     "simd_level",
     "simd_levels",
     "topk",

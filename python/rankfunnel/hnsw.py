@@ -11,8 +11,8 @@ import numpy.typing as npt
 
 from . import _core
 from ._arrays import as_ids, as_matrix, metric_name, positive_int, threads_arg
+from ._index import Ids, PathLike, Scores
 from .errors import RankfunnelError
-from .flat import Ids, PathLike, Scores
 
 Filter = Union[npt.ArrayLike, Sequence[npt.ArrayLike], None]
 

@@ -10,8 +10,9 @@ from ._index import PathLike
 from .flat import FlatIndex
 from .hnsw import HNSWIndex
 from .ivf import IVFIndex
+from .multivector import MultiVectorIndex
 
-AnyIndex = Union[FlatIndex, IVFIndex, HNSWIndex]
+AnyIndex = Union[FlatIndex, IVFIndex, HNSWIndex, MultiVectorIndex]
 
 
 def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
@@ -26,7 +27,7 @@ def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
 
     Returns
     -------
-    FlatIndex, IVFIndex or HNSWIndex
+    FlatIndex, IVFIndex, HNSWIndex or MultiVectorIndex
         The loaded index, of the kind recorded in the file.
     """
     core = _core.load(os.fspath(path), bool(mmap))
@@ -36,4 +37,6 @@ def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
         return IVFIndex._wrap(core)
     if isinstance(core, _core.HNSWIndex):
         return HNSWIndex._wrap(core)
+    if isinstance(core, _core.MultiVectorIndex):
+        return MultiVectorIndex._wrap(core)
     raise TypeError(f"unexpected index type {type(core).__name__}")  # pragma: no cover

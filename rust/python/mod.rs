@@ -6,17 +6,20 @@
 use std::path::PathBuf;
 
 use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 mod flat;
 mod hnsw;
 mod ivf;
+mod maxsim;
+mod multivector;
 
 use flat::FlatIndex;
 use hnsw::HNSWIndex;
 use ivf::IVFIndex;
+use multivector::MultiVectorIndex;
 
 use crate::error::Error;
 use crate::metric::Metric;
@@ -194,9 +197,7 @@ fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Py<PyAny>> {
         Kind::Flat => Ok(Py::new(py, FlatIndex::from_file(py, &f)?)?.into_any()),
         Kind::Ivf => Ok(Py::new(py, IVFIndex::from_file(py, &f)?)?.into_any()),
         Kind::Hnsw => Ok(Py::new(py, HNSWIndex::from_file(py, &f)?)?.into_any()),
-        other => {
-            Err(PyRuntimeError::new_err(format!("{} files are not supported by this build", other.name())))
-        }
+        Kind::MultiVector => Ok(Py::new(py, MultiVectorIndex::from_file(py, &f)?)?.into_any()),
     }
 }
 
@@ -211,9 +212,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(file_kind, m)?)?;
     m.add_function(wrap_pyfunction!(kmeans, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(maxsim::maxsim_list, m)?)?;
+    m.add_function(wrap_pyfunction!(maxsim::maxsim_packed, m)?)?;
     m.add_class::<FlatIndex>()?;
     m.add_class::<IVFIndex>()?;
     m.add_class::<HNSWIndex>()?;
+    m.add_class::<MultiVectorIndex>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

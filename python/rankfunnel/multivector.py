@@ -1,0 +1,276 @@
+"""PLAID-style late-interaction retrieval: :class:`MultiVectorIndex`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+from ._arrays import as_ids, positive_int, threads_arg
+from ._index import Ids, PathLike, Scores
+from .errors import RankfunnelError
+from .maxsim import PackedDocs, _queries, _tokens
+
+
+class MultiVectorIndex:
+    """ColBERT-style index over documents of token vectors, searched by MaxSim.
+
+    Token vectors are stored compressed as in ColBERTv2: the id of the nearest of
+    ``n_centroids`` k-means centroids (trained on the first :meth:`add`, reused by later ones)
+    plus, per dimension, an ``nbits`` bucket of the residual ``x - centroid`` (per-dimension
+    quantile buckets). Memory per token: ``4 + dim * nbits / 8`` bytes (36 at dim=128, nbits=2)
+    plus up to 4 bytes of inverted list; ``nbits=0`` keeps float32 tokens (``4 * dim`` bytes)
+    and makes scores exact.
+
+    Search (PLAID-like): query tokens are scored against the centroids; each probes its
+    ``nprobe`` best centroids and the documents listed under them get an approximate MaxSim
+    from those centroid scores; the ``candidates`` best are decompressed and scored exactly
+    with the fused MaxSim kernel.
+
+    Parameters
+    ----------
+    dim : int
+        Token dimension.
+    nbits : {0, 1, 2, 4, 8}
+        Residual bits per dimension (0 = float32 tokens). ``dim * nbits`` must be a multiple of 8.
+    n_centroids : int, optional
+        Number of centroids; default ``2**floor(log2(2 * sqrt(tokens in the first add)))``.
+    nprobe : int
+        Default centroids probed per query token.
+    seed : int
+        Seed of the k-means training.
+
+    Notes
+    -----
+    ``nprobe`` is a search setting, not saved with the index (a loaded index uses 4).
+
+    Examples
+    --------
+    >>> import numpy as np, rankfunnel as rf
+    >>> rng = np.random.default_rng(0)
+    >>> docs = [rng.standard_normal((n, 16)).astype(np.float32) for n in (5, 8, 3)]
+    >>> mv = rf.MultiVectorIndex(dim=16, nbits=0)
+    >>> mv.add(docs)
+    array([0, 1, 2])
+    >>> scores, ids = mv.search(docs[1][:4], k=1)
+    >>> ids.tolist()
+    [1]
+    """
+
+    _index: Any
+
+    def __init__(
+        self, dim: int, nbits: int = 2, *, n_centroids: Optional[int] = None, nprobe: int = 4, seed: int = 0
+    ) -> None:
+        nc = 0 if n_centroids is None else positive_int(n_centroids, "n_centroids")
+        if isinstance(nbits, bool) or not isinstance(nbits, (int, np.integer)):
+            raise RankfunnelError(f"nbits must be an integer, got {type(nbits).__name__}")
+        self._index = _core.MultiVectorIndex(positive_int(dim, "dim"), int(nbits), nc, int(seed))
+        self.nprobe = positive_int(nprobe, "nprobe")
+
+    @classmethod
+    def _wrap(cls, core: Any) -> MultiVectorIndex:
+        obj = cls.__new__(cls)
+        obj._index = core
+        obj.nprobe = 4
+        return obj
+
+    @property
+    def dim(self) -> int:
+        """Token dimension."""
+        return int(self._index.dim)
+
+    @property
+    def nbits(self) -> int:
+        """Residual bits per dimension (0 = float32 tokens)."""
+        return int(self._index.nbits)
+
+    @property
+    def n_centroids(self) -> int:
+        """Number of centroids (0 before the first add)."""
+        return int(self._index.n_centroids)
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens stored."""
+        return int(self._index.n_tokens)
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes of token storage per token (centroid id + residual, or 4 * dim for nbits=0)."""
+        return int(self._index.bytes_per_token)
+
+    @property
+    def ids(self) -> Ids:
+        """Stored ids (storage order, which changes on removal)."""
+        out: Ids = self._index.ids()
+        return out
+
+    def __len__(self) -> int:
+        return int(len(self._index))
+
+    def __contains__(self, id: object) -> bool:
+        return isinstance(id, (int, np.integer)) and bool(self._index.contains(int(id)))
+
+    def __repr__(self) -> str:
+        return (
+            f"MultiVectorIndex(dim={self.dim}, nbits={self.nbits}, n_centroids={self.n_centroids}, "
+            f"len={len(self)}, tokens={self.n_tokens})"
+        )
+
+    def add(
+        self,
+        docs: Sequence[npt.ArrayLike] | PackedDocs,
+        ids: Optional[npt.ArrayLike] = None,
+        *,
+        threads: Optional[int] = None,
+    ) -> Ids:
+        """Add documents (each an ``(n_i, dim)`` array of token vectors, or a float32 PackedDocs).
+
+        The first add with tokens trains the centroids and residual buckets on them (k-means on
+        a sample); later adds reuse them.
+
+        Parameters
+        ----------
+        docs : sequence of array_like (n_i, dim), or PackedDocs of dtype "f32"
+        ids : array_like of int, optional
+            Non-negative, unique labels not already stored; default consecutive ids.
+        threads : int, optional
+            Thread cap for this call.
+
+        Returns
+        -------
+        ndarray of int64
+            The ids of the added documents.
+
+        Raises
+        ------
+        RankfunnelError
+            On a wrong dimension, NaN/inf, or bad/duplicate ids; the index is then unchanged.
+        """
+        if isinstance(docs, PackedDocs):
+            if docs.dtype != "f32":
+                raise RankfunnelError("MultiVectorIndex.add takes float32 PackedDocs (it compresses itself)")
+            if docs.dim != self.dim:
+                raise RankfunnelError(
+                    f"dimension mismatch: documents have {docs.dim} dimensions, the index has {self.dim}"
+                )
+            flat, offsets = docs.tokens, docs.offsets
+        else:
+            arrs = []
+            for i, x in enumerate(docs):
+                a = _tokens(x, f"document {i}")
+                if a.shape[1] != self.dim:
+                    if a.size == 0:
+                        a = np.zeros((0, self.dim), dtype=np.float32)
+                    else:
+                        raise RankfunnelError(
+                            f"dimension mismatch: document {i} has {a.shape[1]} dimensions, the index has {self.dim}"
+                        )
+                arrs.append(a)
+            offsets = np.zeros(len(arrs) + 1, dtype=np.int64)
+            np.cumsum([a.shape[0] for a in arrs], out=offsets[1:])
+            flat = np.concatenate(arrs) if arrs else np.zeros((0, self.dim), dtype=np.float32)
+        id_arr = None if ids is None else as_ids(ids)
+        out: Ids = self._index.add(flat, offsets, id_arr, threads_arg(threads))
+        return out
+
+    def _qs(self, query: Any) -> tuple[list[npt.NDArray[np.float32]], bool]:
+        qs, single = _queries(query)
+        for i, q in enumerate(qs):
+            if q.shape[0] == 0:
+                raise RankfunnelError(f"query {i} has no tokens")
+            if q.shape[1] != self.dim:
+                raise RankfunnelError(
+                    f"dimension mismatch: query {i} has {q.shape[1]} dimensions, the index has {self.dim}"
+                )
+        return qs, single
+
+    def search(
+        self,
+        query_tokens: Any,
+        k: int = 10,
+        candidates: int = 1000,
+        *,
+        nprobe: Optional[int] = None,
+        threads: Optional[int] = None,
+        filter: Optional[npt.ArrayLike] = None,
+    ) -> tuple[Scores, Ids]:
+        """Top-k documents by MaxSim.
+
+        Parameters
+        ----------
+        query_tokens : array_like (m, dim), or a list of them / an array (nq, m, dim)
+        k : int
+            Results per query, padded with id -1 and score -inf when fewer exist.
+        candidates : int
+            Documents decompressed and scored exactly (more = higher recall, slower).
+        nprobe : int, optional
+            Centroids probed per query token (default: the index's ``nprobe``).
+        threads : int, optional
+            Thread cap; several queries run in parallel, one query splits its exact stage.
+        filter : array_like of int, optional
+            Allow-list: only these ids can be returned (unknown ids are ignored). An allow-list
+            of at most ``candidates`` documents is scored exactly in full.
+
+        Returns
+        -------
+        scores, ids : ndarray
+            Shapes (k,) for one query, (nq, k) for several; best first, ties to the lower id.
+            Scores are MaxSim on the stored (decompressed) tokens. Documents without tokens
+            are never candidates (they score 0 in :meth:`rerank`).
+        """
+        k = positive_int(k, "k")
+        cand = positive_int(candidates, "candidates")
+        probe = self.nprobe if nprobe is None else positive_int(nprobe, "nprobe")
+        qs, single = self._qs(query_tokens)
+        allow = None if filter is None else as_ids(filter, "filter")
+        scores, ids = self._index.search(qs, k, cand, probe, threads_arg(threads), allow)
+        return (scores[0], ids[0]) if single else (scores, ids)
+
+    def rerank(
+        self, query_tokens: Any, candidate_ids: npt.ArrayLike, k: int = 10, *, threads: Optional[int] = None
+    ) -> tuple[Scores, Ids]:
+        """Exact MaxSim (on the stored tokens) of the query over ``candidate_ids`` only; top k.
+
+        Raises
+        ------
+        UnknownIdError
+            If a candidate id is not stored.
+        """
+        k = positive_int(k, "k")
+        qs, single = self._qs(query_tokens)
+        scores, ids = self._index.rerank(qs, as_ids(candidate_ids, "candidate_ids"), k, threads_arg(threads))
+        return (scores[0], ids[0]) if single else (scores, ids)
+
+    def get(self, id: int) -> npt.NDArray[np.float32]:
+        """Stored tokens of document ``id`` as ``(n_i, dim)`` float32 (decompressed)."""
+        out: npt.NDArray[np.float32] = self._index.get(int(id))
+        return out
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        """Remove documents; returns how many. Raises UnknownIdError (nothing removed) on an unknown id."""
+        return int(self._index.remove(as_ids(ids)))
+
+    def memory_bytes(self) -> int:
+        """Heap memory held (tokens, centroids, inverted lists, ids), mmapped pages excluded."""
+        return int(self._index.memory_bytes())
+
+    def save(self, path: PathLike) -> None:
+        """Write the index to ``path`` atomically (shared rankfunnel file format)."""
+        self._index.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path: PathLike, *, mmap: bool = False) -> MultiVectorIndex:
+        """Load a saved index; with ``mmap=True`` token codes are read from the mapped file.
+
+        Raises
+        ------
+        CorruptFileError
+            If the file is truncated, damaged, foreign or holds another index kind.
+        """
+        return cls._wrap(_core.MultiVectorIndex.load(os.fspath(path), bool(mmap)))

@@ -1,0 +1,759 @@
+//! `MultiVectorIndex`: PLAID-style late-interaction retrieval over compressed token vectors.
+//!
+//! Storage (ColBERTv2 residual compression): token vectors are clustered by k-means (trained on
+//! the first `add`, reused afterwards); each token keeps its centroid id (`u32`) and, per
+//! dimension, an `nbits` bucket of its residual `x - c`. Bucket cutoffs and reconstruction
+//! values are per-dimension quantiles of the training residuals. Memory per token:
+//! `4 + d * nbits / 8` bytes (+ at most 4 bytes of inverted-list entry); `nbits = 0` keeps the
+//! f32 tokens (`4 d` bytes) and makes the final scores exact.
+//!
+//! Search, per query:
+//! 1. centroid interaction: the query tokens' scores against every centroid; each query token
+//!    probes its `nprobe` best centroids and every document listed under one of them gets, for
+//!    that token, the best probed centroid score it holds (a document-level inverted list);
+//! 2. the `candidates` best documents by that approximate MaxSim are decompressed;
+//! 3. the fused MaxSim kernel scores them exactly (on the decompressed tokens) and the top `k`
+//!    are returned, best first, ties to the lower id, padded with id -1 and score -inf.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::kmeans::{self, Init};
+use crate::maxsim::{self, Docs, PackedQuery, Tokens};
+use crate::metric::Metric;
+use crate::parallel;
+use crate::rng::Rng;
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
+use crate::topk::{self, Results, TopK};
+use crate::vectors;
+
+/// Residual bit widths supported (a bucket never straddles a byte).
+pub const NBITS: [usize; 5] = [0, 1, 2, 4, 8];
+/// k-means iterations when training centroids.
+const KMEANS_ITERS: usize = 10;
+/// Training tokens per centroid (and a cap on the training sample).
+const TRAIN_PER_CENTROID: usize = 64;
+const TRAIN_MAX: usize = 262_144;
+
+/// `out = centroid + residual` of one token, `PER` dimensions per residual byte; returns the
+/// squared norm of `out`.
+#[inline]
+fn decode_token<const PER: usize>(lut: &[f32], cen: &[f32], bytes: &[u8], out: &mut [f32]) -> f32 {
+    let groups = bytes.len();
+    assert!(cen.len() >= groups * PER && out.len() >= groups * PER && lut.len() >= groups * 256 * PER);
+    let mut acc = [0f32; PER];
+    for (g, &v) in bytes.iter().enumerate() {
+        let e = &lut[(g * 256 + v as usize) * PER..][..PER];
+        let c = &cen[g * PER..][..PER];
+        let o = &mut out[g * PER..][..PER];
+        for u in 0..PER {
+            o[u] = c[u] + e[u];
+            acc[u] += o[u] * o[u];
+        }
+    }
+    acc.iter().sum()
+}
+
+/// Late-interaction index over documents of token vectors (see the module docs).
+pub struct MultiVectorIndex {
+    dim: usize,
+    nbits: usize,
+    /// Requested number of centroids (0 = chosen from the first batch).
+    want_centroids: usize,
+    seed: u64,
+    centroids: Vec<f32>,
+    /// Per dimension: `2^nbits - 1` bucket cutoffs and `2^nbits` reconstruction values.
+    cutoffs: Vec<f32>,
+    weights: Vec<f32>,
+    /// Decoding table: for residual byte `g` of a token and its value `v`, the `8 / nbits`
+    /// reconstruction values it stands for (`lut[(g * 256 + v) * per..][..per]`); `d * 256` floats.
+    lut: Vec<f32>,
+    /// Re-normalise decoded tokens to unit length (set when the training tokens were unit-length).
+    normalize: bool,
+    codes: Buf<u32>,
+    residuals: Buf<u8>,
+    /// f32 tokens when `nbits == 0`.
+    tokens: Buf<f32>,
+    /// Token offsets per slot (`len + 1` entries).
+    offsets: Vec<u64>,
+    ids: Vec<i64>,
+    slots: HashMap<i64, usize>,
+    next_id: i64,
+    /// Per centroid, the slots of the documents holding a token of it (ascending).
+    lists: Vec<Vec<u32>>,
+}
+
+/// What `search` needs besides the queries.
+#[derive(Clone, Copy, Debug)]
+pub struct SearchParams<'a> {
+    /// Results per query.
+    pub k: usize,
+    /// Documents scored exactly.
+    pub candidates: usize,
+    /// Centroids probed per query token.
+    pub nprobe: usize,
+    /// Allow-list of ids.
+    pub allow: Option<&'a [i64]>,
+}
+
+impl MultiVectorIndex {
+    /// An empty index. `n_centroids = 0` picks `2^floor(log2(4 sqrt(tokens)))` on the first add.
+    pub fn new(dim: usize, nbits: usize, n_centroids: usize, seed: u64) -> Result<MultiVectorIndex> {
+        if dim == 0 || dim > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!("dim must be between 1 and 2^32-1, got {dim}")));
+        }
+        if !NBITS.contains(&nbits) {
+            return Err(Error::InvalidArgument(format!("nbits must be 0, 1, 2, 4 or 8, got {nbits}")));
+        }
+        if nbits > 0 && !(dim * nbits).is_multiple_of(8) {
+            return Err(Error::InvalidArgument(format!(
+                "dim * nbits must be a multiple of 8 (whole bytes per token), got {dim} * {nbits}"
+            )));
+        }
+        Ok(MultiVectorIndex {
+            dim,
+            nbits,
+            want_centroids: n_centroids,
+            seed,
+            centroids: Vec::new(),
+            cutoffs: Vec::new(),
+            weights: Vec::new(),
+            lut: Vec::new(),
+            normalize: false,
+            codes: Buf::default(),
+            residuals: Buf::default(),
+            tokens: Buf::default(),
+            offsets: vec![0],
+            ids: Vec::new(),
+            slots: HashMap::new(),
+            next_id: 0,
+            lists: Vec::new(),
+        })
+    }
+
+    /// Token dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Residual bits per dimension (0 = f32 tokens).
+    pub fn nbits(&self) -> usize {
+        self.nbits
+    }
+
+    /// Number of centroids (0 before the first add).
+    pub fn n_centroids(&self) -> usize {
+        self.centroids.len() / self.dim
+    }
+
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Total tokens stored.
+    pub fn n_tokens(&self) -> usize {
+        *self.offsets.last().unwrap() as usize
+    }
+
+    /// Stored ids in slot order.
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
+    }
+
+    /// True when `id` is stored.
+    pub fn contains(&self, id: i64) -> bool {
+        self.slots.contains_key(&id)
+    }
+
+    /// True while the token data is read from an mmapped file.
+    pub fn is_mapped(&self) -> bool {
+        self.codes.is_mapped() || self.tokens.is_mapped()
+    }
+
+    /// Bytes per stored token of the compressed form (centroid id + residual), or 4 d for f32.
+    pub fn bytes_per_token(&self) -> usize {
+        if self.nbits == 0 {
+            4 * self.dim
+        } else {
+            4 + self.dim * self.nbits / 8
+        }
+    }
+
+    /// Heap bytes used: tokens, centroids, inverted lists, offsets and ids (mapped pages excluded).
+    pub fn memory_bytes(&self) -> usize {
+        self.codes.heap_bytes()
+            + self.residuals.heap_bytes()
+            + self.tokens.heap_bytes()
+            + 4 * (self.centroids.capacity() + self.cutoffs.capacity() + self.weights.capacity())
+            + self.lists.iter().map(|l| l.capacity() * 4 + 24).sum::<usize>()
+            + self.offsets.capacity() * 8
+            + self.ids.capacity() * 8
+            + self.slots.capacity() * 24
+    }
+
+    fn rbytes(&self) -> usize {
+        self.dim * self.nbits / 8
+    }
+
+    fn new_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
+        match ids {
+            None => Ok((0..n as i64).map(|i| self.next_id + i).collect()),
+            Some(ids) => {
+                if ids.len() != n {
+                    return Err(Error::InvalidArgument(format!("got {} ids for {n} documents", ids.len())));
+                }
+                vectors::check_new_ids(ids)?;
+                if let Some(&dup) = ids.iter().find(|id| self.slots.contains_key(id)) {
+                    return Err(Error::InvalidArgument(format!("id {dup} is already in the index")));
+                }
+                Ok(ids.to_vec())
+            }
+        }
+    }
+
+    /// Train centroids and residual buckets on (a sample of) `tokens`.
+    fn train(&mut self, tokens: &[f32], threads: usize) -> Result<()> {
+        let d = self.dim;
+        let n = tokens.len() / d;
+        let k = if self.want_centroids > 0 {
+            self.want_centroids
+        } else {
+            let target = (4.0 * (n as f64).sqrt()).max(1.0);
+            1usize << (target.log2().floor() as u32).min(16)
+        }
+        .min(n)
+        .max(1);
+        let mut rng = Rng::new(self.seed);
+        let m = n.min((TRAIN_PER_CENTROID * k).clamp(4096, TRAIN_MAX));
+        let sample: Vec<f32> = if m < n {
+            let mut idx = rng.sample(n, m);
+            idx.sort_unstable();
+            idx.iter().flat_map(|&i| tokens[i * d..(i + 1) * d].iter().copied()).collect()
+        } else {
+            tokens.to_vec()
+        };
+        let km =
+            kmeans::kmeans(&sample, d, k, KMEANS_ITERS, self.seed, Init::KMeansPlusPlus, false, threads)?;
+        self.centroids = km.centroids;
+        self.normalize = sample.chunks_exact(d).all(|x| {
+            let n2: f32 = x.iter().map(|v| v * v).sum();
+            (n2 - 1.0).abs() < 1e-3
+        });
+        if self.nbits > 0 {
+            let b = 1usize << self.nbits;
+            let mut col = vec![0f32; m];
+            self.cutoffs = vec![0f32; d * (b - 1)];
+            self.weights = vec![0f32; d * b];
+            for t in 0..d {
+                for (i, v) in col.iter_mut().enumerate() {
+                    *v = sample[i * d + t] - self.centroids[km.assignments[i] as usize * d + t];
+                }
+                col.sort_unstable_by(f32::total_cmp);
+                let q = |f: f64| col[((f * m as f64) as usize).min(m - 1)];
+                for c in 0..b - 1 {
+                    self.cutoffs[t * (b - 1) + c] = q((c + 1) as f64 / b as f64);
+                }
+                for c in 0..b {
+                    self.weights[t * b + c] = q((c as f64 + 0.5) / b as f64);
+                }
+            }
+            self.build_lut();
+        }
+        Ok(())
+    }
+
+    fn build_lut(&mut self) {
+        let (d, nb) = (self.dim, self.nbits);
+        if nb == 0 || self.weights.is_empty() {
+            self.lut.clear();
+            return;
+        }
+        let (b, per) = (1usize << nb, 8 / nb);
+        let mask = b - 1;
+        self.lut = vec![0f32; d * 256];
+        for g in 0..d / per {
+            for v in 0..256usize {
+                for u in 0..per {
+                    let t = g * per + u;
+                    self.lut[(g * 256 + v) * per + u] = self.weights[t * b + ((v >> (u * nb)) & mask)];
+                }
+            }
+        }
+    }
+
+    /// Nearest centroid (L2) of each token.
+    fn assign(&self, tokens: &[f32], threads: usize) -> Result<Vec<u32>> {
+        let n = tokens.len() / self.dim;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let r = topk::topk(tokens, &self.centroids, self.dim, Metric::L2, 1, threads)?;
+        Ok(r.ids.iter().map(|&i| i as u32).collect())
+    }
+
+    /// Residual bucket codes of `tokens` given their centroids.
+    fn encode(&self, tokens: &[f32], codes: &[u32], threads: usize) -> Vec<u8> {
+        let (d, nb, rb) = (self.dim, self.nbits, self.rbytes());
+        let b = 1usize << nb;
+        let mut out = vec![0u8; codes.len() * rb];
+        let per_dim = 8 / nb;
+        parallel::install(threads, || {
+            out.par_chunks_mut(rb * 256).enumerate().for_each(|(c, chunk)| {
+                for (r, bytes) in chunk.chunks_mut(rb).enumerate() {
+                    let j = c * 256 + r;
+                    let x = &tokens[j * d..(j + 1) * d];
+                    let cen = &self.centroids[codes[j] as usize * d..(codes[j] as usize + 1) * d];
+                    for t in 0..d {
+                        let v = x[t] - cen[t];
+                        let cuts = &self.cutoffs[t * (b - 1)..(t + 1) * (b - 1)];
+                        let bucket = cuts.iter().filter(|&&c| v > c).count() as u8;
+                        bytes[t / per_dim] |= bucket << ((t % per_dim) * nb);
+                    }
+                }
+            })
+        });
+        out
+    }
+
+    /// Decompressed tokens of slot `s`, appended to `out`.
+    fn decode_into(&self, s: usize, out: &mut Vec<f32>) {
+        let d = self.dim;
+        let (a, z) = (self.offsets[s] as usize, self.offsets[s + 1] as usize);
+        if self.nbits == 0 {
+            out.extend_from_slice(&self.tokens.as_slice()[a * d..z * d]);
+            return;
+        }
+        let codes = self.codes.as_slice();
+        let res = self.residuals.as_slice();
+        let rb = self.rbytes();
+        let start = out.len();
+        out.resize(start + (z - a) * d, 0.0);
+        for (j, o) in (a..z).zip(out[start..].chunks_exact_mut(d)) {
+            let cen = &self.centroids[codes[j] as usize * d..(codes[j] as usize + 1) * d];
+            let bytes = &res[j * rb..(j + 1) * rb];
+            let n2 = match self.nbits {
+                1 => decode_token::<8>(&self.lut, cen, bytes, o),
+                2 => decode_token::<4>(&self.lut, cen, bytes, o),
+                4 => decode_token::<2>(&self.lut, cen, bytes, o),
+                _ => decode_token::<1>(&self.lut, cen, bytes, o),
+            };
+            if self.normalize && n2 > 0.0 {
+                let s = 1.0 / n2.sqrt();
+                o.iter_mut().for_each(|x| *x *= s);
+            }
+        }
+    }
+
+    /// Decompressed tokens (`n_i x d`) of `id`.
+    pub fn get(&self, id: i64) -> Result<Vec<f32>> {
+        let s = *self.slots.get(&id).ok_or(Error::UnknownId(id))?;
+        let mut out = Vec::new();
+        self.decode_into(s, &mut out);
+        Ok(out)
+    }
+
+    fn rebuild_lists(&mut self) {
+        let mut lists = vec![Vec::new(); self.n_centroids()];
+        let codes = self.codes.as_slice();
+        let mut seen: Vec<u32> = Vec::new();
+        for s in 0..self.ids.len() {
+            seen.clear();
+            seen.extend(&codes[self.offsets[s] as usize..self.offsets[s + 1] as usize]);
+            seen.sort_unstable();
+            seen.dedup();
+            for &c in &seen {
+                lists[c as usize].push(s as u32);
+            }
+        }
+        self.lists = lists;
+    }
+
+    /// Add documents: `tokens` holds all their token vectors back to back, document `i` being
+    /// rows `offsets[i]..offsets[i + 1]`. The first add trains the centroids. Returns the ids.
+    ///
+    /// Everything is checked before anything changes, so a failed add leaves the index as it was.
+    pub fn add(
+        &mut self,
+        tokens: &[f32],
+        offsets: &[i64],
+        ids: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Vec<i64>> {
+        let d = self.dim;
+        let n_tok = vectors::rows(tokens, d, "document tokens")?;
+        Docs::Packed { tokens: Tokens::F32(tokens), offsets }.validate(d)?;
+        vectors::check_finite(tokens, d, "document tokens")?;
+        let n = offsets.len() - 1;
+        let new_ids = self.new_ids(n, ids)?;
+        if self.ids.len() + n > u32::MAX as usize {
+            return Err(Error::InvalidArgument("a MultiVectorIndex holds at most 2^32 - 1 documents".into()));
+        }
+        if n_tok > 0 && self.centroids.is_empty() {
+            self.train(tokens, threads)?;
+        }
+        let base = self.n_tokens() as u64;
+        if self.nbits == 0 {
+            self.tokens.to_mut().extend_from_slice(tokens);
+        }
+        if n_tok > 0 {
+            let codes = self.assign(tokens, threads)?;
+            if self.nbits > 0 {
+                let res = self.encode(tokens, &codes, threads);
+                self.residuals.to_mut().extend_from_slice(&res);
+            }
+            let first = self.ids.len();
+            if self.lists.len() < self.n_centroids() {
+                self.lists.resize(self.n_centroids(), Vec::new());
+            }
+            let mut seen: Vec<u32> = Vec::new();
+            for i in 0..n {
+                seen.clear();
+                seen.extend(&codes[offsets[i] as usize..offsets[i + 1] as usize]);
+                seen.sort_unstable();
+                seen.dedup();
+                for &c in &seen {
+                    self.lists[c as usize].push((first + i) as u32);
+                }
+            }
+            self.codes.to_mut().extend_from_slice(&codes);
+        }
+        for (i, &id) in new_ids.iter().enumerate() {
+            self.slots.insert(id, self.ids.len());
+            self.ids.push(id);
+            self.offsets.push(base + offsets[i + 1] as u64);
+        }
+        if let Some(&mx) = new_ids.iter().max() {
+            self.next_id = self.next_id.max(mx + 1);
+        }
+        Ok(new_ids)
+    }
+
+    /// Remove documents by id; all must exist (else nothing changes). Returns how many.
+    pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+        let mut gone = HashSet::with_capacity(ids.len());
+        for &id in ids {
+            if !self.slots.contains_key(&id) {
+                return Err(Error::UnknownId(id));
+            }
+            gone.insert(id);
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let d = self.dim;
+        let rb = self.rbytes();
+        let (mut codes, mut res, mut toks) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut new_ids, mut offsets) = (Vec::new(), vec![0u64]);
+        for (s, &id) in self.ids.iter().enumerate() {
+            if gone.contains(&id) {
+                continue;
+            }
+            let (a, z) = (self.offsets[s] as usize, self.offsets[s + 1] as usize);
+            if self.nbits == 0 {
+                toks.extend_from_slice(&self.tokens.as_slice()[a * d..z * d]);
+            } else {
+                res.extend_from_slice(&self.residuals.as_slice()[a * rb..z * rb]);
+            }
+            codes.extend_from_slice(&self.codes.as_slice()[a..z]);
+            new_ids.push(id);
+            offsets.push(*offsets.last().unwrap() + (z - a) as u64);
+        }
+        self.codes = Buf::Owned(codes);
+        self.residuals = Buf::Owned(res);
+        self.tokens = Buf::Owned(toks);
+        self.offsets = offsets;
+        self.slots = new_ids.iter().enumerate().map(|(s, &id)| (id, s)).collect();
+        self.ids = new_ids;
+        self.rebuild_lists();
+        Ok(gone.len())
+    }
+
+    fn check_query(&self, q: &[f32], qi: usize) -> Result<()> {
+        let m = vectors::rows(q, self.dim, &format!("query {qi}"))?;
+        if m == 0 {
+            return Err(Error::InvalidArgument(format!("query {qi} has no tokens")));
+        }
+        vectors::check_finite(q, self.dim, &format!("query {qi} tokens"))
+    }
+
+    /// Exact MaxSim (on the stored, decompressed tokens) of one packed query over `slots`,
+    /// pushed into a top-k selection.
+    fn score_slots(&self, q: &PackedQuery, slots: &[usize], k: usize, threads: usize) -> Result<TopK> {
+        let d = self.dim;
+        // Decode and score a few documents at a time, so the decoded tokens stay in cache and
+        // no large buffer is allocated per query; chunks run in parallel.
+        let score_chunk = |chunk: &[usize], flat: &mut Vec<f32>, offs: &mut Vec<i64>| -> Result<Vec<f32>> {
+            flat.clear();
+            offs.clear();
+            offs.push(0);
+            for &s in chunk {
+                self.decode_into(s, flat);
+                offs.push((flat.len() / d) as i64);
+            }
+            let docs = Docs::Packed { tokens: Tokens::F32(flat), offsets: offs };
+            maxsim::maxsim_packed(std::slice::from_ref(q), d, &docs, 1)
+        };
+        const CHUNK: usize = 16;
+        let scores: Vec<f32> = if threads <= 1 || slots.len() <= CHUNK {
+            let (mut flat, mut offs) = (Vec::new(), Vec::new());
+            let mut out = Vec::with_capacity(slots.len());
+            for chunk in slots.chunks(CHUNK) {
+                out.extend(score_chunk(chunk, &mut flat, &mut offs)?);
+            }
+            out
+        } else {
+            let parts = parallel::install(threads, || {
+                slots
+                    .par_chunks(CHUNK)
+                    .map_init(
+                        || (Vec::new(), Vec::new()),
+                        |(flat, offs), chunk| score_chunk(chunk, flat, offs),
+                    )
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            parts.concat()
+        };
+        let mut sel = TopK::new(k);
+        for (&s, &v) in slots.iter().zip(&scores) {
+            sel.push(v, self.ids[s]);
+        }
+        Ok(sel)
+    }
+
+    /// Approximate MaxSim from centroid scores over the inverted lists: the best `candidates`
+    /// slots (ties to the lower id).
+    fn candidates(
+        &self,
+        q: &PackedQuery,
+        m: usize,
+        p: &SearchParams,
+        allowed: Option<&[bool]>,
+    ) -> Vec<usize> {
+        let d = self.dim;
+        let nc = self.n_centroids();
+        // Scores of every query token against every centroid: the kernel with one-token documents.
+        let k = maxsim::kernels();
+        let mut cs = vec![0f32; nc * m]; // cs[c * m + i]
+        let np = m.div_ceil(crate::simd::PANEL);
+        let mut mx = vec![0f32; np * crate::simd::PANEL];
+        for c in 0..nc {
+            mx.fill(f32::NEG_INFINITY);
+            q.score_token(k, d, &self.centroids[c * d..(c + 1) * d], &mut mx);
+            cs[c * m..(c + 1) * m].copy_from_slice(&mx[..m]);
+        }
+        let nprobe = p.nprobe.clamp(1, nc);
+        let n = self.ids.len();
+        let mut approx = vec![0f32; n];
+        let mut last = vec![0u32; n]; // 1 + the last query token that touched the slot
+        let mut touched: Vec<u32> = Vec::new();
+        let mut order: Vec<u32> = (0..nc as u32).collect();
+        for i in 0..m {
+            let key = |c: &u32| -cs[*c as usize * m + i];
+            if nprobe < nc {
+                order.select_nth_unstable_by(nprobe - 1, |a, b| key(a).total_cmp(&key(b)));
+            }
+            let probes = &mut order[..nprobe];
+            probes.sort_unstable_by(|a, b| key(a).total_cmp(&key(b)));
+            for &c in probes.iter() {
+                let s_ic = cs[c as usize * m + i];
+                for &s in &self.lists[c as usize] {
+                    let su = s as usize;
+                    let l = last[su];
+                    if l == i as u32 + 1 {
+                        continue;
+                    }
+                    if l == 0 {
+                        if allowed.is_some_and(|a| !a[su]) {
+                            last[su] = u32::MAX;
+                            continue;
+                        }
+                        touched.push(s);
+                    } else if l == u32::MAX {
+                        continue;
+                    }
+                    last[su] = i as u32 + 1;
+                    approx[su] += s_ic;
+                }
+            }
+        }
+        let mut sel = TopK::new(p.candidates.max(p.k));
+        for &s in &touched {
+            sel.push(approx[s as usize], self.ids[s as usize]);
+        }
+        sel.into_sorted().into_iter().map(|(_, id)| self.slots[&id]).collect()
+    }
+
+    fn allowed_mask(&self, allow: Option<&[i64]>) -> Option<Vec<bool>> {
+        allow.map(|ids| {
+            let mut m = vec![false; self.ids.len()];
+            for id in ids {
+                if let Some(&s) = self.slots.get(id) {
+                    m[s] = true;
+                }
+            }
+            m
+        })
+    }
+
+    /// Top-`k` documents of each query (`m_q x d` row-major each); `nq x k` results.
+    pub fn search(&self, queries: &[&[f32]], p: &SearchParams, threads: usize) -> Result<Results> {
+        if p.k == 0 || p.candidates == 0 {
+            return Err(Error::InvalidArgument("k and candidates must be at least 1".into()));
+        }
+        for (qi, q) in queries.iter().enumerate() {
+            self.check_query(q, qi)?;
+        }
+        let allowed = self.allowed_mask(p.allow);
+        // An allow-list no longer than `candidates` is scored exactly in full (so a narrow
+        // filter never misses documents that the probed centroids do not reach).
+        let few: Option<Vec<usize>> = allowed.as_ref().and_then(|mask| {
+            let n = mask.iter().filter(|&&a| a).count();
+            (n <= p.candidates).then(|| (0..mask.len()).filter(|&s| mask[s]).collect())
+        });
+        let one = |q: &[f32], inner: usize| -> Result<TopK> {
+            if self.is_empty() || self.n_centroids() == 0 {
+                return Ok(TopK::new(p.k));
+            }
+            let pq = PackedQuery::new(q, self.dim, None);
+            if let Some(slots) = &few {
+                return self.score_slots(&pq, slots, p.k, inner);
+            }
+            let slots = self.candidates(&pq, q.len() / self.dim, p, allowed.as_deref());
+            self.score_slots(&pq, &slots, p.k, inner)
+        };
+        let sel: Vec<TopK> = if queries.len() == 1 {
+            vec![one(queries[0], threads)?]
+        } else {
+            parallel::install(threads, || queries.par_iter().map(|q| one(q, 1)).collect::<Result<Vec<_>>>())?
+        };
+        Ok(Results::from_selections(sel, p.k, Metric::Dot))
+    }
+
+    /// Exact MaxSim of each query over the given documents only; top `k`, best first.
+    pub fn rerank(&self, queries: &[&[f32]], ids: &[i64], k: usize, threads: usize) -> Result<Results> {
+        if k == 0 {
+            return Err(Error::InvalidArgument("k must be at least 1".into()));
+        }
+        for (qi, q) in queries.iter().enumerate() {
+            self.check_query(q, qi)?;
+        }
+        let mut slots = Vec::with_capacity(ids.len());
+        let mut seen = HashSet::with_capacity(ids.len());
+        for &id in ids {
+            let s = *self.slots.get(&id).ok_or(Error::UnknownId(id))?;
+            if seen.insert(id) {
+                slots.push(s);
+            }
+        }
+        let sel = queries
+            .iter()
+            .map(|q| self.score_slots(&PackedQuery::new(q, self.dim, None), &slots, k, threads))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Results::from_selections(sel, k, Metric::Dot))
+    }
+
+    /// Save atomically to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let header = Header {
+            kind: Kind::MultiVector,
+            dim: self.dim,
+            metric: Metric::Dot,
+            dtype: if self.nbits == 0 { Dtype::F32 } else { Dtype::U8 },
+            count: self.len() as u64,
+        };
+        let meta = [
+            self.next_id,
+            self.nbits as i64,
+            self.want_centroids as i64,
+            self.seed as i64,
+            self.normalize as i64,
+        ];
+        let mut w = Writer::new(header);
+        w.add("meta", &meta);
+        w.add("ids", &self.ids);
+        w.add("offsets", &self.offsets);
+        w.add("centroid", &self.centroids);
+        w.add("cutoffs", &self.cutoffs);
+        w.add("weights", &self.weights);
+        w.add("codes", self.codes.as_slice());
+        w.add("resid", self.residuals.as_slice());
+        w.add("tokens", self.tokens.as_slice());
+        w.write_atomic(path)
+    }
+
+    /// Load from an opened file; token data stays mapped when it was mmapped.
+    pub fn from_file(f: &IndexFile) -> Result<MultiVectorIndex> {
+        let h = *f.header();
+        if h.kind != Kind::MultiVector {
+            return Err(f.corrupt(&format!("holds a {}, not a MultiVectorIndex", h.kind.name())));
+        }
+        let meta: Vec<i64> = f.vec("meta")?;
+        if meta.len() != 5 || h.dim == 0 || meta[4] > 1 || meta[4] < 0 {
+            return Err(f.corrupt("bad metadata"));
+        }
+        if (meta[1] == 0) != (h.dtype == Dtype::F32) {
+            return Err(f.corrupt("the header dtype does not match nbits"));
+        }
+        let nbits = meta[1] as usize;
+        let mut idx = MultiVectorIndex::new(h.dim, nbits, meta[2].max(0) as usize, meta[3] as u64)
+            .map_err(|e| f.corrupt(&e.to_string()))?;
+        let d = h.dim;
+        idx.next_id = meta[0];
+        idx.normalize = meta[4] == 1;
+        idx.ids = f.vec("ids")?;
+        idx.offsets = f.vec("offsets")?;
+        idx.centroids = f.vec("centroid")?;
+        idx.cutoffs = f.vec("cutoffs")?;
+        idx.weights = f.vec("weights")?;
+        idx.codes = f.buf("codes")?;
+        idx.residuals = f.buf("resid")?;
+        idx.tokens = f.buf("tokens")?;
+        let n = idx.ids.len();
+        let nc = idx.centroids.len() / d;
+        let b = 1usize << nbits;
+        let ok_offsets =
+            idx.offsets.len() == n + 1 && idx.offsets[0] == 0 && idx.offsets.windows(2).all(|w| w[0] <= w[1]);
+        if !ok_offsets || n as u64 != h.count || !idx.centroids.len().is_multiple_of(d) {
+            return Err(f.corrupt("section sizes do not match the header"));
+        }
+        let nt = *idx.offsets.last().unwrap() as usize;
+        // Buckets exist once the index is trained (has centroids).
+        let (want_res, want_tok, want_cut, want_w) = match (nbits, nc) {
+            (0, _) => (0, nt * d, 0, 0),
+            (_, 0) => (0, 0, 0, 0),
+            _ => (nt * idx.rbytes(), 0, d * (b - 1), d * b),
+        };
+        if idx.codes.as_slice().len() != nt
+            || idx.residuals.as_slice().len() != want_res
+            || idx.tokens.as_slice().len() != want_tok
+            || idx.cutoffs.len() != want_cut
+            || idx.weights.len() != want_w
+            || (nt > 0 && nc == 0)
+            || idx.codes.as_slice().iter().any(|&c| c as usize >= nc)
+        {
+            return Err(f.corrupt("section sizes or centroid ids do not match"));
+        }
+        for (s, &id) in idx.ids.iter().enumerate() {
+            if id < 0 || idx.slots.insert(id, s).is_some() {
+                return Err(f.corrupt("invalid or duplicate id"));
+            }
+        }
+        idx.build_lut();
+        idx.rebuild_lists();
+        Ok(idx)
+    }
+
+    /// Open `path` and load it.
+    pub fn load(path: &Path, mmap: bool) -> Result<MultiVectorIndex> {
+        MultiVectorIndex::from_file(&IndexFile::open(path, mmap)?)
+    }
+}
