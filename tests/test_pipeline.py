@@ -182,7 +182,7 @@ class Cached:
         return self.enc.encode_queries(texts)
 
 
-@pytest.mark.parametrize("index", ["flat", "ivf"])
+@pytest.mark.parametrize("index", ["flat", "hnsw", "ivf"])
 def test_cranfield_quality(cranfield: tuple[list, list, dict, np.ndarray], index: str) -> None:
     from rankfunnel.eval import evaluate
 
@@ -194,5 +194,31 @@ def test_cranfield_quality(cranfield: tuple[list, list, dict, np.ndarray], index
     if index == "flat":
         assert row["ndcg@10"] == pytest.approx(0.3817, abs=0.002)
         assert row["recall@100"] == pytest.approx(0.7724, abs=0.002)
+    elif index == "hnsw":
+        assert row["ndcg@10"] == pytest.approx(0.3817, abs=0.005)
     else:
         assert row["ndcg@10"] >= 0.3817 - 0.02
+
+
+def test_colbert_stage_combinations(tmp_path: Path) -> None:
+    enc = rf.BiEncoder(MODELS / "tiny-bi-encoder-mean")
+    cb = rf.ColBERTEncoder(MODELS / "tiny-colbert")
+    ce = rf.CrossEncoder(MODELS / "tiny-cross-encoder")
+    docs = DOCS * 5
+    # bi-encoder -> ColBERT rerank -> cross-encoder
+    p = rf.Pipeline(encoder=enc, late_interaction=cb, reranker=ce, candidates={"retrieve": 20, "late": 8})
+    p.add(docs)
+    assert p.stages() == ["retrieve", "late", "rerank"]
+    hits = p.search("wing lift", k=5)
+    assert len(hits) == 5 and all(set(h.scores) == {"retrieve", "late", "rerank"} for h in hits)
+    late = p.search("wing lift", k=8, stages=["retrieve", "late"])
+    q = cb.encode_queries(["wing lift"])[0]
+    exact = rf.maxsim(q, cb.encode_documents([h.text for h in late]))
+    np.testing.assert_allclose([h.scores["late"] for h in late], exact, rtol=1e-3, atol=1e-3)
+    # ColBERT retrieves on its own, then the cross-encoder reranks; saved and reloaded.
+    c = rf.Pipeline(late_interaction=cb, reranker=ce, candidates=10, path=tmp_path / "c")
+    c.add(docs)
+    hits = c.search("boundary layer", k=3)
+    assert len(hits) == 3 and set(hits[0].scores) == {"retrieve", "rerank"}
+    back = rf.Pipeline.load(tmp_path / "c")
+    assert [h.id for h in back.search("boundary layer", k=3)] == [h.id for h in hits]
