@@ -216,15 +216,16 @@ def ivf(argv: Optional[Sequence[str]] = None) -> None:
         import faiss
 
         faiss.omp_set_num_threads(a.threads)
-        for name, make in (
-            ("faiss IVFFlat", lambda qz: faiss.IndexIVFFlat(qz, a.d, a.nlist, faiss.METRIC_INNER_PRODUCT)),
-            (
-                "faiss IVFSQ8",
-                lambda qz: faiss.IndexIVFScalarQuantizer(
-                    qz, a.d, a.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-                ),
-            ),
-        ):
+
+        def make_flat(qz: Any) -> Any:
+            return faiss.IndexIVFFlat(qz, a.d, a.nlist, faiss.METRIC_INNER_PRODUCT)
+
+        def make_sq8(qz: Any) -> Any:
+            return faiss.IndexIVFScalarQuantizer(
+                qz, a.d, a.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
+
+        for name, make in (("faiss IVFFlat", make_flat), ("faiss IVFSQ8", make_sq8)):
             qz = faiss.IndexFlatIP(a.d)
             fi = make(qz)
             fi.cp.niter = a.iters
