@@ -1,7 +1,6 @@
 //! Binding of [`crate::flat::FlatIndex`].
 
 use std::path::PathBuf;
-use std::sync::RwLock;
 
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
@@ -10,7 +9,7 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{check_k, detached, metric, results, slice, slice1, to_py};
+use super::{check_dim, check_k, detached, metric, results, slice, slice1, to_py, Shared};
 use crate::error::Error;
 use crate::storage::IndexFile;
 use crate::{flat, parallel};
@@ -18,29 +17,13 @@ use crate::{flat, parallel};
 /// Exact index (see `rankfunnel.FlatIndex` for the documented API).
 #[pyclass(frozen, module = "rankfunnel._core")]
 pub(crate) struct FlatIndex {
-    inner: RwLock<flat::FlatIndex>,
+    inner: Shared<flat::FlatIndex>,
 }
 
 impl FlatIndex {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, flat::FlatIndex> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
-    }
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, flat::FlatIndex> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
-    }
     pub(crate) fn from_file(py: Python<'_>, f: &IndexFile) -> PyResult<Self> {
         let idx = detached(py, || flat::FlatIndex::from_file(f))?;
-        Ok(FlatIndex { inner: RwLock::new(idx) })
-    }
-
-    fn check_dim(&self, got: usize, what: &str) -> PyResult<()> {
-        let d = self.read().dim();
-        if got != d {
-            return Err(to_py(Error::InvalidArgument(format!(
-                "dimension mismatch: {what} have {got} dimensions, the index has {d}"
-            ))));
-        }
-        Ok(())
+        Ok(FlatIndex { inner: Shared::new(idx) })
     }
 }
 
@@ -53,21 +36,21 @@ impl FlatIndex {
             return Err(to_py(Error::InvalidArgument(format!("dim must be at least 1, got {dim}"))));
         }
         let idx = flat::FlatIndex::new(dim as usize, metric(metric_name)?, prefilter).map_err(to_py)?;
-        Ok(FlatIndex { inner: RwLock::new(idx) })
+        Ok(FlatIndex { inner: Shared::new(idx) })
     }
 
     #[getter]
     fn dim(&self) -> usize {
-        self.read().dim()
+        self.inner.read().dim()
     }
 
     #[getter]
     fn metric(&self) -> &'static str {
-        self.read().metric().name()
+        self.inner.read().metric().name()
     }
 
     fn __len__(&self) -> usize {
-        self.read().len()
+        self.inner.read().len()
     }
 
     #[pyo3(signature = (vectors, ids=None))]
@@ -77,19 +60,19 @@ impl FlatIndex {
         vectors: PyReadonlyArray2<'py, f32>,
         ids: Option<PyReadonlyArray1<'py, i64>>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        self.check_dim(vectors.shape()[1], "vectors")?;
+        check_dim(vectors.shape()[1], self.inner.read().dim(), "vectors")?;
         let v = slice(&vectors, "vectors")?;
         let ids_slice = match &ids {
             Some(a) => Some(slice1(a, "ids")?),
             None => None,
         };
-        let out = detached(py, || self.write().add(v, ids_slice))?;
+        let out = detached(py, || self.inner.write().add(v, ids_slice))?;
         Ok(out.into_pyarray(py))
     }
 
     fn remove(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
         let ids = slice1(&ids, "ids")?;
-        detached(py, || self.write().remove(ids))
+        detached(py, || self.inner.write().remove(ids))
     }
 
     #[pyo3(signature = (queries, k, threads=None, allow=None))]
@@ -102,7 +85,7 @@ impl FlatIndex {
         allow: Option<PyReadonlyArray1<'py, i64>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let k = check_k(k)?;
-        self.check_dim(queries.shape()[1], "queries")?;
+        check_dim(queries.shape()[1], self.inner.read().dim(), "queries")?;
         let nq = queries.shape()[0];
         let q = slice(&queries, "queries")?;
         let allow = match &allow {
@@ -110,7 +93,7 @@ impl FlatIndex {
             None => None,
         };
         let t = parallel::resolve(threads);
-        let r = detached(py, || self.read().search(q, k, t, allow))?;
+        let r = detached(py, || self.inner.read().search(q, k, t, allow))?;
         results(py, r, nq, k)
     }
 
@@ -121,7 +104,7 @@ impl FlatIndex {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let ids = slice1(&ids, "ids")?;
         let n = ids.len();
-        let idx = self.read();
+        let idx = self.inner.read();
         let d = idx.dim();
         let v = idx.get(ids).map_err(to_py)?;
         drop(idx);
@@ -129,35 +112,35 @@ impl FlatIndex {
     }
 
     fn contains(&self, id: i64) -> bool {
-        self.read().contains(id)
+        self.inner.read().contains(id)
     }
 
     fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        self.read().ids().to_vec().into_pyarray(py)
+        self.inner.read().ids().to_vec().into_pyarray(py)
     }
 
     fn memory_bytes(&self) -> usize {
-        self.read().memory_bytes()
+        self.inner.read().memory_bytes()
     }
 
     #[getter]
     fn prefilter(&self) -> bool {
-        self.read().prefilter()
+        self.inner.read().prefilter()
     }
 
     #[getter]
     fn is_mapped(&self) -> bool {
-        self.read().is_mapped()
+        self.inner.read().is_mapped()
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        detached(py, || self.read().save(&path))
+        detached(py, || self.inner.read().save(&path))
     }
 
     #[staticmethod]
     #[pyo3(signature = (path, mmap=false))]
     fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Self> {
         let idx = detached(py, || flat::FlatIndex::load(&path, mmap))?;
-        Ok(FlatIndex { inner: RwLock::new(idx) })
+        Ok(FlatIndex { inner: Shared::new(idx) })
     }
 }

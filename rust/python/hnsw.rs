@@ -1,7 +1,6 @@
 //! Binding of [`crate::hnsw::HnswIndex`].
 
 use std::path::PathBuf;
-use std::sync::RwLock;
 
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
@@ -10,7 +9,7 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{check_k, detached, metric, results, slice, slice1, to_py};
+use super::{check_dim, check_k, detached, metric, results, slice, slice1, to_py, Shared};
 use crate::error::Error;
 use crate::hnsw::{self, Allow, FilterMode};
 use crate::parallel;
@@ -19,29 +18,13 @@ use crate::storage::IndexFile;
 /// HNSW graph index (see `rankfunnel.HNSWIndex` for the documented API).
 #[pyclass(frozen, module = "rankfunnel._core")]
 pub(crate) struct HNSWIndex {
-    inner: RwLock<hnsw::HnswIndex>,
+    inner: Shared<hnsw::HnswIndex>,
 }
 
 impl HNSWIndex {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, hnsw::HnswIndex> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
-    }
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, hnsw::HnswIndex> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
-    }
     pub(crate) fn from_file(py: Python<'_>, f: &IndexFile) -> PyResult<Self> {
         let idx = detached(py, || hnsw::HnswIndex::from_file(f))?;
-        Ok(HNSWIndex { inner: RwLock::new(idx) })
-    }
-
-    fn check_dim(&self, got: usize, what: &str) -> PyResult<()> {
-        let d = self.read().dim();
-        if got != d {
-            return Err(to_py(Error::InvalidArgument(format!(
-                "dimension mismatch: {what} have {got} dimensions, the index has {d}"
-            ))));
-        }
-        Ok(())
+        Ok(HNSWIndex { inner: Shared::new(idx) })
     }
 }
 
@@ -68,51 +51,51 @@ impl HNSWIndex {
         let m = positive(m, "m")?;
         let efc = positive(ef_construction, "ef_construction")?;
         let idx = hnsw::HnswIndex::new(dim, metric(metric_name)?, m, efc, seed, prefilter).map_err(to_py)?;
-        Ok(HNSWIndex { inner: RwLock::new(idx) })
+        Ok(HNSWIndex { inner: Shared::new(idx) })
     }
 
     #[getter]
     fn dim(&self) -> usize {
-        self.read().dim()
+        self.inner.read().dim()
     }
 
     #[getter]
     fn metric(&self) -> &'static str {
-        self.read().metric().name()
+        self.inner.read().metric().name()
     }
 
     #[getter]
     fn m(&self) -> usize {
-        self.read().m()
+        self.inner.read().m()
     }
 
     #[getter]
     fn ef_construction(&self) -> usize {
-        self.read().ef_construction()
+        self.inner.read().ef_construction()
     }
 
     #[getter]
     fn prefilter(&self) -> bool {
-        self.read().prefilter()
+        self.inner.read().prefilter()
     }
 
     #[getter]
     fn seed(&self) -> u64 {
-        self.read().seed()
+        self.inner.read().seed()
     }
 
     #[getter]
     fn max_level(&self) -> usize {
-        self.read().max_level()
+        self.inner.read().max_level()
     }
 
     #[getter]
     fn slots(&self) -> usize {
-        self.read().slots()
+        self.inner.read().slots()
     }
 
     fn __len__(&self) -> usize {
-        self.read().len()
+        self.inner.read().len()
     }
 
     #[pyo3(signature = (vectors, ids=None, threads=None))]
@@ -123,20 +106,20 @@ impl HNSWIndex {
         ids: Option<PyReadonlyArray1<'py, i64>>,
         threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        self.check_dim(vectors.shape()[1], "vectors")?;
+        check_dim(vectors.shape()[1], self.inner.read().dim(), "vectors")?;
         let v = slice(&vectors, "vectors")?;
         let ids_slice = match &ids {
             Some(a) => Some(slice1(a, "ids")?),
             None => None,
         };
         let t = parallel::resolve(threads);
-        let out = detached(py, || self.write().add(v, ids_slice, t))?;
+        let out = detached(py, || self.inner.write().add(v, ids_slice, t))?;
         Ok(out.into_pyarray(py))
     }
 
     fn remove(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
         let ids = slice1(&ids, "ids")?;
-        detached(py, || self.write().remove(ids))
+        detached(py, || self.inner.write().remove(ids))
     }
 
     #[pyo3(signature = (queries, k, ef, threads=None, allow=None, allow_lists=None, filter_mode="auto"))]
@@ -155,7 +138,7 @@ impl HNSWIndex {
         let k = check_k(k)?;
         let ef = positive(ef, "ef")?;
         let mode = FilterMode::parse(filter_mode).map_err(to_py)?;
-        self.check_dim(queries.shape()[1], "queries")?;
+        check_dim(queries.shape()[1], self.inner.read().dim(), "queries")?;
         let nq = queries.shape()[0];
         let q = slice(&queries, "queries")?;
         let shared = match &allow {
@@ -173,7 +156,7 @@ impl HNSWIndex {
                 (None, Some(l)) => Allow::PerQuery(l),
                 (None, None) => Allow::All,
             };
-            self.read().search(q, k, ef, t, allow, mode)
+            self.inner.read().search(q, k, ef, t, allow, mode)
         })?;
         results(py, r, nq, k)
     }
@@ -185,7 +168,7 @@ impl HNSWIndex {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let ids = slice1(&ids, "ids")?;
         let n = ids.len();
-        let idx = self.read();
+        let idx = self.inner.read();
         let d = idx.dim();
         let v = idx.get(ids).map_err(to_py)?;
         drop(idx);
@@ -193,30 +176,30 @@ impl HNSWIndex {
     }
 
     fn contains(&self, id: i64) -> bool {
-        self.read().contains(id)
+        self.inner.read().contains(id)
     }
 
     fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        self.read().ids().into_pyarray(py)
+        self.inner.read().ids().into_pyarray(py)
     }
 
     fn memory_bytes(&self) -> usize {
-        self.read().memory_bytes()
+        self.inner.read().memory_bytes()
     }
 
     #[getter]
     fn is_mapped(&self) -> bool {
-        self.read().is_mapped()
+        self.inner.read().is_mapped()
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        detached(py, || self.read().save(&path))
+        detached(py, || self.inner.read().save(&path))
     }
 
     #[staticmethod]
     #[pyo3(signature = (path, mmap=false))]
     fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Self> {
         let idx = detached(py, || hnsw::HnswIndex::load(&path, mmap))?;
-        Ok(HNSWIndex { inner: RwLock::new(idx) })
+        Ok(HNSWIndex { inner: Shared::new(idx) })
     }
 }

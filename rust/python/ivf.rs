@@ -1,7 +1,6 @@
 //! Binding of [`crate::ivf::IvfIndex`].
 
 use std::path::PathBuf;
-use std::sync::RwLock;
 
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
@@ -10,7 +9,7 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{check_k, detached, metric, results, slice, slice1, to_py};
+use super::{check_dim, check_k, detached, metric, results, slice, slice1, to_py, Shared};
 use crate::error::Error;
 use crate::ivf::{self, Storage};
 use crate::parallel;
@@ -19,28 +18,13 @@ use crate::storage::IndexFile;
 /// Inverted-file index (see `rankfunnel.IVFIndex` for the documented API).
 #[pyclass(frozen, module = "rankfunnel._core")]
 pub(crate) struct IVFIndex {
-    inner: RwLock<ivf::IvfIndex>,
+    inner: Shared<ivf::IvfIndex>,
 }
 
 impl IVFIndex {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, ivf::IvfIndex> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
-    }
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ivf::IvfIndex> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
-    }
     pub(crate) fn from_file(py: Python<'_>, f: &IndexFile) -> PyResult<Self> {
         let idx = detached(py, || ivf::IvfIndex::from_file(f))?;
-        Ok(IVFIndex { inner: RwLock::new(idx) })
-    }
-    fn check_dim(&self, got: usize, what: &str) -> PyResult<()> {
-        let d = self.read().dim();
-        if got != d {
-            return Err(to_py(Error::InvalidArgument(format!(
-                "dimension mismatch: {what} have {got} dimensions, the index has {d}"
-            ))));
-        }
-        Ok(())
+        Ok(IVFIndex { inner: Shared::new(idx) })
     }
 }
 
@@ -55,46 +39,46 @@ impl IVFIndex {
         }
         let s = Storage::parse(storage).map_err(to_py)?;
         let idx = ivf::IvfIndex::new(dim as usize, nlist as usize, metric(metric_name)?, s).map_err(to_py)?;
-        Ok(IVFIndex { inner: RwLock::new(idx) })
+        Ok(IVFIndex { inner: Shared::new(idx) })
     }
 
     #[getter]
     fn dim(&self) -> usize {
-        self.read().dim()
+        self.inner.read().dim()
     }
     #[getter]
     fn metric(&self) -> &'static str {
-        self.read().metric().name()
+        self.inner.read().metric().name()
     }
     #[getter]
     fn nlist(&self) -> usize {
-        self.read().nlist()
+        self.inner.read().nlist()
     }
     #[getter]
     fn storage(&self) -> &'static str {
-        self.read().storage().name()
+        self.inner.read().storage().name()
     }
     #[getter]
     fn is_trained(&self) -> bool {
-        self.read().is_trained()
+        self.inner.read().is_trained()
     }
     fn __len__(&self) -> usize {
-        self.read().len()
+        self.inner.read().len()
     }
     fn contains(&self, id: i64) -> bool {
-        self.read().contains(id)
+        self.inner.read().contains(id)
     }
     fn memory_bytes(&self) -> usize {
-        self.read().memory_bytes()
+        self.inner.read().memory_bytes()
     }
     fn refine_bytes(&self) -> usize {
-        self.read().refine_bytes()
+        self.inner.read().refine_bytes()
     }
     fn list_sizes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        self.read().list_sizes().into_iter().map(|s| s as i64).collect::<Vec<_>>().into_pyarray(py)
+        self.inner.read().list_sizes().into_iter().map(|s| s as i64).collect::<Vec<_>>().into_pyarray(py)
     }
     fn centroids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let idx = self.read();
+        let idx = self.inner.read();
         let (n, d) = (if idx.is_trained() { idx.nlist() } else { 0 }, idx.dim());
         idx.centroids().to_vec().into_pyarray(py).reshape([n, d])
     }
@@ -108,10 +92,10 @@ impl IVFIndex {
         seed: u64,
         threads: Option<usize>,
     ) -> PyResult<()> {
-        self.check_dim(sample.shape()[1], "training vectors")?;
+        check_dim(sample.shape()[1], self.inner.read().dim(), "training vectors")?;
         let x = slice(&sample, "sample")?;
         let t = parallel::resolve(threads);
-        detached(py, || self.write().train(x, iters, seed, t))
+        detached(py, || self.inner.write().train(x, iters, seed, t))
     }
 
     #[pyo3(signature = (vectors, ids=None, threads=None))]
@@ -122,20 +106,20 @@ impl IVFIndex {
         ids: Option<PyReadonlyArray1<'py, i64>>,
         threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        self.check_dim(vectors.shape()[1], "vectors")?;
+        check_dim(vectors.shape()[1], self.inner.read().dim(), "vectors")?;
         let v = slice(&vectors, "vectors")?;
         let ids_slice = match &ids {
             Some(a) => Some(slice1(a, "ids")?),
             None => None,
         };
         let t = parallel::resolve(threads);
-        let out = detached(py, || self.write().add(v, ids_slice, t))?;
+        let out = detached(py, || self.inner.write().add(v, ids_slice, t))?;
         Ok(out.into_pyarray(py))
     }
 
     fn remove(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
         let ids = slice1(&ids, "ids")?;
-        detached(py, || self.write().remove(ids))
+        detached(py, || self.inner.write().remove(ids))
     }
 
     #[pyo3(signature = (queries, k, nprobe, refine, threads=None, allow=None))]
@@ -154,7 +138,7 @@ impl IVFIndex {
         if nprobe <= 0 {
             return Err(to_py(Error::InvalidArgument(format!("nprobe must be at least 1, got {nprobe}"))));
         }
-        self.check_dim(queries.shape()[1], "queries")?;
+        check_dim(queries.shape()[1], self.inner.read().dim(), "queries")?;
         let nq = queries.shape()[0];
         let q = slice(&queries, "queries")?;
         let allow = match &allow {
@@ -162,18 +146,18 @@ impl IVFIndex {
             None => None,
         };
         let t = parallel::resolve(threads);
-        let r = detached(py, || self.read().search(q, k, nprobe as usize, refine, t, allow))?;
+        let r = detached(py, || self.inner.read().search(q, k, nprobe as usize, refine, t, allow))?;
         results(py, r, nq, k)
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        detached(py, || self.read().save(&path))
+        detached(py, || self.inner.read().save(&path))
     }
 
     #[staticmethod]
     #[pyo3(signature = (path, mmap=false))]
     fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Self> {
         let idx = detached(py, || ivf::IvfIndex::load(&path, mmap))?;
-        Ok(IVFIndex { inner: RwLock::new(idx) })
+        Ok(IVFIndex { inner: Shared::new(idx) })
     }
 }

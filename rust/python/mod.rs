@@ -49,6 +49,31 @@ pub(crate) fn to_py(e: Error) -> PyErr {
     })
 }
 
+/// A core index behind a lock that survives a panic: searches share it, edits take it alone.
+pub(crate) struct Shared<T>(std::sync::RwLock<T>);
+
+impl<T> Shared<T> {
+    pub(crate) fn new(v: T) -> Self {
+        Shared(std::sync::RwLock::new(v))
+    }
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, T> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, T> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Error unless `got` (the width of `what`) equals the index dimension `dim`.
+pub(crate) fn check_dim(got: usize, dim: usize, what: &str) -> PyResult<()> {
+    if got != dim {
+        return Err(to_py(Error::InvalidArgument(format!(
+            "dimension mismatch: {what} have {got} dimensions, the index has {dim}"
+        ))));
+    }
+    Ok(())
+}
+
 /// Run `f` with the GIL released and map its error.
 pub(crate) fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
     py.detach(f).map_err(to_py)

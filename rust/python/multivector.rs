@@ -1,7 +1,6 @@
 //! Binding of [`crate::multivector::MultiVectorIndex`].
 
 use std::path::PathBuf;
-use std::sync::RwLock;
 
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
@@ -10,7 +9,7 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{check_k, detached, results, slice, slice1, to_py};
+use super::{check_k, detached, results, slice, slice1, to_py, Shared};
 use crate::error::Error;
 use crate::multivector::{self, SearchParams};
 use crate::parallel;
@@ -19,23 +18,17 @@ use crate::storage::IndexFile;
 /// Late-interaction index (see `rankfunnel.MultiVectorIndex` for the documented API).
 #[pyclass(frozen, module = "rankfunnel._core")]
 pub(crate) struct MultiVectorIndex {
-    inner: RwLock<multivector::MultiVectorIndex>,
+    inner: Shared<multivector::MultiVectorIndex>,
 }
 
 impl MultiVectorIndex {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, multivector::MultiVectorIndex> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
-    }
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, multivector::MultiVectorIndex> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
-    }
     pub(crate) fn from_file(py: Python<'_>, f: &IndexFile) -> PyResult<Self> {
         let idx = detached(py, || multivector::MultiVectorIndex::from_file(f))?;
-        Ok(MultiVectorIndex { inner: RwLock::new(idx) })
+        Ok(MultiVectorIndex { inner: Shared::new(idx) })
     }
 
     fn queries<'a>(&self, queries: &'a [PyReadonlyArray2<'_, f32>]) -> PyResult<Vec<&'a [f32]>> {
-        let d = self.read().dim();
+        let d = self.inner.read().dim();
         queries
             .iter()
             .enumerate()
@@ -65,41 +58,41 @@ impl MultiVectorIndex {
         let idx =
             multivector::MultiVectorIndex::new(dim as usize, nbits as usize, n_centroids as usize, seed)
                 .map_err(to_py)?;
-        Ok(MultiVectorIndex { inner: RwLock::new(idx) })
+        Ok(MultiVectorIndex { inner: Shared::new(idx) })
     }
 
     #[getter]
     fn dim(&self) -> usize {
-        self.read().dim()
+        self.inner.read().dim()
     }
 
     #[getter]
     fn nbits(&self) -> usize {
-        self.read().nbits()
+        self.inner.read().nbits()
     }
 
     #[getter]
     fn n_centroids(&self) -> usize {
-        self.read().n_centroids()
+        self.inner.read().n_centroids()
     }
 
     #[getter]
     fn n_tokens(&self) -> usize {
-        self.read().n_tokens()
+        self.inner.read().n_tokens()
     }
 
     #[getter]
     fn bytes_per_token(&self) -> usize {
-        self.read().bytes_per_token()
+        self.inner.read().bytes_per_token()
     }
 
     #[getter]
     fn is_mapped(&self) -> bool {
-        self.read().is_mapped()
+        self.inner.read().is_mapped()
     }
 
     fn __len__(&self) -> usize {
-        self.read().len()
+        self.inner.read().len()
     }
 
     #[pyo3(signature = (tokens, offsets, ids=None, threads=None))]
@@ -111,7 +104,7 @@ impl MultiVectorIndex {
         ids: Option<PyReadonlyArray1<'py, i64>>,
         threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let d = self.read().dim();
+        let d = self.inner.read().dim();
         if tokens.shape()[1] != d {
             return Err(to_py(Error::InvalidArgument(format!(
                 "dimension mismatch: document tokens have {} dimensions, the index has {d}",
@@ -125,13 +118,13 @@ impl MultiVectorIndex {
             None => None,
         };
         let t = parallel::resolve(threads);
-        let out = detached(py, || self.write().add(x, o, ids_slice, t))?;
+        let out = detached(py, || self.inner.write().add(x, o, ids_slice, t))?;
         Ok(out.into_pyarray(py))
     }
 
     fn remove(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
         let ids = slice1(&ids, "ids")?;
-        detached(py, || self.write().remove(ids))
+        detached(py, || self.inner.write().remove(ids))
     }
 
     #[pyo3(signature = (queries, k, candidates, nprobe, threads=None, allow=None))]
@@ -156,7 +149,7 @@ impl MultiVectorIndex {
         };
         let p = SearchParams { k, candidates, nprobe, allow };
         let t = parallel::resolve(threads);
-        let r = detached(py, || self.read().search(&qs, &p, t))?;
+        let r = detached(py, || self.inner.read().search(&qs, &p, t))?;
         results(py, r, qs.len(), k)
     }
 
@@ -173,12 +166,12 @@ impl MultiVectorIndex {
         let qs = self.queries(&queries)?;
         let ids = slice1(&ids, "candidate_ids")?;
         let t = parallel::resolve(threads);
-        let r = detached(py, || self.read().rerank(&qs, ids, k, t))?;
+        let r = detached(py, || self.inner.read().rerank(&qs, ids, k, t))?;
         results(py, r, qs.len(), k)
     }
 
     fn get<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let idx = self.read();
+        let idx = self.inner.read();
         let d = idx.dim();
         let v = idx.get(id).map_err(to_py)?;
         drop(idx);
@@ -187,25 +180,25 @@ impl MultiVectorIndex {
     }
 
     fn contains(&self, id: i64) -> bool {
-        self.read().contains(id)
+        self.inner.read().contains(id)
     }
 
     fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        self.read().ids().to_vec().into_pyarray(py)
+        self.inner.read().ids().to_vec().into_pyarray(py)
     }
 
     fn memory_bytes(&self) -> usize {
-        self.read().memory_bytes()
+        self.inner.read().memory_bytes()
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        detached(py, || self.read().save(&path))
+        detached(py, || self.inner.read().save(&path))
     }
 
     #[staticmethod]
     #[pyo3(signature = (path, mmap=false))]
     fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Self> {
         let idx = detached(py, || multivector::MultiVectorIndex::load(&path, mmap))?;
-        Ok(MultiVectorIndex { inner: RwLock::new(idx) })
+        Ok(MultiVectorIndex { inner: Shared::new(idx) })
     }
 }
