@@ -399,21 +399,73 @@ def test_hub_id_without_huggingface_hub(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_quantize_int8(tmp_path: Path) -> None:
-    pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")
+    onnx = pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")
     fp32 = BiEncoder(MINILM)
     q = BiEncoder(MINILM, quantize="int8", cache_dir=tmp_path)
     assert q.onnx_path.parent == tmp_path and q.onnx_path.is_file()
-    # Dynamic int8 costs a little accuracy (Cranfield: mean cosine 0.995, nDCG@10 0.3817 -> 0.374).
+    ops = {n.op_type for n in onnx.load(str(q.onnx_path)).graph.node}
+    assert "MatMulIntegerToFloat" in ops and "DynamicQuantizeLinear" not in ops and "IsNaN" not in ops
+    # Row-wise int8 (Cranfield: mean cosine 0.999, nDCG@10 0.3817 -> 0.380; see test_pipeline).
     parity = q.quantization_parity
-    assert parity is not None and parity["cosine_mean"] >= 0.99 and parity["cosine_min"] >= 0.97
+    assert parity is not None and parity["cosine_mean"] >= 0.998 and parity["cosine_min"] >= 0.995
     inputs, _ = refs(MINILM)
-    texts = inputs["texts"][::10]
+    texts = inputs["texts"]
     cos = (q.encode(texts) * fp32.encode(texts)).sum(1)
-    assert cos.mean() >= 0.99 and cos.min() >= 0.97
+    assert cos.mean() >= 0.998 and cos.min() >= 0.995
     again = BiEncoder(MINILM, quantize="int8", cache_dir=tmp_path)  # reuses the cached graph
     assert again.onnx_path == q.onnx_path and again.quantization_parity == q.quantization_parity
-    ce = CrossEncoder(CROSS, quantize="int8", cache_dir=tmp_path)
-    assert ce.quantization_parity is not None and "max_abs_diff" in ce.quantization_parity
+    for model, cls in ((CROSS, CrossEncoder), (COLBERT, ColBERTEncoder), (CLS, BiEncoder)):
+        m = cls(model, quantize="int8", cache_dir=tmp_path)
+        assert m.quantization_parity is not None and "max_abs_diff" in m.quantization_parity
+
+
+def test_quantize_int8_is_batch_invariant(tmp_path: Path) -> None:
+    """Each token gets its own int8 scale, so a text's vector does not depend on its batch."""
+    pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")
+    q = BiEncoder(MINILM, quantize="int8", cache_dir=tmp_path)
+    inputs, _ = refs(MINILM)
+    texts = inputs["texts"][:24]
+    together = q.encode(texts, batch_size=32)
+    alone = np.concatenate([q.encode([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=2e-5)
+
+
+def test_nan_guard_rewrite_is_exact() -> None:
+    pytest.importorskip("onnx", reason="the graph rewrite needs the optional onnx package")
+    from rankfunnel.models._loading import OnnxModel, find_onnx
+
+    enc = BiEncoder(MINILM)
+    assert enc._onnx.optimized  # the exported graph guards every softmax with Where(IsNaN(.))
+    inputs, _ = refs(MINILM)
+    batch = []
+    enc._onnx = _Keep(enc._onnx, batch)  # type: ignore[assignment]
+    enc.encode(inputs["texts"][:40], batch_size=40)
+    plain = OnnxModel(find_onnx(MINILM), optimize=False)
+    assert not plain.optimized
+    for b in batch:
+        np.testing.assert_allclose(
+            enc._onnx.inner.run("last_hidden_state", b), plain.run("last_hidden_state", b), atol=1e-5
+        )
+
+
+class _Keep:
+    def __init__(self, inner: Any, batches: list) -> None:
+        self.inner, self.batches = inner, batches
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def run(self, output: str, batch: Any) -> np.ndarray:
+        self.batches.append(batch)
+        return self.inner.run(output, batch)
+
+
+def test_models_run_without_onnx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    enc = BiEncoder(MEAN)
+    assert not enc._onnx.optimized
+    inputs, outputs = refs(MEAN)
+    np.testing.assert_allclose(enc.encode(inputs["texts"]), outputs["embeddings"], atol=1e-5)
 
 
 def test_quantize_without_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -222,3 +222,22 @@ def test_colbert_stage_combinations(tmp_path: Path) -> None:
     assert len(hits) == 3 and set(hits[0].scores) == {"retrieve", "rerank"}
     back = rf.Pipeline.load(tmp_path / "c")
     assert [h.id for h in back.search("boundary layer", k=3)] == [h.id for h in hits]
+
+
+def test_cranfield_int8_encoder(cranfield: tuple[list, list, dict, np.ndarray], tmp_path: Path) -> None:
+    """quantize='int8' keeps the embeddings and the ranking quality of float32 (issue targets:
+    cosine >= 0.99, nDCG@10 within 0.003)."""
+    pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")
+    from rankfunnel.eval import evaluate
+
+    docs, queries, qrels, vectors = cranfield
+    enc = rf.BiEncoder(MODELS / "all-MiniLM-L6-v2", quantize="int8", cache_dir=tmp_path)
+    got = enc.encode([d.text for d in docs], batch_size=64)
+    cos = (got * vectors).sum(1)
+    nonempty = np.array([bool(d.text.strip()) for d in docs])
+    assert cos.mean() >= 0.998 and np.percentile(cos, 1) >= 0.995 and cos[nonempty].min() >= 0.995
+    assert cos.min() >= 0.985  # two empty documents: [CLS] [SEP] alone
+    p = rf.Pipeline(encoder=Cached(enc, got), index="flat")
+    p.add([d.text for d in docs], doc_ids=[d.id for d in docs])
+    row = evaluate(p, queries, qrels)[0]
+    assert row["ndcg@10"] == pytest.approx(0.3817, abs=0.003)

@@ -17,12 +17,12 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .models._errors import MissingDependencyError, ModelError
+from .models._graph import quantize_int8
 from .models._loading import (
     ModelDir,
     OnnxModel,
     load_tokenizer,
     pad_batch,
-    quantize_int8,
     resolve_model_dir,
     resolve_quantize,
     write_parity,
@@ -254,8 +254,8 @@ def export(
         parity: Optional[dict[str, float]] = None
         if mode == "int8":
             qpath = tmp / "onnx" / "model_int8.onnx"
-            quantize_int8(path, qpath)
-            qgot = OnnxModel(qpath).run(output, batch)
+            quantize_int8(path, qpath, [batch])
+            qgot = OnnxModel(qpath, optimize=False).run(output, batch)
             g = qgot.reshape(-1, qgot.shape[-1]).astype(np.float64)
             w = got.reshape(-1, got.shape[-1]).astype(np.float64)
             keep = mask.reshape(-1) if kind != "cross" else np.ones(len(g), bool)

@@ -9,13 +9,15 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
+from ._graph import quantize_int8
 from ._loading import (
+    CALIBRATION_TEXTS,
     PARITY_TEXTS,
+    Batch,
     ModelDir,
     OnnxModel,
     find_onnx,
     load_tokenizer,
-    quantize_int8,
     quantized_path,
     read_parity,
     resolve_model_dir,
@@ -66,9 +68,9 @@ class OnnxTextModel:
             dst = prebuilt if use_prebuilt else quantized_path(src, cache_dir, mode)
             fresh = not dst.is_file()
             if fresh:
-                quantize_int8(src, dst)
+                quantize_int8(src, dst, self._calibration_batches())
             fp32 = self._onnx
-            self._onnx = OnnxModel(dst, fp32.threads, providers)
+            self._onnx = OnnxModel(dst, fp32.threads, providers, optimize=False)
             self.onnx_path = dst
             if fresh:
                 self.quantization_parity = self._measure_parity(fp32)
@@ -87,9 +89,20 @@ class OnnxTextModel:
     def _check_kind(self) -> None:
         """Reject a model of another kind once the ONNX graph is known."""
 
-    def _parity_vectors(self) -> npt.NDArray[np.float32]:
-        """Outputs on :data:`PARITY_TEXTS` as rows of a 2-D array."""
+    def _parity_vectors(self, texts: Sequence[str] = PARITY_TEXTS) -> npt.NDArray[np.float32]:
+        """Outputs on ``texts`` as rows of a 2-D array."""
         raise NotImplementedError
+
+    def _calibration_batches(self) -> list[Batch]:
+        """The padded batches this model feeds its graph for :data:`CALIBRATION_TEXTS`."""
+        fp32 = self._onnx
+        recorder = _Recorder(fp32)
+        self._onnx = recorder  # type: ignore[assignment]
+        try:
+            self._parity_vectors(CALIBRATION_TEXTS)
+        finally:
+            self._onnx = fp32
+        return recorder.batches
 
     def _measure_parity(self, fp32: OnnxModel) -> dict[str, float]:
         quant = self._onnx
@@ -113,3 +126,18 @@ class OnnxTextModel:
     def __repr__(self) -> str:
         q = f", quantize={self.quantize!r}" if self.quantize else ""
         return f"{type(self).__name__}({str(self.model_dir)!r}, threads={self.threads}{q})"
+
+
+class _Recorder:
+    """Stands in for an :class:`OnnxModel` and keeps every batch it runs."""
+
+    def __init__(self, inner: OnnxModel) -> None:
+        self.inner = inner
+        self.batches: list[Batch] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def run(self, output: str, batch: Batch) -> npt.NDArray[np.float32]:
+        self.batches.append(batch)
+        return self.inner.run(output, batch)

@@ -340,10 +340,17 @@ class OnnxModel:
         Intra-op threads; ``None`` means every core this process may use.
     providers : sequence of str, optional
         ONNX Runtime execution providers; default CPU only.
+    optimize : bool, default True
+        Run the graph with the exact rewrites of :mod:`rankfunnel.models._graph` (softmax NaN
+        guards dropped) when the ``onnx`` package is installed.
     """
 
     def __init__(
-        self, path: Path, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None
+        self,
+        path: Path,
+        threads: Optional[int] = None,
+        providers: Optional[Sequence[str]] = None,
+        optimize: bool = True,
     ) -> None:
         ort = _ort()
         opts = ort.SessionOptions()
@@ -354,9 +361,16 @@ class OnnxModel:
         opts.log_severity_level = 3
         self.path = path
         self.threads: int = opts.intra_op_num_threads
+        from ._graph import optimized_model_bytes
+
+        graph = optimized_model_bytes(path) if optimize else None
+        self.optimized = graph is not None
+        """Whether the session runs a rewritten graph (see :mod:`rankfunnel.models._graph`)."""
         try:
             self.session: onnxruntime.InferenceSession = ort.InferenceSession(
-                str(path), sess_options=opts, providers=list(providers or ["CPUExecutionProvider"])
+                graph if graph is not None else str(path),
+                sess_options=opts,
+                providers=list(providers or ["CPUExecutionProvider"]),
             )
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
@@ -507,47 +521,32 @@ def default_cache_dir() -> Path:
 def quantized_path(src: Path, cache_dir: Optional[Union[str, os.PathLike[str]]], mode: str) -> Path:
     """Where the ``mode``-quantized copy of ``src`` lives in the cache (keyed by path, size, mtime)."""
     st = src.stat()
-    key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{mode}|v3".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{mode}|v4".encode()).hexdigest()[:16]
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return base / f"{src.parent.name}-{src.stem}-{key}-{mode}.onnx"
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Write a dynamically int8-quantized copy of ``src`` (MatMul/Gemm weights int8, per channel).
-
-    Activations are quantized on the fly (uint8): the U8S8 path that ONNX Runtime accelerates with
-    AVX-512 VNNI / AVX-VNNI. Needs the ``onnx`` package. :func:`quantized_path` keys the cache
-    with a recipe version: change it when this recipe changes.
-
-    Measured on all-MiniLM-L6-v2, 2 threads (AVX-512 VNNI): 1.6-1.7x the float32 speed; cosine to
-    float32 on 280 Cranfield documents mean 0.9945, 1st percentile 0.992, min 0.969. Keeping the
-    FFN down-projections in float32 raises the min to 0.98 but cuts the gain to 1.4x.
-    """
-    try:
-        import onnx  # noqa: F401 - quantize_dynamic needs it; fail early with a clear message
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError:
-        raise MissingDependencyError(
-            "quantize='int8' needs the onnx package: pip install onnx (or pip install 'rankfunnel[quantize]')"
-        ) from None
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        quantize_dynamic(
-            str(src),
-            str(tmp),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul", "Gemm"],
-            extra_options={"MatMulConstBOnly": True},
-        )
-        os.replace(tmp, dst)
-    except Exception as exc:
-        raise ModelError(f"int8 quantization of {src} failed: {exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
+CALIBRATION_TEXTS = (
+    "The committee will review all applications and announce the results next month.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "In 1969, Apollo 11 landed the first humans on the Moon.",
+    "best pizza near me open late",
+    "Symptoms of vitamin D deficiency include fatigue, bone pain and muscle weakness.",
+    "def fibonacci(n): return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)",
+    "The stock market fell sharply on Monday after the central bank raised interest rates.",
+    "She walked along the beach at sunset, listening to the waves and thinking about home.",
+    "What are the side effects of ibuprofen?",
+    "The boundary layer on a flat plate becomes turbulent at high Reynolds numbers; transition "
+    "depends on free-stream turbulence, surface roughness and the pressure gradient.",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "Error: connection refused (errno 111) while contacting 10.0.0.12:5432",
+    "Q: How many legs does a spider have? A: Eight.",
+    "Machine learning models learn patterns from data and make predictions on new examples, "
+    "but they can fail silently when the data they see in production drifts away from training.",
+    "1984 is a dystopian novel by George Orwell published in 1949.",
+    "x",
+)
+"""Sentences on which ``quantize='int8'`` calibrates activation ranges (not the parity sentences)."""
 
 PARITY_TEXTS = (
     "What is the boiling point of water at sea level?",

@@ -379,5 +379,5 @@ class BiEncoder(OnnxTextModel):
             texts, batch_size, normalize, show_progress, prompt_name=name, prompt=None if name else ""
         )
 
-    def _parity_vectors(self) -> npt.NDArray[np.float32]:
-        return self.encode(list(PARITY_TEXTS), normalize=False)
+    def _parity_vectors(self, texts: Sequence[str] = PARITY_TEXTS) -> npt.NDArray[np.float32]:
+        return self.encode(list(texts), normalize=False)

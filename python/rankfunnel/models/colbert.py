@@ -220,5 +220,5 @@ class ColBERTEncoder(OnnxTextModel):
                 self.dim = int(vecs.shape[2])
         return out
 
-    def _parity_vectors(self) -> npt.NDArray[np.float32]:
-        return np.concatenate(self.encode_documents(list(PARITY_TEXTS)), axis=0)
+    def _parity_vectors(self, texts: Sequence[str] = PARITY_TEXTS) -> npt.NDArray[np.float32]:
+        return np.concatenate(self.encode_documents(list(texts)), axis=0)

@@ -291,6 +291,6 @@ class CrossEncoder(OnnxTextModel):
             hits.append(hit)
         return hits
 
-    def _parity_vectors(self) -> npt.NDArray[np.float32]:
-        pairs = [(PARITY_TEXTS[0], t) for t in PARITY_TEXTS]
+    def _parity_vectors(self, texts: Sequence[str] = PARITY_TEXTS) -> npt.NDArray[np.float32]:
+        pairs = [(texts[0], t) for t in texts]
         return self.predict(pairs, activation="identity").reshape(len(pairs), -1)
