@@ -50,6 +50,7 @@ bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same 
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_ivf.py
 	$(PY) benches/bench_hnsw.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_maxsim.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_models.py --repeat 2
 
 bench: bench-rust bench-python ## all benchmarks
 
