@@ -2,8 +2,10 @@
 //!
 //! Storage (ColBERTv2 residual compression): token vectors are clustered by k-means (trained on
 //! the first `add`, reused afterwards); each token keeps its centroid id (`u32`) and, per
-//! dimension, an `nbits` bucket of its residual `x - c`. Bucket cutoffs and reconstruction
-//! values are per-dimension quantiles of the training residuals. Memory per token:
+//! dimension, an `nbits` bucket of its residual `x - c`. Each dimension has its own scalar
+//! quantizer, fitted to the training residuals by Lloyd-Max (cutoffs halfway between the
+//! reconstruction values, each value the mean of the residuals in its bucket), which roughly
+//! halves the squared error of plain quantile buckets at 4 bits. Memory per token:
 //! `4 + d * nbits / 8` bytes (+ at most 4 bytes of inverted-list entry); `nbits = 0` keeps the
 //! f32 tokens (`4 d` bytes) and makes the final scores exact.
 //!
@@ -37,6 +39,8 @@ const KMEANS_ITERS: usize = 10;
 /// Training tokens per centroid (and a cap on the training sample).
 const TRAIN_PER_CENTROID: usize = 64;
 const TRAIN_MAX: usize = 262_144;
+/// Lloyd-Max iterations of the per-dimension residual quantizers.
+const LLOYD_ITERS: usize = 300;
 
 /// `out = centroid + residual` of one token, `PER` dimensions per residual byte; returns the
 /// squared norm of `out`.
@@ -55,6 +59,52 @@ fn decode_token<const PER: usize>(lut: &[f32], cen: &[f32], bytes: &[u8], out: &
         }
     }
     acc.iter().sum()
+}
+
+/// Scalar quantizer of one dimension's residuals (`sorted` ascending, not empty) into `b`
+/// buckets: `b - 1` cutoffs and `b` reconstruction values minimising the squared error on the
+/// sample (Lloyd-Max). Starts from equal-count (quantile) buckets and alternates the two
+/// optimality conditions: each value is the mean of the residuals in its bucket, each cutoff the
+/// midpoint of the values beside it. A value `v` falls in bucket `#{cutoffs < v}`.
+fn lloyd_max(sorted: &[f32], b: usize) -> (Vec<f32>, Vec<f32>) {
+    let m = sorted.len();
+    debug_assert!(m > 0 && b >= 2);
+    // prefix[i] = sum of the first i values (f64: exact enough for a mean of 2^18 values).
+    let mut prefix = Vec::with_capacity(m + 1);
+    prefix.push(0f64);
+    for &v in sorted {
+        prefix.push(prefix.last().unwrap() + v as f64);
+    }
+    let q = |f: f64| sorted[((f * m as f64) as usize).min(m - 1)];
+    let mut cuts: Vec<f32> = (1..b).map(|c| q(c as f64 / b as f64)).collect();
+    let mut levels: Vec<f32> = (0..b).map(|c| q((c as f64 + 0.5) / b as f64)).collect();
+    // Bucket boundaries in `sorted`: bucket c holds sorted[bounds[c]..bounds[c + 1]].
+    let mut bounds = vec![0usize; b + 1];
+    for it in 0..LLOYD_ITERS {
+        bounds[b] = m;
+        for (c, &cut) in cuts.iter().enumerate() {
+            bounds[c + 1] = sorted.partition_point(|&v| v <= cut);
+        }
+        let mut moved = 0f32;
+        for c in 0..b {
+            let (lo, hi) = (bounds[c], bounds[c + 1]);
+            // An empty bucket keeps its value (it only happens with heavily repeated residuals).
+            if hi > lo {
+                let mean = ((prefix[hi] - prefix[lo]) / (hi - lo) as f64) as f32;
+                moved = moved.max((mean - levels[c]).abs());
+                levels[c] = mean;
+            }
+        }
+        if it + 1 == LLOYD_ITERS || moved == 0.0 {
+            break;
+        }
+        let mut floor = f32::NEG_INFINITY;
+        for c in 0..b - 1 {
+            cuts[c] = (0.5 * (levels[c] + levels[c + 1])).max(floor);
+            floor = cuts[c];
+        }
+    }
+    (cuts, levels)
 }
 
 /// Late-interaction index over documents of token vectors (see the module docs).
@@ -258,13 +308,9 @@ impl MultiVectorIndex {
                     *v = sample[i * d + t] - self.centroids[km.assignments[i] as usize * d + t];
                 }
                 col.sort_unstable_by(f32::total_cmp);
-                let q = |f: f64| col[((f * m as f64) as usize).min(m - 1)];
-                for c in 0..b - 1 {
-                    self.cutoffs[t * (b - 1) + c] = q((c + 1) as f64 / b as f64);
-                }
-                for c in 0..b {
-                    self.weights[t * b + c] = q((c as f64 + 0.5) / b as f64);
-                }
+                let (cuts, levels) = lloyd_max(&col, b);
+                self.cutoffs[t * (b - 1)..(t + 1) * (b - 1)].copy_from_slice(&cuts);
+                self.weights[t * b..(t + 1) * b].copy_from_slice(&levels);
             }
             self.build_lut();
         }
@@ -755,5 +801,67 @@ impl MultiVectorIndex {
     /// Open `path` and load it.
     pub fn load(path: &Path, mmap: bool) -> Result<MultiVectorIndex> {
         MultiVectorIndex::from_file(&IndexFile::open(path, mmap)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted_gaussian(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut v: Vec<f32> = (0..n)
+            .map(|_| {
+                let (u1, u2) = (1.0 - rng.f64(), rng.f64());
+                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+            })
+            .collect();
+        v.sort_unstable_by(f32::total_cmp);
+        v
+    }
+
+    fn mse(sorted: &[f32], cuts: &[f32], levels: &[f32]) -> f64 {
+        let e: f64 = sorted
+            .iter()
+            .map(|&v| (v - levels[cuts.iter().filter(|&&c| v > c).count()]) as f64)
+            .map(|e| e * e)
+            .sum();
+        e / sorted.len() as f64
+    }
+
+    #[test]
+    fn lloyd_max_matches_the_gaussian_optimum() {
+        let x = sorted_gaussian(200_000, 7);
+        // Max (1960): 4 levels for N(0, 1) at +-0.4528, +-1.510, cutoffs 0, +-0.9816, MSE 0.1175.
+        let (cuts, levels) = lloyd_max(&x, 4);
+        for (got, want) in levels.iter().zip([-1.510, -0.4528, 0.4528, 1.510]) {
+            assert!((got - want).abs() < 0.02, "levels {levels:?}");
+        }
+        for (got, want) in cuts.iter().zip([-0.9816, 0.0, 0.9816]) {
+            assert!((got - want).abs() < 0.02, "cutoffs {cuts:?}");
+        }
+        let e = mse(&x, &cuts, &levels);
+        assert!((e - 0.1175).abs() < 0.003, "mse {e}");
+        // Quantile buckets at their mid-quantiles lose about a quarter more.
+        let q = |f: f64| x[(f * x.len() as f64) as usize];
+        let qc = [q(0.25), q(0.5), q(0.75)];
+        let ql = [q(0.125), q(0.375), q(0.625), q(0.875)];
+        assert!(mse(&x, &qc, &ql) > 1.2 * e);
+        // 16 levels: MSE 0.009497 (Max 1960).
+        let (c16, l16) = lloyd_max(&x, 16);
+        let e16 = mse(&x, &c16, &l16);
+        assert!((e16 - 0.0095).abs() < 0.0003, "mse {e16}");
+        assert!(c16.windows(2).all(|w| w[0] <= w[1]) && l16.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn lloyd_max_with_repeated_values_keeps_ordered_cutoffs() {
+        for x in [vec![0.5f32; 100], vec![-1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0], vec![3.0]] {
+            let (cuts, levels) = lloyd_max(&x, 16);
+            assert!(cuts.iter().chain(&levels).all(|v| v.is_finite()));
+            assert!(cuts.windows(2).all(|w| w[0] <= w[1]), "{cuts:?}");
+            // Every sample value decodes to itself (there are fewer distinct values than levels).
+            assert!(mse(&x, &cuts, &levels) < 1e-12);
+        }
     }
 }

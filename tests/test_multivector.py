@@ -67,9 +67,10 @@ def test_search_recall_against_brute_force(
     # (decompressed) tokens ...
     decoded = [mv.get(i) for i in range(len(docs))]
     assert recall(ids, truth(qs, decoded, 10)) >= 0.99
-    # ... which is the float32 top 10 up to the compression error: >= 0.95 from 4 bits up;
-    # 2 bits (a third of each residual's norm lost) keeps about 0.9 on this data.
-    assert recall(ids, want) >= (0.95 if nbits != 2 else 0.88)
+    # ... which is the float32 top 10 up to the compression error. Measured on this data (and
+    # on 5 other seeds of it): 4 bits 0.975 (0.96-0.98), 2 bits 0.93 (0.90-0.93); with 2 bits
+    # the Lloyd-Max quantizer still leaves 12% of each residual's squared norm as error.
+    assert recall(ids, want) >= {0: 0.99, 2: 0.90, 4: 0.96}[nbits]
     assert np.all(np.diff(scores, axis=1) <= 0)
     assert mv.bytes_per_token == (4 * 64 if nbits == 0 else 4 + 64 * nbits // 8)
     # The reported scores are MaxSim on the stored tokens.

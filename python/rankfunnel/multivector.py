@@ -21,10 +21,10 @@ class MultiVectorIndex:
 
     Token vectors are stored compressed as in ColBERTv2: the id of the nearest of
     ``n_centroids`` k-means centroids (trained on the first :meth:`add`, reused by later ones)
-    plus, per dimension, an ``nbits`` bucket of the residual ``x - centroid`` (per-dimension
-    quantile buckets). Memory per token: ``4 + dim * nbits / 8`` bytes (36 at dim=128, nbits=2)
-    plus up to 4 bytes of inverted list; ``nbits=0`` keeps float32 tokens (``4 * dim`` bytes)
-    and makes scores exact.
+    plus, per dimension, an ``nbits`` bucket of the residual ``x - centroid`` (one scalar
+    quantizer per dimension, fitted to the training residuals by Lloyd-Max). Memory per
+    token: ``4 + dim * nbits / 8`` bytes (36 at dim=128, nbits=2) plus up to 4 bytes of
+    inverted list; ``nbits=0`` keeps float32 tokens (``4 * dim`` bytes) and makes scores exact.
 
     Search (PLAID-like): query tokens are scored against the centroids; each probes its
     ``nprobe`` best centroids and the documents listed under them get an approximate MaxSim
@@ -38,7 +38,7 @@ class MultiVectorIndex:
     nbits : {0, 1, 2, 4, 8}
         Residual bits per dimension (0 = float32 tokens). ``dim * nbits`` must be a multiple of 8.
     n_centroids : int, optional
-        Number of centroids; default ``2**floor(log2(2 * sqrt(tokens in the first add)))``.
+        Number of centroids; default ``2**floor(log2(4 * sqrt(tokens in the first add)))``.
     nprobe : int
         Default centroids probed per query token.
     seed : int
