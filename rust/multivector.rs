@@ -15,7 +15,10 @@
 //!    that token, the best probed centroid score it holds (a document-level inverted list);
 //! 2. the `candidates` best documents by that approximate MaxSim are decompressed;
 //! 3. the fused MaxSim kernel scores them exactly (on the decompressed tokens) and the top `k`
-//!    are returned, best first, ties to the lower id, padded with id -1 and score -inf.
+//!    are returned, best first, ties to the lower id, padded with id -1 and score -inf;
+//! 4. optionally (`refine > 0`, index built with a [`Refine`] copy): the best `refine * k` of
+//!    step 3 are rescored with an exact float16 / float32 copy of their tokens, which stays on
+//!    disk after a mmapped load; `rerank` uses that copy too.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -107,6 +110,55 @@ fn lloyd_max(sorted: &[f32], b: usize) -> (Vec<f32>, Vec<f32>) {
     (cuts, levels)
 }
 
+/// The optional exact copy of the tokens kept beside the compressed ones (for `refine`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refine {
+    /// No copy: scores come from the decompressed tokens.
+    None,
+    /// IEEE half copy (`2 d` bytes per token; relative error <= 2^-11 per value).
+    F16,
+    /// float32 copy (`4 d` bytes per token).
+    F32,
+}
+
+impl Refine {
+    /// Parse `"none"` / `"f16"` / `"f32"`.
+    pub fn parse(s: &str) -> Result<Refine> {
+        match s {
+            "none" | "" => Ok(Refine::None),
+            "f16" | "float16" => Ok(Refine::F16),
+            "f32" | "float32" => Ok(Refine::F32),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown refine dtype {other:?}: expected None, \"f16\" or \"f32\""
+            ))),
+        }
+    }
+
+    /// The name `parse` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refine::None => "none",
+            Refine::F16 => "f16",
+            Refine::F32 => "f32",
+        }
+    }
+
+    fn code(self) -> i64 {
+        match self {
+            Refine::None => 0,
+            Refine::F16 => 1,
+            Refine::F32 => 2,
+        }
+    }
+}
+
+/// Which tokens `score_slots` scores.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Decoded,
+    Exact,
+}
+
 /// Late-interaction index over documents of token vectors (see the module docs).
 pub struct MultiVectorIndex {
     dim: usize,
@@ -127,6 +179,10 @@ pub struct MultiVectorIndex {
     residuals: Buf<u8>,
     /// f32 tokens when `nbits == 0`.
     tokens: Buf<f32>,
+    /// The exact copy for `refine` (one of the two, by `refine`).
+    refine: Refine,
+    exact16: Buf<u16>,
+    exact32: Buf<f32>,
     /// Token offsets per slot (`len + 1` entries).
     offsets: Vec<u64>,
     ids: Vec<i64>,
@@ -147,6 +203,8 @@ pub struct SearchParams<'a> {
     pub nprobe: usize,
     /// Allow-list of ids.
     pub allow: Option<&'a [i64]>,
+    /// Rescore the best `refine * k` with the exact copy (0: off; needs a [`Refine`] copy).
+    pub refine: usize,
 }
 
 impl MultiVectorIndex {
@@ -176,12 +234,35 @@ impl MultiVectorIndex {
             codes: Buf::default(),
             residuals: Buf::default(),
             tokens: Buf::default(),
+            refine: Refine::None,
+            exact16: Buf::default(),
+            exact32: Buf::default(),
             offsets: vec![0],
             ids: Vec::new(),
             slots: HashMap::new(),
             next_id: 0,
             lists: Vec::new(),
         })
+    }
+
+    /// Keep an exact copy of every token for `refine` / `rerank` (only before the first add;
+    /// not with `nbits = 0`, whose tokens are exact already).
+    pub fn with_refine(mut self, refine: Refine) -> Result<MultiVectorIndex> {
+        if refine != Refine::None && self.nbits == 0 {
+            return Err(Error::InvalidArgument(
+                "nbits=0 keeps exact float32 tokens already; a refine copy needs nbits > 0".into(),
+            ));
+        }
+        if !self.is_empty() {
+            return Err(Error::InvalidArgument("the refine copy must be chosen before the first add".into()));
+        }
+        self.refine = refine;
+        Ok(self)
+    }
+
+    /// The exact copy kept for `refine`.
+    pub fn refine(&self) -> Refine {
+        self.refine
     }
 
     /// Token dimension.
@@ -226,7 +307,19 @@ impl MultiVectorIndex {
 
     /// True while the token data is read from an mmapped file.
     pub fn is_mapped(&self) -> bool {
-        self.codes.is_mapped() || self.tokens.is_mapped()
+        self.codes.is_mapped()
+            || self.tokens.is_mapped()
+            || self.exact16.is_mapped()
+            || self.exact32.is_mapped()
+    }
+
+    /// Bytes per token of the exact copy kept for `refine` (0 without one).
+    pub fn refine_bytes_per_token(&self) -> usize {
+        match self.refine {
+            Refine::None => 0,
+            Refine::F16 => 2 * self.dim,
+            Refine::F32 => 4 * self.dim,
+        }
     }
 
     /// Bytes per stored token of the compressed form (centroid id + residual), or 4 d for f32.
@@ -243,6 +336,8 @@ impl MultiVectorIndex {
         self.codes.heap_bytes()
             + self.residuals.heap_bytes()
             + self.tokens.heap_bytes()
+            + self.exact16.heap_bytes()
+            + self.exact32.heap_bytes()
             + 4 * (self.centroids.capacity() + self.cutoffs.capacity() + self.weights.capacity())
             + self.lists.iter().map(|l| l.capacity() * 4 + 24).sum::<usize>()
             + self.offsets.capacity() * 8
@@ -443,12 +538,20 @@ impl MultiVectorIndex {
         if self.ids.len() + n > u32::MAX as usize {
             return Err(Error::InvalidArgument("a MultiVectorIndex holds at most 2^32 - 1 documents".into()));
         }
+        if self.refine == Refine::F16 && tokens.iter().any(|x| x.abs() > 65504.0) {
+            return Err(Error::InvalidArgument(
+                "document tokens exceed the float16 range (|x| > 65504) of the f16 refine copy".into(),
+            ));
+        }
         if n_tok > 0 && self.centroids.is_empty() {
             self.train(tokens, threads)?;
         }
         let base = self.n_tokens() as u64;
-        if self.nbits == 0 {
-            self.tokens.to_mut().extend_from_slice(tokens);
+        match (self.nbits, self.refine) {
+            (0, _) => self.tokens.to_mut().extend_from_slice(tokens),
+            (_, Refine::F16) => self.exact16.to_mut().extend(tokens.iter().map(|&x| maxsim::f32_to_f16(x))),
+            (_, Refine::F32) => self.exact32.to_mut().extend_from_slice(tokens),
+            (_, Refine::None) => {}
         }
         if n_tok > 0 {
             let codes = self.assign(tokens, threads)?;
@@ -498,6 +601,7 @@ impl MultiVectorIndex {
         let d = self.dim;
         let rb = self.rbytes();
         let (mut codes, mut res, mut toks) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ex16, mut ex32) = (Vec::new(), Vec::new());
         let (mut new_ids, mut offsets) = (Vec::new(), vec![0u64]);
         for (s, &id) in self.ids.iter().enumerate() {
             if gone.contains(&id) {
@@ -509,6 +613,11 @@ impl MultiVectorIndex {
             } else {
                 res.extend_from_slice(&self.residuals.as_slice()[a * rb..z * rb]);
             }
+            match self.refine {
+                Refine::F16 => ex16.extend_from_slice(&self.exact16.as_slice()[a * d..z * d]),
+                Refine::F32 => ex32.extend_from_slice(&self.exact32.as_slice()[a * d..z * d]),
+                Refine::None => {}
+            }
             codes.extend_from_slice(&self.codes.as_slice()[a..z]);
             new_ids.push(id);
             offsets.push(*offsets.last().unwrap() + (z - a) as u64);
@@ -516,6 +625,8 @@ impl MultiVectorIndex {
         self.codes = Buf::Owned(codes);
         self.residuals = Buf::Owned(res);
         self.tokens = Buf::Owned(toks);
+        self.exact16 = Buf::Owned(ex16);
+        self.exact32 = Buf::Owned(ex32);
         self.offsets = offsets;
         self.slots = new_ids.iter().enumerate().map(|(s, &id)| (id, s)).collect();
         self.ids = new_ids;
@@ -531,39 +642,58 @@ impl MultiVectorIndex {
         vectors::check_finite(q, self.dim, &format!("query {qi} tokens"))
     }
 
-    /// Exact MaxSim (on the stored, decompressed tokens) of one packed query over `slots`,
-    /// pushed into a top-k selection.
-    fn score_slots(&self, q: &PackedQuery, slots: &[usize], k: usize, threads: usize) -> Result<TopK> {
+    /// Exact MaxSim of one packed query over `slots`, on the decompressed tokens (`Decoded`) or
+    /// on the refine copy (`Exact`, when there is one), pushed into a top-k selection.
+    fn score_slots(
+        &self,
+        q: &PackedQuery,
+        slots: &[usize],
+        k: usize,
+        threads: usize,
+        src: Source,
+    ) -> Result<TopK> {
         let d = self.dim;
-        // Decode and score a few documents at a time, so the decoded tokens stay in cache and
-        // no large buffer is allocated per query; chunks run in parallel.
-        let score_chunk = |chunk: &[usize], flat: &mut Vec<f32>, offs: &mut Vec<i64>| -> Result<Vec<f32>> {
+        let src = if self.refine == Refine::None { Source::Decoded } else { src };
+        // Gather (decode or copy) and score a few documents at a time, so their tokens stay in
+        // cache and no large buffer is allocated per query; chunks run in parallel.
+        let score_chunk = |chunk: &[usize], bufs: &mut (Vec<f32>, Vec<u16>, Vec<i64>)| -> Result<Vec<f32>> {
+            let (flat, half, offs) = bufs;
             flat.clear();
+            half.clear();
             offs.clear();
             offs.push(0);
+            let mut rows = 0usize;
             for &s in chunk {
-                self.decode_into(s, flat);
-                offs.push((flat.len() / d) as i64);
+                let (a, z) = (self.offsets[s] as usize, self.offsets[s + 1] as usize);
+                match (src, self.refine) {
+                    (Source::Exact, Refine::F16) => {
+                        half.extend_from_slice(&self.exact16.as_slice()[a * d..z * d])
+                    }
+                    (Source::Exact, Refine::F32) => {
+                        flat.extend_from_slice(&self.exact32.as_slice()[a * d..z * d])
+                    }
+                    _ => self.decode_into(s, flat),
+                }
+                rows += z - a;
+                offs.push(rows as i64);
             }
-            let docs = Docs::Packed { tokens: Tokens::F32(flat), offsets: offs };
+            let tokens = if half.is_empty() { Tokens::F32(flat) } else { Tokens::F16(half) };
+            let docs = Docs::Packed { tokens, offsets: offs };
             maxsim::maxsim_packed(std::slice::from_ref(q), d, &docs, 1)
         };
         const CHUNK: usize = 16;
         let scores: Vec<f32> = if threads <= 1 || slots.len() <= CHUNK {
-            let (mut flat, mut offs) = (Vec::new(), Vec::new());
+            let mut bufs = (Vec::new(), Vec::new(), Vec::new());
             let mut out = Vec::with_capacity(slots.len());
             for chunk in slots.chunks(CHUNK) {
-                out.extend(score_chunk(chunk, &mut flat, &mut offs)?);
+                out.extend(score_chunk(chunk, &mut bufs)?);
             }
             out
         } else {
             let parts = parallel::install(threads, || {
                 slots
                     .par_chunks(CHUNK)
-                    .map_init(
-                        || (Vec::new(), Vec::new()),
-                        |(flat, offs), chunk| score_chunk(chunk, flat, offs),
-                    )
+                    .map_init(|| (Vec::new(), Vec::new(), Vec::new()), |bufs, chunk| score_chunk(chunk, bufs))
                     .collect::<Result<Vec<_>>>()
             })?;
             parts.concat()
@@ -655,6 +785,12 @@ impl MultiVectorIndex {
         if p.k == 0 || p.candidates == 0 {
             return Err(Error::InvalidArgument("k and candidates must be at least 1".into()));
         }
+        if p.refine > 0 && self.nbits > 0 && self.refine == Refine::None {
+            return Err(Error::InvalidArgument(
+                "refine needs an exact copy of the tokens: create the index with refine_dtype=\"f16\" or \"f32\""
+                    .into(),
+            ));
+        }
         for (qi, q) in queries.iter().enumerate() {
             self.check_query(q, qi)?;
         }
@@ -671,10 +807,16 @@ impl MultiVectorIndex {
             }
             let pq = PackedQuery::new(q, self.dim, None);
             if let Some(slots) = &few {
-                return self.score_slots(&pq, slots, p.k, inner);
+                return self.score_slots(&pq, slots, p.k, inner, Source::Exact);
             }
             let slots = self.candidates(&pq, q.len() / self.dim, p, allowed.as_deref());
-            self.score_slots(&pq, &slots, p.k, inner)
+            if p.refine == 0 || self.refine == Refine::None {
+                return self.score_slots(&pq, &slots, p.k, inner, Source::Decoded);
+            }
+            let depth = p.refine.saturating_mul(p.k).max(p.k);
+            let best = self.score_slots(&pq, &slots, depth, inner, Source::Decoded)?;
+            let best: Vec<usize> = best.into_sorted().into_iter().map(|(_, id)| self.slots[&id]).collect();
+            self.score_slots(&pq, &best, p.k, inner, Source::Exact)
         };
         let sel: Vec<TopK> = if queries.len() == 1 {
             vec![one(queries[0], threads)?]
@@ -684,7 +826,8 @@ impl MultiVectorIndex {
         Ok(Results::from_selections(sel, p.k, Metric::Dot))
     }
 
-    /// Exact MaxSim of each query over the given documents only; top `k`, best first.
+    /// MaxSim of each query over the given documents only (on the refine copy when there is one,
+    /// else on the stored tokens); top `k`, best first.
     pub fn rerank(&self, queries: &[&[f32]], ids: &[i64], k: usize, threads: usize) -> Result<Results> {
         if k == 0 {
             return Err(Error::InvalidArgument("k must be at least 1".into()));
@@ -702,7 +845,9 @@ impl MultiVectorIndex {
         }
         let sel = queries
             .iter()
-            .map(|q| self.score_slots(&PackedQuery::new(q, self.dim, None), &slots, k, threads))
+            .map(|q| {
+                self.score_slots(&PackedQuery::new(q, self.dim, None), &slots, k, threads, Source::Exact)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Results::from_selections(sel, k, Metric::Dot))
     }
@@ -733,6 +878,11 @@ impl MultiVectorIndex {
         w.add("codes", self.codes.as_slice());
         w.add("resid", self.residuals.as_slice());
         w.add("tokens", self.tokens.as_slice());
+        // Sections an older reader ignores: it then loads the index without its refine copy.
+        let refine = [self.refine.code()];
+        w.add("refine", &refine);
+        w.add("exact16", self.exact16.as_slice());
+        w.add("exact32", self.exact32.as_slice());
         w.write_atomic(path)
     }
 
@@ -763,6 +913,17 @@ impl MultiVectorIndex {
         idx.codes = f.buf("codes")?;
         idx.residuals = f.buf("resid")?;
         idx.tokens = f.buf("tokens")?;
+        if f.has("refine") {
+            let code: Vec<i64> = f.vec("refine")?;
+            idx.refine = match code.as_slice() {
+                [0] => Refine::None,
+                [1] if nbits > 0 => Refine::F16,
+                [2] if nbits > 0 => Refine::F32,
+                _ => return Err(f.corrupt("bad refine section")),
+            };
+            idx.exact16 = f.buf("exact16")?;
+            idx.exact32 = f.buf("exact32")?;
+        }
         let n = idx.ids.len();
         let nc = idx.centroids.len() / d;
         let b = 1usize << nbits;
@@ -781,6 +942,8 @@ impl MultiVectorIndex {
         if idx.codes.as_slice().len() != nt
             || idx.residuals.as_slice().len() != want_res
             || idx.tokens.as_slice().len() != want_tok
+            || idx.exact16.as_slice().len() != if idx.refine == Refine::F16 { nt * d } else { 0 }
+            || idx.exact32.as_slice().len() != if idx.refine == Refine::F32 { nt * d } else { 0 }
             || idx.cutoffs.len() != want_cut
             || idx.weights.len() != want_w
             || (nt > 0 && nc == 0)

@@ -424,6 +424,12 @@ impl IndexFile {
             .ok_or_else(|| self.corrupt(&format!("missing section {tag:?}")))
     }
 
+    /// True when the file has a section `tag`.
+    pub fn has(&self, tag: &str) -> bool {
+        let t = tag_bytes(tag);
+        self.entries.iter().any(|e| e.tag == t)
+    }
+
     /// The raw bytes of a section.
     pub fn bytes(&self, tag: &str) -> Result<&[u8]> {
         let e = self.entry(tag)?;

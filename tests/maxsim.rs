@@ -234,7 +234,7 @@ fn multivector_index_round_trip() {
         assert_eq!(ids, (0..60).collect::<Vec<i64>>());
         assert_eq!(mv.n_centroids(), 8);
         // Probing every centroid and keeping every candidate is brute force on the stored tokens.
-        let p = SearchParams { k: 5, candidates: 60, nprobe: 8, allow: None };
+        let p = SearchParams { k: 5, candidates: 60, nprobe: 8, allow: None, refine: 0 };
         let r = mv.search(&[&q], &p, 2).unwrap();
         let all: Vec<i64> = (0..60).collect();
         let exact = mv.rerank(&[&q], &all, 5, 1).unwrap();

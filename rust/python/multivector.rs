@@ -48,15 +48,17 @@ impl MultiVectorIndex {
 #[pymethods]
 impl MultiVectorIndex {
     #[new]
-    #[pyo3(signature = (dim, nbits=2, n_centroids=0, seed=0))]
-    fn new(dim: i64, nbits: i64, n_centroids: i64, seed: u64) -> PyResult<Self> {
+    #[pyo3(signature = (dim, nbits=2, n_centroids=0, seed=0, refine_dtype="none"))]
+    fn new(dim: i64, nbits: i64, n_centroids: i64, seed: u64, refine_dtype: &str) -> PyResult<Self> {
         if dim <= 0 || nbits < 0 || n_centroids < 0 {
             return Err(to_py(Error::InvalidArgument(format!(
                 "dim must be at least 1 and nbits, n_centroids non-negative (got {dim}, {nbits}, {n_centroids})"
             ))));
         }
+        let refine = multivector::Refine::parse(refine_dtype).map_err(to_py)?;
         let idx =
             multivector::MultiVectorIndex::new(dim as usize, nbits as usize, n_centroids as usize, seed)
+                .and_then(|i| i.with_refine(refine))
                 .map_err(to_py)?;
         Ok(MultiVectorIndex { inner: Shared::new(idx) })
     }
@@ -84,6 +86,16 @@ impl MultiVectorIndex {
     #[getter]
     fn bytes_per_token(&self) -> usize {
         self.inner.read().bytes_per_token()
+    }
+
+    #[getter]
+    fn refine_dtype(&self) -> &'static str {
+        self.inner.read().refine().name()
+    }
+
+    #[getter]
+    fn refine_bytes_per_token(&self) -> usize {
+        self.inner.read().refine_bytes_per_token()
     }
 
     #[getter]
@@ -127,7 +139,7 @@ impl MultiVectorIndex {
         detached(py, || self.inner.write().remove(ids))
     }
 
-    #[pyo3(signature = (queries, k, candidates, nprobe, threads=None, allow=None))]
+    #[pyo3(signature = (queries, k, candidates, nprobe, threads=None, allow=None, refine=0))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -138,6 +150,7 @@ impl MultiVectorIndex {
         nprobe: i64,
         threads: Option<usize>,
         allow: Option<PyReadonlyArray1<'py, i64>>,
+        refine: usize,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let k = check_k(k)?;
         let candidates = check_k(candidates)?;
@@ -147,7 +160,7 @@ impl MultiVectorIndex {
             Some(a) => Some(slice1(a, "filter")?),
             None => None,
         };
-        let p = SearchParams { k, candidates, nprobe, allow };
+        let p = SearchParams { k, candidates, nprobe, allow, refine };
         let t = parallel::resolve(threads);
         let r = detached(py, || self.inner.read().search(&qs, &p, t))?;
         results(py, r, qs.len(), k)
