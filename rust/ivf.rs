@@ -51,6 +51,9 @@ impl Storage {
     }
 }
 
+/// Candidates whose float32 rows `refine` prefetches ahead of the one it scores.
+const REFINE_AHEAD: usize = 4;
+
 /// Training subsamples to this many points per list (as FAISS does).
 const MAX_POINTS_PER_LIST: usize = 256;
 
@@ -58,7 +61,8 @@ const MAX_POINTS_PER_LIST: usize = 256;
 struct List {
     labels: Vec<i64>,
     slots: Vec<u32>,
-    /// Block layout: f32 vectors (F32) or u8 codes (Int8).
+    /// Block layout: f32 vectors (F32), or u8 codes (Int8) in the quad layout of width
+    /// `quad_dim(dim)` that the `tile_u8` kernels read.
     data: Vec<f32>,
     codes: Vec<u8>,
     /// `||decoded||^2` per entry (Int8).
@@ -69,6 +73,16 @@ impl List {
     fn len(&self) -> usize {
         self.labels.len()
     }
+}
+
+/// Queries as the u8 scan uses them: `dot(q, decoded) ~= bias + scale * (w . codes)` with `w`
+/// the per-query int8 weights `round(q * step / scale)` (stride `dp`, zero padded).
+struct QueryCodes {
+    dp: usize,
+    w: Vec<i8>,
+    scale: Vec<f32>,
+    bias: Vec<f32>,
+    qn: Vec<f32>,
 }
 
 /// Inverted-file index (see the module docs).
@@ -331,7 +345,8 @@ impl IvfIndex {
             if c == 0 {
                 continue;
             }
-            let grow = pack::packed_len(list.len() + c, d) - pack::packed_len(list.len(), d);
+            let w = if self.storage == Storage::Int8 { pack::quad_dim(d) } else { d };
+            let grow = pack::packed_len(list.len() + c, w) - pack::packed_len(list.len(), w);
             match self.storage {
                 Storage::F32 => list.data.reserve_exact(grow),
                 Storage::Int8 => list.codes.reserve_exact(grow),
@@ -347,6 +362,7 @@ impl IvfIndex {
             self.raw.to_mut().reserve_exact(n * d);
         }
         let mut codes = vec![0u8; d];
+        let dp = pack::quad_dim(d);
         for (i, row) in x.chunks_exact(d).enumerate() {
             let l = assign[i] as usize;
             let slot = self.loc.len() as u32;
@@ -359,8 +375,8 @@ impl IvfIndex {
                     pack::write_vector(&mut list.data, d, pos, row);
                 }
                 Storage::Int8 => {
-                    list.codes.resize(pack::packed_len(pos + 1, d), 0);
-                    pack::write_vector(&mut list.codes, d, pos, &codes);
+                    list.codes.resize(pack::packed_len(pos + 1, dp), 0);
+                    pack::write_quad(&mut list.codes, dp, pos, &codes);
                     if l2 {
                         list.norms.push(norm);
                     }
@@ -384,6 +400,7 @@ impl IvfIndex {
             return Err(Error::UnknownId(bad));
         }
         let d = self.dim;
+        let dp = pack::quad_dim(d);
         let mut removed = 0;
         let mut tmp_f = vec![0f32; d];
         let mut tmp_u = vec![0u8; d];
@@ -402,8 +419,8 @@ impl IvfIndex {
                         pack::write_vector(&mut list.data, d, pos, &tmp_f);
                     }
                     Storage::Int8 => {
-                        pack::read_vector(&list.codes, d, last, &mut tmp_u);
-                        pack::write_vector(&mut list.codes, d, pos, &tmp_u);
+                        pack::read_quad(&list.codes, dp, last, &mut tmp_u);
+                        pack::write_quad(&mut list.codes, dp, pos, &tmp_u);
                         if !list.norms.is_empty() {
                             list.norms[pos] = list.norms[last];
                         }
@@ -421,8 +438,8 @@ impl IvfIndex {
                     list.data.truncate(pack::packed_len(last, d));
                 }
                 Storage::Int8 => {
-                    pack::write_vector(&mut list.codes, d, last, &vec![0u8; d]);
-                    list.codes.truncate(pack::packed_len(last, d));
+                    pack::write_quad(&mut list.codes, dp, last, &vec![0u8; d]);
+                    list.codes.truncate(pack::packed_len(last, dp));
                     if !list.norms.is_empty() {
                         list.norms.pop();
                     }
@@ -498,11 +515,14 @@ impl IvfIndex {
         let keep = if self.storage == Storage::Int8 && refine > 0 { k.saturating_mul(refine) } else { k };
         let work: Vec<usize> =
             (0..self.nlist).filter(|&l| !by_list[l].is_empty() && self.lists[l].len() > 0).collect();
-        let tasks = (threads.max(1) * 4).min(work.len()).max(1);
+        let tasks = (threads.max(1) * 2).min(work.len()).max(1);
+        // Candidates headed for `refine` carry global slots, so refine needs no id lookup.
+        let slot_ids = keep != k;
+        let qc = (self.storage == Storage::Int8).then(|| self.quantize_queries(q));
         let scan_task = |t: usize| -> Vec<TopK> {
             let mut sel: Vec<TopK> = (0..nq).map(|_| TopK::new(keep)).collect();
             for &l in work.iter().skip(t).step_by(tasks) {
-                self.scan_list(l, &by_list[l], q, allowed.as_deref(), &mut sel);
+                self.scan_list(l, &by_list[l], q, qc.as_ref(), allowed.as_deref(), slot_ids, &mut sel);
             }
             sel
         };
@@ -511,20 +531,76 @@ impl IvfIndex {
         } else {
             parallel::install(threads, || (0..tasks).into_par_iter().map(scan_task).collect())
         };
-        let mut sel: Vec<TopK> = (0..nq).map(|_| TopK::new(keep)).collect();
-        for part in parts {
-            for (s, p) in sel.iter_mut().zip(part) {
-                s.merge(p);
+        // Merge the tasks' selections, queries in parallel.
+        let mut parts = parts.into_iter();
+        let mut sel = parts.next().unwrap_or_else(|| (0..nq).map(|_| TopK::new(keep)).collect());
+        let rest: Vec<Vec<TopK>> = parts.collect();
+        if !rest.is_empty() {
+            let merge = |(qi, s): (usize, &mut TopK)| {
+                for part in &rest {
+                    s.merge_from(&part[qi]);
+                }
+            };
+            if threads <= 1 {
+                sel.iter_mut().enumerate().for_each(merge);
+            } else {
+                parallel::install(threads, || {
+                    sel.par_iter_mut().enumerate().with_min_len(64).for_each(merge)
+                });
             }
         }
         if keep != k {
-            sel = self.refine(q, sel, k);
+            sel = self.refine(q, sel, k, threads);
         }
         Ok(Results::from_selections(sel, k, self.metric))
     }
 
+    /// The int8 form of each query for the u8 scan (see [`QueryCodes`]).
+    fn quantize_queries(&self, q: &[f32]) -> QueryCodes {
+        let d = self.dim;
+        let dp = pack::quad_dim(d);
+        let nq = q.len() / d;
+        let mut qc = QueryCodes {
+            dp,
+            w: vec![0i8; nq * dp],
+            scale: vec![0f32; nq],
+            bias: vec![0f32; nq],
+            qn: vec![0f32; nq],
+        };
+        let mut w = vec![0f32; d];
+        for (i, qv) in q.chunks_exact(d).enumerate() {
+            for t in 0..d {
+                w[t] = qv[t] * self.step[t];
+            }
+            let m = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+            // Rounding the weights moves every score of this query by sum_t err_t * u_t; the
+            // part err_t * 127.5 (mid-range code) is the same for all vectors and is added back.
+            let mut fix = 0f64;
+            for (code, &wt) in qc.w[i * dp..i * dp + d].iter_mut().zip(&w) {
+                let r = (wt / s).round().clamp(-127.0, 127.0);
+                *code = r as i8;
+                fix += (wt - r * s) as f64 * 127.5;
+            }
+            qc.scale[i] = s;
+            qc.bias[i] = simd::dot(qv, &self.vmin) + fix as f32;
+            qc.qn[i] = simd::norm_sq(qv);
+        }
+        qc
+    }
+
     /// Score the queries `qs` against list `l`, offering results to `sel`.
-    fn scan_list(&self, l: usize, qs: &[u32], q: &[f32], allowed: Option<&[bool]>, sel: &mut [TopK]) {
+    #[allow(clippy::too_many_arguments)]
+    fn scan_list(
+        &self,
+        l: usize,
+        qs: &[u32],
+        q: &[f32],
+        qc: Option<&QueryCodes>,
+        allowed: Option<&[bool]>,
+        slot_ids: bool,
+        sel: &mut [TopK],
+    ) {
         let d = self.dim;
         let list = &self.lists[l];
         let n = list.len();
@@ -558,33 +634,31 @@ impl IvfIndex {
                 }
             }
             Storage::Int8 => {
-                let kern = simd::kernels();
-                let mut w = vec![0f32; U8_ROWS * d];
-                let mut out = vec![0f32; U8_ROWS * PANEL];
+                let qc = qc.expect("int8 scans get quantized queries");
+                let kern = simd::u8_kernels(simd::kernels());
+                let dp = qc.dp;
+                let mut w = vec![0i8; U8_ROWS * dp];
+                let mut out = [0i32; U8_ROWS * PANEL];
                 for tile in qs.chunks(U8_ROWS) {
                     let r = tile.len();
-                    // Score = c + w . u with w = q * step and c = q . vmin.
-                    let mut c = [0f32; U8_ROWS];
-                    let mut qn = [0f32; U8_ROWS];
+                    // Score = bias + scale * (w . u): w the int8 query weights, u the codes.
                     for (i, &qi) in tile.iter().enumerate() {
-                        let qv = &q[qi as usize * d..(qi as usize + 1) * d];
-                        for t in 0..d {
-                            w[i * d + t] = qv[t] * self.step[t];
-                        }
-                        c[i] = simd::dot(qv, &self.vmin);
-                        qn[i] = simd::norm_sq(qv);
+                        let qi = qi as usize;
+                        w[i * dp..(i + 1) * dp].copy_from_slice(&qc.w[qi * dp..(qi + 1) * dp]);
                     }
                     for p in 0..n.div_ceil(PANEL) {
-                        (kern.tile_u8[r - 1])(
+                        (kern[r - 1])(
                             &w,
-                            d,
-                            &list.codes[p * PANEL * d..(p + 1) * PANEL * d],
+                            dp,
+                            &list.codes[p * PANEL * dp..(p + 1) * PANEL * dp],
                             &mut out,
                             PANEL,
                         );
                         let valid = (n - p * PANEL).min(PANEL);
                         for (i, &qi) in tile.iter().enumerate() {
-                            let s = &mut sel[qi as usize];
+                            let qi = qi as usize;
+                            let (bias, scale, qn) = (qc.bias[qi], qc.scale[qi], qc.qn[qi]);
+                            let s = &mut sel[qi];
                             for j in 0..valid {
                                 let pos = p * PANEL + j;
                                 if let Some(bits) = &bitmap {
@@ -592,10 +666,11 @@ impl IvfIndex {
                                         continue;
                                     }
                                 }
-                                let dot = c[i] + out[i * PANEL + j];
-                                let key = if l2 { -(qn[i] - 2.0 * dot + list.norms[pos]) } else { dot };
+                                let dot = bias + scale * out[i * PANEL + j] as f32;
+                                let key = if l2 { -(qn - 2.0 * dot + list.norms[pos]) } else { dot };
                                 if key >= s.threshold() {
-                                    s.push(key, list.labels[pos]);
+                                    let id = if slot_ids { list.slots[pos] as i64 } else { list.labels[pos] };
+                                    s.push(key, id);
                                 }
                             }
                         }
@@ -605,24 +680,39 @@ impl IvfIndex {
         }
     }
 
-    /// Rescore each query's candidates with the float32 vectors and keep the best `k`.
-    fn refine(&self, q: &[f32], sel: Vec<TopK>, k: usize) -> Vec<TopK> {
+    /// Rescore each query's candidates (global slots) with the float32 vectors and keep the
+    /// best `k`, labelled; queries run in parallel and the next candidate's row is prefetched.
+    fn refine(&self, q: &[f32], sel: Vec<TopK>, k: usize, threads: usize) -> Vec<TopK> {
         let d = self.dim;
         let raw = self.raw.as_slice();
-        sel.into_iter()
-            .enumerate()
-            .map(|(qi, s)| {
-                let qv = &q[qi * d..(qi + 1) * d];
-                let mut out = TopK::new(k);
-                for (_, id) in s.into_sorted() {
-                    let slot = self.slots[&id] as usize;
-                    let x = &raw[slot * d..(slot + 1) * d];
-                    let key = if self.metric == Metric::L2 { -simd::l2sq(qv, x) } else { simd::dot(qv, x) };
-                    out.push(key, id);
+        let l2 = self.metric == Metric::L2;
+        let one = |(qi, s): (usize, TopK)| -> TopK {
+            let qv = &q[qi * d..(qi + 1) * d];
+            let cand = s.into_unsorted();
+            let mut out = TopK::new(k);
+            let ahead = |i: usize| {
+                if let Some(&(_, next)) = cand.get(i) {
+                    simd::prefetch_row(&raw[next as usize * d..(next as usize + 1) * d]);
                 }
-                out
-            })
-            .collect()
+            };
+            for i in 0..REFINE_AHEAD {
+                ahead(i);
+            }
+            for (i, &(_, slot)) in cand.iter().enumerate() {
+                ahead(i + REFINE_AHEAD);
+                let slot = slot as usize;
+                let x = &raw[slot * d..(slot + 1) * d];
+                let key = if l2 { -simd::l2sq(qv, x) } else { simd::dot(qv, x) };
+                let (l, pos) = self.loc[slot];
+                out.push(key, self.lists[l as usize].labels[pos as usize]);
+            }
+            out
+        };
+        if threads <= 1 || sel.len() < 64 {
+            sel.into_iter().enumerate().map(one).collect()
+        } else {
+            parallel::install(threads, || sel.into_par_iter().enumerate().with_min_len(16).map(one).collect())
+        }
     }
 
     /// Save atomically to `path`.
@@ -715,17 +805,32 @@ impl IvfIndex {
         }
         idx.set_centroids(centroids);
         let (mut dpos, mut cpos) = (0usize, 0usize);
+        let dp = pack::quad_dim(d);
+        // Format 1 stored the codes dimension-major like the f32 vectors; convert them.
+        let old_codes = f.version() < 2;
+        let mut tmp = vec![0u8; d];
         for l in 0..nlist {
             let (a, b) = (offsets[l] as usize, offsets[l + 1] as usize);
-            let len = pack::packed_len(b - a, d);
             let list = &mut idx.lists[l];
             if int8 {
-                list.codes = codes.get(cpos..cpos + len).ok_or_else(bad)?.to_vec();
+                let len = pack::packed_len(b - a, if old_codes { d } else { dp });
+                let src = codes.get(cpos..cpos + len).ok_or_else(bad)?;
+                list.codes = if old_codes {
+                    let mut quad = vec![0u8; pack::packed_len(b - a, dp)];
+                    for p in 0..b - a {
+                        pack::read_vector(src, d, p, &mut tmp);
+                        pack::write_quad(&mut quad, dp, p, &tmp);
+                    }
+                    quad
+                } else {
+                    src.to_vec()
+                };
                 if h.metric == Metric::L2 {
                     list.norms = norms[a..b].to_vec();
                 }
                 cpos += len;
             } else {
+                let len = pack::packed_len(b - a, d);
                 list.data = data.get(dpos..dpos + len).ok_or_else(bad)?.to_vec();
                 dpos += len;
             }

@@ -1,7 +1,7 @@
 //! The block layout of stored vectors: blocks of [`BLOCK`] vectors, each made of panels of
 //! [`PANEL`] vectors stored dimension-major, so the tile kernels stream them with unit stride.
 
-use crate::simd::{BLOCK, PANEL};
+use crate::simd::{BLOCK, PANEL, QUAD};
 
 /// Number of `f32` a buffer needs to hold `n` vectors of dimension `d` in block layout.
 #[inline]
@@ -28,6 +28,34 @@ pub fn read_vector<T: Copy>(buf: &[T], d: usize, slot: usize, out: &mut [T]) {
     let base = (slot / PANEL) * PANEL * d + slot % PANEL;
     for (t, o) in out.iter_mut().enumerate() {
         *o = buf[base + t * PANEL];
+    }
+}
+
+/// Width of a vector in the quad layout of u8 codes: `d` rounded up to a multiple of [`QUAD`]
+/// (the padding dimensions hold code 0).
+#[inline]
+pub fn quad_dim(d: usize) -> usize {
+    d.div_ceil(QUAD) * QUAD
+}
+
+/// Offset of component `t` of vector `slot` in the quad layout of width `dp` (see
+/// [`crate::simd::TileU8Fn`]): panels of [`PANEL`] vectors, [`QUAD`] dimensions per lane.
+#[inline]
+pub fn quad_offset(slot: usize, dp: usize, t: usize) -> usize {
+    (slot / PANEL) * PANEL * dp + (t / QUAD) * QUAD * PANEL + (slot % PANEL) * QUAD + t % QUAD
+}
+
+/// Write `v` (at most `dp` codes) as vector `slot` of a quad-layout buffer of width `dp`.
+pub fn write_quad(buf: &mut [u8], dp: usize, slot: usize, v: &[u8]) {
+    for (t, &x) in v.iter().enumerate() {
+        buf[quad_offset(slot, dp, t)] = x;
+    }
+}
+
+/// Read the first `out.len()` codes of vector `slot` of a quad-layout buffer of width `dp`.
+pub fn read_quad(buf: &[u8], dp: usize, slot: usize, out: &mut [u8]) {
+    for (t, o) in out.iter_mut().enumerate() {
+        *o = buf[quad_offset(slot, dp, t)];
     }
 }
 

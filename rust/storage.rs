@@ -33,8 +33,9 @@ use crate::metric::Metric;
 
 /// First bytes of every rankfunnel index file.
 pub const MAGIC: [u8; 8] = *b"RANKFNL\0";
-/// The newest format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The newest format version this build writes and reads. Version 2 stores the u8 codes of an
+/// int8 IVFIndex in the quad layout (version 1 files are converted when loaded).
+pub const VERSION: u32 = 2;
 const HEADER: usize = 64;
 const ENTRY: usize = 32;
 const ALIGN: usize = 64;
@@ -296,6 +297,7 @@ struct Entry {
 /// An opened, verified index file.
 pub struct IndexFile {
     header: Header,
+    version: u32,
     backing: Backing,
     entries: Vec<Entry>,
     path: PathBuf,
@@ -403,12 +405,17 @@ impl IndexFile {
         if pos != bytes.len() {
             return Err(corrupt(format!("{} unexpected bytes after the last section", bytes.len() - pos)));
         }
-        Ok(IndexFile { header, backing, entries, path: path.to_path_buf() })
+        Ok(IndexFile { header, version, backing, entries, path: path.to_path_buf() })
     }
 
     /// The fixed header.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The format version the file was written with (1..=[`VERSION`]).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// An error about this file's contents.

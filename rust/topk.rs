@@ -95,6 +95,18 @@ impl TopK {
         }
     }
 
+    /// Offer every candidate of another selection, which is left as it is.
+    pub fn merge_from(&mut self, other: &TopK) {
+        for &(key, id) in &other.heap {
+            self.push(key, id);
+        }
+    }
+
+    /// The kept candidates in no particular order.
+    pub fn into_unsorted(self) -> Vec<Hit> {
+        self.heap
+    }
+
     /// The kept candidates, best first.
     pub fn into_sorted(mut self) -> Vec<Hit> {
         self.heap.sort_unstable_by(|a, b| {

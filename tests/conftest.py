@@ -26,6 +26,33 @@ def simd_level(request: pytest.FixtureRequest) -> Iterator[str]:
         _core._force_simd_level(before)
 
 
+def _u8_variants() -> list[str]:
+    """Each level, plus ``<level>-novnni`` where that level's int8 scan would use VNNI."""
+    before = rf.simd_level()
+    out = []
+    for level in LEVELS:
+        _core._force_simd_level(level)
+        out.append(level)
+        if _core._vnni_in_use():
+            out.append(f"{level}-novnni")
+    _core._force_simd_level(before)
+    return out
+
+
+@pytest.fixture(params=_u8_variants())
+def u8_kernel(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once per u8 scan kernel here: every level, with and without VNNI."""
+    level, _, novnni = request.param.partition("-")
+    before = rf.simd_level()
+    _core._force_simd_level(level)
+    allowed = _core._allow_vnni(not novnni)
+    try:
+        yield request.param
+    finally:
+        _core._allow_vnni(allowed)
+        _core._force_simd_level(before)
+
+
 def shared_dir() -> Path:
     """The shared/ folder beside the repository (or $RANKFUNNEL_SHARED)."""
     env = os.environ.get("RANKFUNNEL_SHARED")

@@ -76,6 +76,76 @@ fn tile_kernels_match_scalar_at_every_level() {
 }
 
 #[test]
+fn u8_kernels_are_exact_at_every_level_with_and_without_vnni() {
+    let mut rng = Rng(13);
+    let mut byte = || (rng.f32() * 128.0 + 128.0).clamp(0.0, 255.0) as u8;
+    for &level in simd::available() {
+        let k = simd::kernels_for(level);
+        let mut variants = vec![("plain", &k.tile_u8)];
+        if simd::vnni_available(level) {
+            variants.push(("vnni", k.tile_u8_vnni.as_ref().expect("a VNNI table")));
+        }
+        for d in [1, 3, 4, 5, 8, 12, 33, 384] {
+            let dp = pack::quad_dim(d);
+            assert!(dp.is_multiple_of(simd::QUAD) && dp >= d && dp < d + simd::QUAD);
+            // Two panels of codes, extremes included; row-major originals to check against.
+            let rows: Vec<Vec<u8>> = (0..2 * simd::PANEL)
+                .map(|j| {
+                    (0..d)
+                        .map(|t| {
+                            if j == 0 {
+                                255
+                            } else if j == 1 {
+                                t as u8 % 2
+                            } else {
+                                byte()
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut codes = vec![0u8; pack::packed_len(2 * simd::PANEL, dp)];
+            for (j, v) in rows.iter().enumerate() {
+                pack::write_quad(&mut codes, dp, j, v);
+                let mut back = vec![0u8; d];
+                pack::read_quad(&codes, dp, j, &mut back);
+                assert_eq!(&back, v);
+            }
+            for r in 1..=simd::U8_ROWS {
+                let mut w = vec![0i8; r * dp];
+                for i in 0..r {
+                    for t in 0..d {
+                        w[i * dp + t] = match (i + t) % 7 {
+                            0 => -128,
+                            1 => 127,
+                            _ => (byte() as i32 - 128) as i8,
+                        };
+                    }
+                }
+                for p in 0..2 {
+                    let panel = &codes[p * simd::PANEL * dp..];
+                    for (name, table) in &variants {
+                        let mut out = vec![i32::MIN; r * 20];
+                        (table[r - 1])(&w, dp, panel, &mut out, 20);
+                        for i in 0..r {
+                            for j in 0..simd::PANEL {
+                                let x = &rows[p * simd::PANEL + j];
+                                let want: i64 = (0..d).map(|t| w[i * dp + t] as i64 * x[t] as i64).sum();
+                                assert_eq!(
+                                    out[i * 20 + j] as i64,
+                                    want,
+                                    "{level:?} {name} d={d} r={r} i={i} j={j}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn env_level_names_parse() {
     assert_eq!(Level::parse("AVX512").unwrap(), Level::Avx512);
     assert_eq!(Level::parse("scalar").unwrap(), Level::Scalar);

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import rankfunnel as rf
-from conftest import assert_topk
+from conftest import assert_topk, reference
+
+DATA = Path(__file__).parent / "data"
 
 
 def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -45,7 +47,7 @@ def test_full_probe_equals_flat_exactly(simd_level: str, metric: str) -> None:
 
 
 @pytest.mark.parametrize("metric", ["cosine", "dot", "l2"])
-def test_int8_recall_and_refine(simd_level: str, metric: str) -> None:
+def test_int8_recall_and_refine(u8_kernel: str, metric: str) -> None:
     idx, x = built(metric, "int8", n=4000, d=32)
     q = clustered(100, 32, seed=9)
     truth = rf.topk(q, x, 10, metric)[1]
@@ -59,6 +61,52 @@ def test_int8_recall_and_refine(simd_level: str, metric: str) -> None:
         exact = ref.search(qv, k=len(x))
         lookup = dict(zip(exact[1].tolist(), exact[0].tolist()))
         np.testing.assert_allclose(row_s, [lookup[j] for j in row_i], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["dot", "l2"])
+@pytest.mark.parametrize("d", [7, 32])
+def test_int8_scan_matches_numpy(u8_kernel: str, metric: str, d: int) -> None:
+    # Every vector in one list (nlist=1), so the int8 scores can be checked one by one against
+    # float64 scores of the decoded vectors; the error comes from the int8 query weights only.
+    x = clustered(500, d, seed=3)
+    idx = rf.IVFIndex(d, nlist=1, metric=metric, storage="int8")
+    idx.train(x)
+    idx.add(x)
+    lo, hi = x.min(0).astype(np.float64), x.max(0).astype(np.float64)
+    step = np.where(hi > lo, (hi - lo) / 255.0, 1.0)
+    dec = lo + np.clip(np.round((x - lo) / step), 0, 255) * step
+    q = clustered(20, d, seed=4)
+    s, i = idx.search(q, k=500, nprobe=1)
+    ref = reference(q, dec, metric)
+    got = np.take_along_axis(ref, i, 1)
+    # Weights q * step are rounded to multiples of scale = max|q * step| / 127; the error per
+    # dimension is at most scale / 2 times |code - 127.5| (the mid-range part is added back).
+    scale = (np.abs(q.astype(np.float64)) * step).max(1, keepdims=True) / 127
+    tol = scale / 2 * 127.5 * d * (2 if metric == "l2" else 1) + 1e-4 * (1 + np.abs(got))
+    assert np.all(np.abs(s - got) <= tol)
+    # ... and the ranking is close to the exact one on the decoded vectors.
+    best = np.argsort(ref if metric == "l2" else -ref, axis=1)[:, :10]
+    assert recall(i[:, :10], best) >= 0.9
+
+
+@pytest.mark.parametrize("metric", ["dot", "l2"])
+def test_format_1_int8_files_load(tmp_path: Path, metric: str) -> None:
+    # Written by rankfunnel before the quad code layout (format 1): codes are converted on load,
+    # and the result is the index this build makes from the same data.
+    old = rf.load(DATA / f"ivf_int8_v1_{metric}.rfi")
+    x = np.random.default_rng(7).standard_normal((300, 10)).astype(np.float32)
+    new = rf.IVFIndex(10, nlist=4, metric=metric, storage="int8")
+    new.train(x, threads=1)
+    new.add(x, threads=1)
+    new.remove([3, 100])
+    for nprobe, refine in ((1, 0), (4, 0), (4, 3)):
+        a = old.search(x[:40], k=8, nprobe=nprobe, refine=refine)
+        b = new.search(x[:40], k=8, nprobe=nprobe, refine=refine)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[0], b[0])
+    old.save(tmp_path / "a.rfi")
+    new.save(tmp_path / "b.rfi")
+    assert (tmp_path / "a.rfi").read_bytes() == (tmp_path / "b.rfi").read_bytes()
 
 
 def test_int8_memory_is_under_a_third_of_f32() -> None:

@@ -130,6 +130,18 @@ fn _force_simd_level(name: &str) -> PyResult<()> {
     simd::Level::parse(name).and_then(simd::force_level).map_err(to_py)
 }
 
+/// Allow or forbid the VNNI u8 kernels (testing aid); returns the previous setting.
+#[pyfunction]
+fn _allow_vnni(allowed: bool) -> bool {
+    simd::allow_vnni(allowed)
+}
+
+/// Whether the int8 IVF scan uses VNNI instructions at the current level.
+#[pyfunction]
+fn _vnni_in_use() -> bool {
+    simd::vnni_in_use()
+}
+
 /// Threads used when a call does not pass `threads`.
 #[pyfunction]
 fn default_threads() -> usize {
@@ -232,6 +244,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(simd_levels, m)?)?;
     m.add_function(wrap_pyfunction!(_force_simd_level, m)?)?;
+    m.add_function(wrap_pyfunction!(_allow_vnni, m)?)?;
+    m.add_function(wrap_pyfunction!(_vnni_in_use, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
     m.add_function(wrap_pyfunction!(topk, m)?)?;
     m.add_function(wrap_pyfunction!(file_kind, m)?)?;

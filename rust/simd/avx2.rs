@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kernels, Level, TileFn, PANEL};
+use super::{Kernels, Level, TileFn, PANEL, QUAD};
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn hsum(v: __m256) -> f32 {
@@ -160,31 +160,78 @@ fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32
     unsafe { tile_bf16_impl::<L2>(q.as_ptr(), d, panels.as_ptr(), out.as_mut_ptr()) }
 }
 
-/// `R` weight rows x 1 panel of u8 codes (two 8-wide halves).
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_u8_impl<const R: usize>(w: *const f32, d: usize, p: *const u8, out: *mut f32, ldo: usize) {
-    let mut a0 = [_mm256_setzero_ps(); R];
-    let mut a1 = [_mm256_setzero_ps(); R];
-    for t in 0..d {
-        let c = _mm_loadu_si128(p.add(t * PANEL) as *const __m128i);
-        let x0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c));
-        let x1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(c, c)));
-        for r in 0..R {
-            let a = _mm256_set1_ps(*w.add(r * d + t));
-            a0[r] = _mm256_fmadd_ps(a, x0, a0[r]);
-            a1[r] = _mm256_fmadd_ps(a, x1, a1[r]);
+/// `R` int8 weight rows x 1 panel of u8 codes (quad layout) with `vpmaddwd`: codes widened to
+/// i16 (4 vectors x 4 dimensions per register), weights widened and broadcast per quad; each
+/// i32 lane sums two dimensions, so lane pairs are added at the end. Exact.
+#[target_feature(enable = "avx2")]
+unsafe fn tile_u8_impl<const R: usize>(w: *const i8, dp: usize, p: *const u8, out: *mut i32, ldo: usize) {
+    // Two passes of 8 vectors keep 2R accumulators and 2 code registers in the 16 ymm.
+    for half in 0..2 {
+        let mut a0 = [_mm256_setzero_si256(); R];
+        let mut a1 = [_mm256_setzero_si256(); R];
+        for g in 0..dp / QUAD {
+            let base = p.add(g * QUAD * PANEL + half * 2 * QUAD * 4);
+            let c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(base as *const __m128i));
+            let c1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(base.add(16) as *const __m128i));
+            for r in 0..R {
+                let w4 = (w.add(r * dp + g * QUAD) as *const i32).read_unaligned();
+                let b = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(w4)));
+                a0[r] = _mm256_add_epi32(a0[r], _mm256_madd_epi16(c0, b));
+                a1[r] = _mm256_add_epi32(a1[r], _mm256_madd_epi16(c1, b));
+            }
         }
-    }
-    for r in 0..R {
-        _mm256_storeu_ps(out.add(r * ldo), a0[r]);
-        _mm256_storeu_ps(out.add(r * ldo + 8), a1[r]);
+        for r in 0..R {
+            // [v0 v0 v1 v1 | v2 v2 v3 v3] and the same for v4..v7: add lane pairs, restore order.
+            let h = _mm256_hadd_epi32(a0[r], a1[r]); // [v0 v1 v4 v5 | v2 v3 v6 v7]
+            let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(h);
+            _mm256_storeu_si256(out.add(r * ldo + half * 8) as *mut __m256i, s);
+        }
     }
 }
 
-fn tile_u8<const R: usize>(w: &[f32], d: usize, codes: &[u8], out: &mut [f32], ldo: usize) {
-    assert!(w.len() >= R * d && codes.len() >= PANEL * d && out.len() >= (R - 1) * ldo + PANEL);
-    // SAFETY: bounds checked above; the table is only used when the CPU reports avx2 and fma.
-    unsafe { tile_u8_impl::<R>(w.as_ptr(), d, codes.as_ptr(), out.as_mut_ptr(), ldo) }
+/// The same with AVX-VNNI `vpdpbusd` (u8 x i8, four dimensions per lane).
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn tile_u8_vnni_impl<const R: usize>(
+    w: *const i8,
+    dp: usize,
+    p: *const u8,
+    out: *mut i32,
+    ldo: usize,
+) {
+    let mut a0 = [_mm256_setzero_si256(); R];
+    let mut a1 = [_mm256_setzero_si256(); R];
+    for g in 0..dp / QUAD {
+        let base = p.add(g * QUAD * PANEL);
+        let c0 = _mm256_loadu_si256(base as *const __m256i);
+        let c1 = _mm256_loadu_si256(base.add(32) as *const __m256i);
+        for r in 0..R {
+            let b = _mm256_set1_epi32((w.add(r * dp + g * QUAD) as *const i32).read_unaligned());
+            a0[r] = _mm256_dpbusd_avx_epi32(a0[r], c0, b);
+            a1[r] = _mm256_dpbusd_avx_epi32(a1[r], c1, b);
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_si256(out.add(r * ldo) as *mut __m256i, a0[r]);
+        _mm256_storeu_si256(out.add(r * ldo + 8) as *mut __m256i, a1[r]);
+    }
+}
+
+fn check_u8<const R: usize>(w: &[i8], dp: usize, codes: &[u8], out: &[i32], ldo: usize) {
+    assert!(dp.is_multiple_of(QUAD));
+    assert!(w.len() >= R * dp && codes.len() >= PANEL * dp && out.len() >= (R - 1) * ldo + PANEL);
+}
+
+/// u8 tile kernel (AVX2); also the avx512 level's fallback when the CPU lacks AVX512-VNNI.
+pub fn tile_u8<const R: usize>(w: &[i8], dp: usize, codes: &[u8], out: &mut [i32], ldo: usize) {
+    check_u8::<R>(w, dp, codes, out, ldo);
+    // SAFETY: bounds checked above; only reachable when the CPU reports avx2.
+    unsafe { tile_u8_impl::<R>(w.as_ptr(), dp, codes.as_ptr(), out.as_mut_ptr(), ldo) }
+}
+
+fn tile_u8_vnni<const R: usize>(w: &[i8], dp: usize, codes: &[u8], out: &mut [i32], ldo: usize) {
+    check_u8::<R>(w, dp, codes, out, ldo);
+    // SAFETY: bounds checked above; only used when `vnni_available(Avx2)` saw avxvnni.
+    unsafe { tile_u8_vnni_impl::<R>(w.as_ptr(), dp, codes.as_ptr(), out.as_mut_ptr(), ldo) }
 }
 
 static TILE_DOT: [TileFn; 6] = [
@@ -210,4 +257,5 @@ pub static KERNELS: Kernels = Kernels {
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
     tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
+    tile_u8_vnni: Some([tile_u8_vnni::<1>, tile_u8_vnni::<2>, tile_u8_vnni::<3>, tile_u8_vnni::<4>]),
 };

@@ -2,7 +2,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kernels, Level, TileFn, PANEL};
+use super::avx2::tile_u8;
+use super::{Kernels, Level, TileFn, PANEL, QUAD};
 
 #[target_feature(enable = "avx512f")]
 unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
@@ -166,26 +167,48 @@ fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32
     unsafe { tile_bf16_impl::<L2>(q.as_ptr(), d, panels.as_ptr(), out.as_mut_ptr()) }
 }
 
-/// `R` weight rows x 1 panel of u8 codes: 16 codes widened per step, shared by the R rows.
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_u8_impl<const R: usize>(w: *const f32, d: usize, p: *const u8, out: *mut f32, ldo: usize) {
-    let mut acc = [_mm512_setzero_ps(); R];
-    for t in 0..d {
-        let c = _mm_loadu_si128(p.add(t * PANEL) as *const __m128i);
-        let x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c));
+/// `R` int8 weight rows x 1 panel of u8 codes (quad layout) with AVX512-VNNI `vpdpbusd`: one
+/// 64-byte load is 16 vectors x 4 dimensions; even and odd quads go to separate accumulators
+/// so the instruction latency does not bound short tiles. Exact.
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn tile_u8_vnni_impl<const R: usize>(
+    w: *const i8,
+    dp: usize,
+    p: *const u8,
+    out: *mut i32,
+    ldo: usize,
+) {
+    let mut a0 = [_mm512_setzero_si512(); R];
+    let mut a1 = [_mm512_setzero_si512(); R];
+    let quads = dp / QUAD;
+    let wq =
+        |r: usize, g: usize| _mm512_set1_epi32((w.add(r * dp + g * QUAD) as *const i32).read_unaligned());
+    let mut g = 0;
+    while g + 2 <= quads {
+        let c0 = _mm512_loadu_si512(p.add(g * QUAD * PANEL) as *const _);
+        let c1 = _mm512_loadu_si512(p.add((g + 1) * QUAD * PANEL) as *const _);
         for r in 0..R {
-            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*w.add(r * d + t)), x, acc[r]);
+            a0[r] = _mm512_dpbusd_epi32(a0[r], c0, wq(r, g));
+            a1[r] = _mm512_dpbusd_epi32(a1[r], c1, wq(r, g + 1));
+        }
+        g += 2;
+    }
+    if g < quads {
+        let c0 = _mm512_loadu_si512(p.add(g * QUAD * PANEL) as *const _);
+        for r in 0..R {
+            a0[r] = _mm512_dpbusd_epi32(a0[r], c0, wq(r, g));
         }
     }
     for r in 0..R {
-        _mm512_storeu_ps(out.add(r * ldo), acc[r]);
+        _mm512_storeu_si512(out.add(r * ldo) as *mut _, _mm512_add_epi32(a0[r], a1[r]));
     }
 }
 
-fn tile_u8<const R: usize>(w: &[f32], d: usize, codes: &[u8], out: &mut [f32], ldo: usize) {
-    assert!(w.len() >= R * d && codes.len() >= PANEL * d && out.len() >= (R - 1) * ldo + PANEL);
-    // SAFETY: bounds checked above; the table is only used when the CPU reports avx512f.
-    unsafe { tile_u8_impl::<R>(w.as_ptr(), d, codes.as_ptr(), out.as_mut_ptr(), ldo) }
+fn tile_u8_vnni<const R: usize>(w: &[i8], dp: usize, codes: &[u8], out: &mut [i32], ldo: usize) {
+    assert!(dp.is_multiple_of(QUAD));
+    assert!(w.len() >= R * dp && codes.len() >= PANEL * dp && out.len() >= (R - 1) * ldo + PANEL);
+    // SAFETY: bounds checked above; only used when `vnni_available(Avx512)` saw avx512vnni.
+    unsafe { tile_u8_vnni_impl::<R>(w.as_ptr(), dp, codes.as_ptr(), out.as_mut_ptr(), ldo) }
 }
 
 static TILE_DOT: [TileFn; 8] = [
@@ -220,5 +243,7 @@ pub static KERNELS: Kernels = Kernels {
     tile_dot: &TILE_DOT,
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
+    // Without AVX512-VNNI the AVX2 kernels (every avx512 CPU here has AVX2) do the u8 scan.
     tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
+    tile_u8_vnni: Some([tile_u8_vnni::<1>, tile_u8_vnni::<2>, tile_u8_vnni::<3>, tile_u8_vnni::<4>]),
 };

@@ -172,12 +172,18 @@ pub type TileFn = fn(q: &[f32], d: usize, panels: &[f32], out: &mut [f32], ldo: 
 /// Like [`TileFn`] for panels of bfloat16 bit patterns (the prefilter copy of a FlatIndex).
 pub type TileBf16Fn = fn(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], ldo: usize);
 
-/// `R` weight rows (f32, stride `d`) against one panel of [`PANEL`] u8 codes (dimension-major):
-/// `out[r * ldo + j] = sum_t w[r][t] * codes[t][j]` (the scalar-quantized scan of `IVFIndex`).
-pub type TileU8Fn = fn(w: &[f32], d: usize, codes: &[u8], out: &mut [f32], ldo: usize);
+/// `R` rows of int8 weights (stride `dp`) against one panel of [`PANEL`] u8 codes in quad
+/// layout ([`QUAD`] consecutive dimensions of a vector per 32-bit lane:
+/// `codes[g * QUAD * PANEL + j * QUAD + u] = code_j[QUAD * g + u]`, `dp` a multiple of [`QUAD`]):
+/// `out[r * ldo + j] = sum_t w[r][t] * code_j[t]`, exact in i32 (the scalar-quantized scan of
+/// `IVFIndex`).
+pub type TileU8Fn = fn(w: &[i8], dp: usize, codes: &[u8], out: &mut [i32], ldo: usize);
 
 /// Widest row tile of the u8 kernels.
 pub const U8_ROWS: usize = 4;
+
+/// Dimensions per 32-bit lane in the quad layout of u8 codes (what `vpdpbusd` consumes).
+pub const QUAD: usize = 4;
 
 /// The kernels of one level.
 pub struct Kernels {
@@ -201,6 +207,58 @@ pub struct Kernels {
     pub tile_bf16: [TileBf16Fn; 2],
     /// u8-code tile kernels indexed by `R - 1` (`R <= U8_ROWS`), one panel per call.
     pub tile_u8: [TileU8Fn; U8_ROWS],
+    /// The same with VNNI dot-product instructions (AVX512-VNNI / AVX-VNNI), used instead of
+    /// [`Kernels::tile_u8`] when [`vnni_available`] says this CPU has them; see [`u8_kernels`].
+    pub tile_u8_vnni: Option<[TileU8Fn; U8_ROWS]>,
+}
+
+/// Whether this CPU has the VNNI extension the `tile_u8_vnni` kernels of `level` need
+/// (AVX512-VNNI for avx512, AVX-VNNI for avx2); detected separately from the level itself.
+pub fn vnni_available(level: Level) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: OnceLock<(bool, bool)> = OnceLock::new();
+        let (v512, v256) = *HAS.get_or_init(|| {
+            (
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"),
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni"),
+            )
+        });
+        match level {
+            Level::Avx512 => v512 && available().contains(&level),
+            Level::Avx2 => v256 && available().contains(&level),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = level;
+        false
+    }
+}
+
+static VNNI_ALLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Allow or forbid the VNNI u8 kernels for the whole process (tests use it to cover the
+/// fallback on VNNI machines); returns the previous setting.
+pub fn allow_vnni(allowed: bool) -> bool {
+    VNNI_ALLOWED.swap(allowed, Ordering::SeqCst)
+}
+
+/// True when [`u8_kernels`] of the current level use VNNI instructions.
+pub fn vnni_in_use() -> bool {
+    let k = kernels();
+    k.tile_u8_vnni.is_some() && VNNI_ALLOWED.load(Ordering::Relaxed) && vnni_available(k.level)
+}
+
+/// The u8 tile kernels to run at `k`'s level: the VNNI ones when the CPU has them (and they are
+/// allowed), else the level's portable ones.
+#[inline]
+pub fn u8_kernels(k: &'static Kernels) -> &'static [TileU8Fn; U8_ROWS] {
+    match &k.tile_u8_vnni {
+        Some(v) if VNNI_ALLOWED.load(Ordering::Relaxed) && vnni_available(k.level) => v,
+        _ => &k.tile_u8,
+    }
 }
 
 /// The kernels of the current [`level`].
@@ -241,6 +299,25 @@ pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn norm_sq(a: &[f32]) -> f32 {
     (kernels().norm_sq)(a)
+}
+
+/// Hint the CPU to start loading `row` into cache (a no-op where there is no prefetch).
+#[inline]
+pub fn prefetch_row<T>(row: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(row);
+        let p = row.as_ptr() as *const i8;
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: prefetch never faults, and every address is inside `row`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 /// Vectors per block: the unit of the panel storage (two panels), a multiple of every `P`.

@@ -180,4 +180,5 @@ pub static KERNELS: Kernels = Kernels {
         super::scalar::tile_u8::<3>,
         super::scalar::tile_u8::<4>,
     ],
+    tile_u8_vnni: None,
 };

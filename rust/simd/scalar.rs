@@ -1,6 +1,6 @@
 //! Portable reference kernels. Every SIMD level is tested against these.
 
-use super::{Kernels, Level, TileFn, PANEL};
+use super::{Kernels, Level, TileFn, PANEL, QUAD};
 
 /// Inner product.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -64,14 +64,16 @@ fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32
     out[..PANEL].copy_from_slice(&acc);
 }
 
-/// u8 codes widened to f32 (reference).
-pub fn tile_u8<const R: usize>(w: &[f32], d: usize, codes: &[u8], out: &mut [f32], ldo: usize) {
-    assert!(w.len() >= R * d && codes.len() >= PANEL * d && out.len() >= (R - 1) * ldo + PANEL);
+/// u8 codes (quad layout) times int8 weights, exact in i32 (reference).
+pub fn tile_u8<const R: usize>(w: &[i8], dp: usize, codes: &[u8], out: &mut [i32], ldo: usize) {
+    assert!(dp.is_multiple_of(QUAD));
+    assert!(w.len() >= R * dp && codes.len() >= PANEL * dp && out.len() >= (R - 1) * ldo + PANEL);
     for r in 0..R {
-        let mut acc = [0f32; PANEL];
-        for (t, &a) in w[r * d..(r + 1) * d].iter().enumerate() {
+        let mut acc = [0i32; PANEL];
+        for (t, &a) in w[r * dp..(r + 1) * dp].iter().enumerate() {
+            let base = (t / QUAD) * QUAD * PANEL + t % QUAD;
             for j in 0..PANEL {
-                acc[j] += a * codes[t * PANEL + j] as f32;
+                acc[j] += a as i32 * codes[base + j * QUAD] as i32;
             }
         }
         out[r * ldo..r * ldo + PANEL].copy_from_slice(&acc);
@@ -93,4 +95,5 @@ pub static KERNELS: Kernels = Kernels {
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
     tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
+    tile_u8_vnni: None,
 };
