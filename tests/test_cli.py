@@ -82,6 +82,27 @@ def test_index_search_eval_round_trip(tmp_path: Path) -> None:
 
 
 @needs_models
+def test_index_with_int8_models(tmp_path: Path) -> None:
+    pytest.importorskip("onnx", reason="--quantize int8 needs the onnx package")
+    corpus = tmp_path / "corpus.jsonl"
+    texts = ["lift of a wing in a slipstream", "buckling of thin shells", "hypersonic heat transfer"]
+    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(texts)))
+    env = {"RANKFUNNEL_CACHE": str(tmp_path / "cache")}
+    out = rankfunnel(
+        "index", str(corpus), "--model", str(MODELS / "tiny-bi-encoder-mean"), "--reranker",
+        str(MODELS / "tiny-cross-encoder"), "--out", str(tmp_path / "p"), "--quantize", "int8", "--quiet",
+        env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    cfg = json.loads((tmp_path / "p" / "pipeline.json").read_text())
+    assert "int8" in json.dumps(cfg)
+    assert any(f.suffix == ".onnx" for f in (tmp_path / "cache").iterdir())
+    out = rankfunnel("search", str(tmp_path / "p"), "wing lift", "-k", "3", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert {h["doc_id"] for h in json.loads(out.stdout)} == {"d0", "d1", "d2"}
+
+
+@needs_models
 def test_kill_during_index_then_reload(tmp_path: Path) -> None:
     corpus = tmp_path / "c.tsv"
     corpus.write_text(

@@ -88,12 +88,13 @@ def _index(a: argparse.Namespace) -> None:
 
     out = Path(a.out)
     docs = read_corpus(a.corpus)
-    enc = BiEncoder(a.model) if a.model else None
+    q = a.quantize
+    enc = BiEncoder(a.model, quantize=q) if a.model else None
     p = Pipeline(
         encoder=enc,
         index=a.index,
-        reranker=CrossEncoder(a.reranker) if a.reranker else None,
-        late_interaction=ColBERTEncoder(a.colbert) if a.colbert else None,
+        reranker=CrossEncoder(a.reranker, quantize=q) if a.reranker else None,
+        late_interaction=ColBERTEncoder(a.colbert, quantize=q) if a.colbert else None,
         candidates=a.candidates,
         metric=a.metric,
         path=out,
@@ -270,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="pipeline folder to create")
     s.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
     s.add_argument("--commit-every", type=int, default=2048, help="documents per crash-safe commit")
+    s.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="run the models int8 (row-wise int8 copy, cached; recorded in the pipeline)",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(run=_index)
 
