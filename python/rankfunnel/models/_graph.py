@@ -199,6 +199,26 @@ def _channel_absmax(
     return amax
 
 
+def _constant_folded(src: Path) -> Any:
+    """``src`` after ONNX Runtime's basic (standard-op) optimizations, constant folding included."""
+    onnx = _onnx("quantize='int8'")
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="rankfunnel-fold-") as tmp:
+        out = Path(tmp) / "folded.onnx"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(out)
+        opts.log_severity_level = 3
+        try:
+            ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+            return onnx.load(str(out))
+        except Exception as exc:  # noqa: BLE001 - ORT and onnx raise several types
+            raise ModelError(f"cannot constant-fold {src} for int8 quantization: {exc}") from exc
+
+
 def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch]) -> None:
     """Write a row-wise int8 copy of the ONNX graph ``src`` to ``dst`` (see the module docstring).
 
@@ -225,6 +245,11 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch]) -> None:
         raise ModelError(f"cannot read {src} for int8 quantization: {exc}") from exc
     drop_nan_guards(model)
     matmuls = _weight_matmuls(model)
+    if not matmuls:
+        # Weights computed in the graph (e.g. int8 storage: Mul(Cast(w8), scale)): fold them first.
+        model = _constant_folded(src)
+        drop_nan_guards(model)
+        matmuls = _weight_matmuls(model)
     if not matmuls:
         raise ModelError(f"{src} has no MatMul with a constant float32 weight: nothing to quantize to int8")
     producer = {o: n for n in model.graph.node for o in n.output}
