@@ -44,6 +44,23 @@ fn pair_kernels_match_f64_at_every_level() {
 }
 
 #[test]
+fn bf16_pair_kernels_match_f64_at_every_level() {
+    let mut rng = Rng(9);
+    for &level in simd::available() {
+        let k = simd::kernels_for(level);
+        for d in [1, 7, 15, 16, 17, 31, 32, 33, 100, 389] {
+            let q = rng.vec(d);
+            let x: Vec<u16> = rng.vec(d).iter().map(|&v| pack::to_bf16(v)).collect();
+            let wide: Vec<f64> = x.iter().map(|&h| f32::from_bits((h as u32) << 16) as f64).collect();
+            let dot: f64 = q.iter().zip(&wide).map(|(a, b)| *a as f64 * b).sum();
+            let l2: f64 = q.iter().zip(&wide).map(|(a, b)| (*a as f64 - b).powi(2)).sum();
+            assert!(close((k.pair_bf16[0])(&q, &x), dot, d as f64), "{level:?} dot d={d}");
+            assert!(close((k.pair_bf16[1])(&q, &x), l2, d as f64), "{level:?} l2 d={d}");
+        }
+    }
+}
+
+#[test]
 fn tile_kernels_match_scalar_at_every_level() {
     let mut rng = Rng(11);
     for &level in simd::available() {

@@ -116,13 +116,13 @@ pub(crate) struct HalfSpace<'a> {
     pub data: &'a [u16],
     pub d: usize,
     pub l2: bool,
-    f: super::half::Kernel,
+    f: crate::simd::PairBf16Fn,
 }
 
 impl<'a> HalfSpace<'a> {
     /// A view of row-major bfloat16 `data` with the kernel of the current SIMD level.
     pub fn new(data: &'a [u16], d: usize, l2: bool) -> HalfSpace<'a> {
-        HalfSpace { data, d, l2, f: super::half::kernel(l2) }
+        HalfSpace { data, d, l2, f: crate::simd::kernels().pair_bf16[l2 as usize] }
     }
 }
 

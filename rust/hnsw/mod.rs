@@ -14,7 +14,6 @@
 //! vector, relinking it and repairing the lists of its old neighbours.
 
 mod graph;
-mod half;
 mod io;
 
 use std::borrow::Cow;

@@ -232,6 +232,48 @@ static TILE_L2: [TileFn; 8] = [
     tile::<8, true>,
 ];
 
+/// Pair kernel body: widen bfloat16 by a 16-bit shift, two accumulators.
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_bf16_impl<const L2: bool>(q: &[f32], x: &[u16]) -> f32 {
+    let n = q.len().min(x.len());
+    let (pq, px) = (q.as_ptr(), x.as_ptr());
+    let mut acc0 = _mm512_setzero_ps();
+    let mut acc1 = _mm512_setzero_ps();
+    let mut i = 0;
+    while i + 32 <= n {
+        let h0 = _mm256_loadu_si256(px.add(i) as *const __m256i);
+        let h1 = _mm256_loadu_si256(px.add(i + 16) as *const __m256i);
+        let x0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h0)));
+        let x1 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h1)));
+        let q0 = _mm512_loadu_ps(pq.add(i));
+        let q1 = _mm512_loadu_ps(pq.add(i + 16));
+        if L2 {
+            let t0 = _mm512_sub_ps(q0, x0);
+            let t1 = _mm512_sub_ps(q1, x1);
+            acc0 = _mm512_fmadd_ps(t0, t0, acc0);
+            acc1 = _mm512_fmadd_ps(t1, t1, acc1);
+        } else {
+            acc0 = _mm512_fmadd_ps(q0, x0, acc0);
+            acc1 = _mm512_fmadd_ps(q1, x1, acc1);
+        }
+        i += 32;
+    }
+    let mut total = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    while i < n {
+        let b = f32::from_bits((*px.add(i) as u32) << 16);
+        let a = *pq.add(i);
+        total += if L2 { (a - b) * (a - b) } else { a * b };
+        i += 1;
+    }
+    total
+}
+
+/// One query against one bfloat16 row (inner product, or squared L2 with `L2`).
+pub fn pair_bf16<const L2: bool>(q: &[f32], x: &[u16]) -> f32 {
+    // SAFETY: the table is only used when the CPU reports avx512f; lengths are clamped inside.
+    unsafe { pair_bf16_impl::<L2>(q, x) }
+}
+
 /// The AVX-512 kernel table.
 pub static KERNELS: Kernels = Kernels {
     level: Level::Avx512,
@@ -243,6 +285,7 @@ pub static KERNELS: Kernels = Kernels {
     tile_dot: &TILE_DOT,
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
+    pair_bf16: [pair_bf16::<false>, pair_bf16::<true>],
     // Without AVX512-VNNI the AVX2 kernels (every avx512 CPU here has AVX2) do the u8 scan.
     tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
     tile_u8_vnni: Some([tile_u8_vnni::<1>, tile_u8_vnni::<2>, tile_u8_vnni::<3>, tile_u8_vnni::<4>]),

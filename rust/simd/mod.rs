@@ -172,6 +172,10 @@ pub type TileFn = fn(q: &[f32], d: usize, panels: &[f32], out: &mut [f32], ldo: 
 /// Like [`TileFn`] for panels of bfloat16 bit patterns (the prefilter copy of a FlatIndex).
 pub type TileBf16Fn = fn(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], ldo: usize);
 
+/// One query against one bfloat16 row (bit patterns): inner product or squared L2 (the graph
+/// walk over HNSW's half-size copy).
+pub type PairBf16Fn = fn(q: &[f32], x: &[u16]) -> f32;
+
 /// `R` rows of int8 weights (stride `dp`) against one panel of [`PANEL`] u8 codes in quad
 /// layout ([`QUAD`] consecutive dimensions of a vector per 32-bit lane:
 /// `codes[g * QUAD * PANEL + j * QUAD + u] = code_j[QUAD * g + u]`, `dp` a multiple of [`QUAD`]):
@@ -205,6 +209,8 @@ pub struct Kernels {
     pub tile_l2: &'static [TileFn],
     /// One-query inner-product and squared-L2 kernels on bfloat16 panels.
     pub tile_bf16: [TileBf16Fn; 2],
+    /// Inner-product and squared-L2 kernels of one query and one bfloat16 row.
+    pub pair_bf16: [PairBf16Fn; 2],
     /// u8-code tile kernels indexed by `R - 1` (`R <= U8_ROWS`), one panel per call.
     pub tile_u8: [TileU8Fn; U8_ROWS],
     /// The same with VNNI dot-product instructions (AVX512-VNNI / AVX-VNNI), used instead of

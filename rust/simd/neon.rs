@@ -174,6 +174,7 @@ pub static KERNELS: Kernels = Kernels {
     tile_dot: &TILE_DOT,
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
+    pair_bf16: [super::scalar::pair_bf16::<false>, super::scalar::pair_bf16::<true>],
     tile_u8: [
         super::scalar::tile_u8::<1>,
         super::scalar::tile_u8::<2>,

@@ -64,6 +64,21 @@ fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32
     out[..PANEL].copy_from_slice(&acc);
 }
 
+/// One query against one bfloat16 row: inner product, or squared L2 with `L2` (reference).
+pub fn pair_bf16<const L2: bool>(q: &[f32], x: &[u16]) -> f32 {
+    q.iter()
+        .zip(x)
+        .map(|(&a, &h)| {
+            let b = f32::from_bits((h as u32) << 16);
+            if L2 {
+                (a - b) * (a - b)
+            } else {
+                a * b
+            }
+        })
+        .sum()
+}
+
 /// u8 codes (quad layout) times int8 weights, exact in i32 (reference).
 pub fn tile_u8<const R: usize>(w: &[i8], dp: usize, codes: &[u8], out: &mut [i32], ldo: usize) {
     assert!(dp.is_multiple_of(QUAD));
@@ -94,6 +109,7 @@ pub static KERNELS: Kernels = Kernels {
     tile_dot: &TILE_DOT,
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
+    pair_bf16: [pair_bf16::<false>, pair_bf16::<true>],
     tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
     tile_u8_vnni: None,
 };
