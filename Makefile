@@ -5,10 +5,10 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.deps-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build test test-rust test-python lint fmt bench bench-rust bench-python demo clean
+.PHONY: help venv build test test-rust test-python test-aarch64 lint fmt bench bench-rust bench-python demo clean
 
 help: ## show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,7 +27,20 @@ test-rust: ## cargo test (the core, without Python)
 test-python: build ## pytest against the release build
 	$(PY) -m pytest -q
 
-test: test-rust test-python ## build, then cargo test and pytest
+AARCH64 := aarch64-unknown-linux-gnu
+AARCH64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+	CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+
+test-aarch64: ## cargo test for aarch64 (NEON kernels) under qemu; skipped when the tools are missing
+	@if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null \
+		&& rustup target list --installed 2>/dev/null | grep -qx $(AARCH64); then \
+		$(AARCH64_ENV) cargo test --quiet --target $(AARCH64); \
+	else \
+		echo "test-aarch64 skipped: needs qemu-user, gcc-aarch64-linux-gnu and the $(AARCH64) Rust target"; \
+	fi
+
+test: test-rust test-aarch64 test-python ## build, then cargo test (+ aarch64 under qemu when available) and pytest
 
 lint: $(STAMP) ## rustfmt, clippy -D warnings, ruff, mypy
 	cargo fmt --all -- --check

@@ -163,6 +163,13 @@ fn u8_kernels_are_exact_at_every_level_with_and_without_vnni() {
 }
 
 #[test]
+#[cfg(target_arch = "aarch64")]
+fn neon_is_covered_on_aarch64() {
+    // Every kernel test above runs at each available level: make sure NEON is one of them.
+    assert!(simd::available().contains(&Level::Neon), "{:?}", simd::available());
+}
+
+#[test]
 fn env_level_names_parse() {
     assert_eq!(Level::parse("AVX512").unwrap(), Level::Avx512);
     assert_eq!(Level::parse("scalar").unwrap(), Level::Scalar);
