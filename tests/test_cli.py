@@ -103,6 +103,28 @@ def test_index_with_int8_models(tmp_path: Path) -> None:
 
 
 @needs_models
+def test_commits_grow_with_the_corpus(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.tsv"
+    corpus.write_text("id\ttext\n" + "".join(f"{i}\tdocument {i} about flow\n" for i in range(200)))
+    model = str(MODELS / "tiny-bi-encoder-mean")
+    out = rankfunnel("index", str(corpus), "--model", model, "--out", str(tmp_path / "p"),
+                     "--commit-every", "2", "--quiet")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    cfg = json.loads((tmp_path / "p" / "pipeline.json").read_text())
+    # Every 2 documents until 1/8 of the total exceeds 2, then every total // 8: 31 commits, not 100.
+    total, commits = 0, 0
+    while total < 200:
+        total = min(200, total + max(2, total // 8))
+        commits += 1
+    assert cfg["generation"] == commits < 40
+    # IVF: the first commit waits for a training sample (here the whole corpus).
+    out = rankfunnel("index", str(corpus), "--model", model, "--out", str(tmp_path / "ivf"), "--index", "ivf",
+                     "--commit-every", "2", "--quiet")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "ivf" / "pipeline.json").read_text())["generation"] == 1
+
+
+@needs_models
 def test_kill_during_index_then_reload(tmp_path: Path) -> None:
     corpus = tmp_path / "c.tsv"
     corpus.write_text(

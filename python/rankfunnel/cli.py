@@ -82,6 +82,10 @@ def demo_vectors(
     print(f"single query: p50 {np.median(lat) * 1e3:.2f} ms, p95 {np.percentile(lat, 95) * 1e3:.2f} ms")
 
 
+IVF_TRAIN_DOCS = 65_536
+"""Documents the first commit of an IVF pipeline waits for (its k-means training sample)."""
+
+
 def _index(a: argparse.Namespace) -> None:
     from . import BiEncoder, ColBERTEncoder, CrossEncoder, Pipeline
     from .corpus import read_corpus
@@ -120,9 +124,17 @@ def _index(a: argparse.Namespace) -> None:
                     f"\rindexed {total:,} documents ({rate:,.1f} docs/s)", end="", file=sys.stderr, flush=True
                 )
 
+    def due() -> int:
+        # Every commit rewrites the index files, so commits get rarer as the corpus grows (at
+        # most every 1/8 of what is indexed: O(n log n) bytes written in all, not O(n^2)); an IVF
+        # index trains on its first commit, which therefore waits for a sample worth training on.
+        if total == 0 and a.index == "ivf":
+            return max(int(a.commit_every), IVF_TRAIN_DOCS)
+        return max(int(a.commit_every), total // 8)
+
     for doc in docs:
         batch.append(doc)
-        if len(batch) >= a.commit_every:
+        if len(batch) >= due():
             flush()
     flush()
     took = time.perf_counter() - started
@@ -270,7 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--candidates", type=int, default=100)
     s.add_argument("--out", required=True, help="pipeline folder to create")
     s.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
-    s.add_argument("--commit-every", type=int, default=2048, help="documents per crash-safe commit")
+    s.add_argument(
+        "--commit-every",
+        type=int,
+        default=2048,
+        help="documents per crash-safe commit, at least: commits grow to 1/8 of the documents indexed "
+        f"so far, and with --index ivf the first waits for {IVF_TRAIN_DOCS:,} (the training sample)",
+    )
     s.add_argument(
         "--quantize",
         choices=["int8"],
