@@ -131,7 +131,10 @@ class Pipeline:
     encoder : BiEncoder, optional
         First-stage bi-encoder. Without it, ``late_interaction`` retrieves.
     index : {"flat", "hnsw", "ivf"} or an index object
-        Where first-stage vectors go (exact, graph or inverted file).
+        Where first-stage vectors go (exact, graph or inverted file). ``"ivf"`` trains its
+        k-means on the first :meth:`add` (``nlist = min(n / 39, 4 sqrt(n))`` for its ``n``
+        documents), so make that first batch a representative sample (the CLI waits for
+        65,536 documents); later adds reuse those lists.
     reranker : CrossEncoder, optional
         Final stage: rescores the candidates of the previous stage with the cross-encoder.
     late_interaction : ColBERTEncoder, optional
