@@ -11,7 +11,10 @@ Encodes the Cranfield documents (title + text) with all-MiniLM-L6-v2 and compare
   ``$RANKFUNNEL_ST_PYTHON`` (torch is several GB: keep it in a bench-only venv),
 - ``BiEncoder(quantize="int8")`` (row-wise int8, see ``rankfunnel.models._graph``),
 
-then the tiny cross-encoder's pairs/s.
+then the tiny cross-encoder's pairs/s, and with ``--cross-model ONNX_DIR [--cross-torch CKPT_DIR]`` a
+real cross-encoder on Cranfield (query, document) pairs: ours fp32 and int8 against
+sentence-transformers' CrossEncoder on the same weights (e.g. a checkpoint exported with
+``rankfunnel export CKPT_DIR ONNX_DIR --kind cross``).
 
 Usage::
 
@@ -257,6 +260,69 @@ def run_sentence_transformers(
         return float(info["seconds"]), np.load(out_file), str(info["torch"])
 
 
+ST_CROSS_SCRIPT = r"""
+import json, sys, time
+import numpy as np, torch
+from sentence_transformers import CrossEncoder
+model_dir, pairs_file, out_file, threads, batch, repeat = sys.argv[1:7]
+torch.set_num_threads(int(threads))
+pairs = json.load(open(pairs_file))
+ce = CrossEncoder(model_dir, device="cpu")
+ce.predict(pairs[:8])
+best = 1e9
+for _ in range(int(repeat)):
+    t = time.perf_counter()
+    s = ce.predict(pairs, batch_size=int(batch), activation_fn=torch.nn.Identity())
+    best = min(best, time.perf_counter() - t)
+np.save(out_file, np.asarray(s, dtype=np.float32).reshape(len(pairs), -1)[:, 0])
+print(json.dumps({"seconds": best}))
+"""
+
+
+def bench_cross(args: argparse.Namespace, docs: list[str], queries: list[str]) -> None:
+    """A real cross-encoder on (Cranfield query, document) pairs: ours fp32 / int8, and
+    sentence-transformers on the same weights when ``--cross-torch`` and torch are there."""
+    import rankfunnel.models as rm
+
+    pairs = [(queries[i % len(queries)], d) for i, d in enumerate(docs[:1000])]
+    rows = []
+    got: dict[str, npt.NDArray[Any]] = {}
+    for name, kw in (("fp32", {}), ("int8", {"quantize": "int8"})):
+        ce = rm.CrossEncoder(args.cross_model, threads=args.threads, **kw)
+        ce.predict(pairs[:8])
+        t, got[name] = timed(
+            lambda ce=ce: ce.predict(pairs, args.batch_size, activation="identity"), args.repeat
+        )
+        rows.append((f"rankfunnel CrossEncoder {name}", t))
+    note = f"int8 vs fp32 logits: max abs diff {np.abs(got['fp32'] - got['int8']).max():.4f}"
+    python = os.environ.get("RANKFUNNEL_ST_PYTHON", sys.executable)
+    if args.cross_torch:
+        with tempfile.TemporaryDirectory() as tmp:
+            pf, of = Path(tmp) / "pairs.json", Path(tmp) / "out.npy"
+            pf.write_text(json.dumps(pairs))
+            res = subprocess.run(
+                [python, "-c", ST_CROSS_SCRIPT, args.cross_torch, str(pf), str(of), str(args.threads),
+                 str(args.batch_size), str(args.repeat)],
+                capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+            )  # fmt: skip
+            if res.returncode == 0:
+                rows.append(
+                    (
+                        "sentence-transformers CrossEncoder",
+                        float(json.loads(res.stdout.splitlines()[-1])["seconds"]),
+                    )
+                )
+                note += f"; ST vs ours fp32 max abs diff {np.abs(np.load(of) - got['fp32']).max():.1e}"
+            else:
+                print(f"sentence-transformers CrossEncoder: not run ({res.stderr.strip().splitlines()[-1:]})")
+    print(
+        f"\ncross-encoder {args.cross_model}: {len(pairs)} Cranfield (query, document) pairs, {args.threads} threads"
+    )
+    for name, t in rows:
+        print(f"{name:40s} {len(pairs) / t:8.1f} pairs/s")
+    print(note)
+
+
 def cosine(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """Row-wise cosine similarity."""
     a = a.astype(np.float64)
@@ -273,6 +339,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender (best is reported)")
     ap.add_argument(
         "--skip", default="", help="comma list of contenders to skip: plain,fastembed,st,int8,cross"
+    )
+    ap.add_argument(
+        "--cross-model", help="a real cross-encoder (ONNX layout) to benchmark on Cranfield pairs"
+    )
+    ap.add_argument(
+        "--cross-torch", help="the same cross-encoder as a torch checkpoint, for sentence-transformers"
     )
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -398,6 +470,8 @@ def main() -> int:
         f"{QUOTED_PEAK_GFLOPS:.0f}). int8 rows: the same work in int8 MACs."
     )
 
+    if args.cross_model:
+        bench_cross(args, docs, read_smart(qry) if qry.is_file() else docs[:50])
     if "cross" not in skip:
         ce = rm.CrossEncoder(shared / "models" / "tiny-cross-encoder", threads=args.threads)
         pairs = [(docs[i % 50][:80], d) for i, d in enumerate(docs)]
