@@ -115,23 +115,6 @@ impl FlatIndex {
         self.data.is_mapped()
     }
 
-    /// The ids `add` would assign to `n` vectors given `ids`, after checking them.
-    fn new_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
-        match ids {
-            None => Ok((0..n as i64).map(|i| self.next_id + i).collect()),
-            Some(ids) => {
-                if ids.len() != n {
-                    return Err(Error::InvalidArgument(format!("got {} ids for {n} vectors", ids.len())));
-                }
-                vectors::check_new_ids(ids)?;
-                if let Some(&dup) = ids.iter().find(|id| self.slots.contains_key(id)) {
-                    return Err(Error::InvalidArgument(format!("id {dup} is already in the index")));
-                }
-                Ok(ids.to_vec())
-            }
-        }
-    }
-
     /// Add `vectors` (`n x dim`, row-major); returns the ids given to them.
     ///
     /// Everything is checked before anything changes, so a failed add leaves the index as it was.
@@ -139,7 +122,7 @@ impl FlatIndex {
         let d = self.dim;
         let n = vectors::rows(vectors, d, "vectors")?;
         vectors::check_finite(vectors, d, "vectors")?;
-        let new_ids = self.new_ids(n, ids)?;
+        let new_ids = vectors::new_ids(n, ids, self.next_id, "vectors", |id| self.slots.contains_key(&id))?;
         let normalized;
         let rows = if self.metric == Metric::Cosine {
             normalized = vectors::normalized(vectors, d);

@@ -316,19 +316,7 @@ impl IvfIndex {
         let d = self.dim;
         let n = vectors::rows(v, d, "vectors")?;
         vectors::check_finite(v, d, "vectors")?;
-        let new_ids = match ids {
-            None => (0..n as i64).map(|i| self.next_id + i).collect::<Vec<_>>(),
-            Some(ids) => {
-                if ids.len() != n {
-                    return Err(Error::InvalidArgument(format!("got {} ids for {n} vectors", ids.len())));
-                }
-                vectors::check_new_ids(ids)?;
-                if let Some(&dup) = ids.iter().find(|id| self.slots.contains_key(id)) {
-                    return Err(Error::InvalidArgument(format!("id {dup} is already in the index")));
-                }
-                ids.to_vec()
-            }
-        };
+        let new_ids = vectors::new_ids(n, ids, self.next_id, "vectors", |id| self.slots.contains_key(&id))?;
         if self.len() + n > u32::MAX as usize {
             return Err(Error::InvalidArgument("an IVFIndex holds at most 2^32-1 vectors".into()));
         }

@@ -349,22 +349,6 @@ impl MultiVectorIndex {
         self.dim * self.nbits / 8
     }
 
-    fn new_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
-        match ids {
-            None => Ok((0..n as i64).map(|i| self.next_id + i).collect()),
-            Some(ids) => {
-                if ids.len() != n {
-                    return Err(Error::InvalidArgument(format!("got {} ids for {n} documents", ids.len())));
-                }
-                vectors::check_new_ids(ids)?;
-                if let Some(&dup) = ids.iter().find(|id| self.slots.contains_key(id)) {
-                    return Err(Error::InvalidArgument(format!("id {dup} is already in the index")));
-                }
-                Ok(ids.to_vec())
-            }
-        }
-    }
-
     /// Train centroids and residual buckets on (a sample of) `tokens`.
     fn train(&mut self, tokens: &[f32], threads: usize) -> Result<()> {
         let d = self.dim;
@@ -534,7 +518,7 @@ impl MultiVectorIndex {
         Docs::Packed { tokens: Tokens::F32(tokens), offsets }.validate(d)?;
         vectors::check_finite(tokens, d, "document tokens")?;
         let n = offsets.len() - 1;
-        let new_ids = self.new_ids(n, ids)?;
+        let new_ids = vectors::new_ids(n, ids, self.next_id, "documents", |id| self.slots.contains_key(&id))?;
         if self.ids.len() + n > u32::MAX as usize {
             return Err(Error::InvalidArgument("a MultiVectorIndex holds at most 2^32 - 1 documents".into()));
         }

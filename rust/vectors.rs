@@ -66,3 +66,26 @@ pub fn check_new_ids(ids: &[i64]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The ids an `add` of `n` rows (`what`: "vectors", "documents") gets: `next_id..` when `ids`
+/// is `None`, else `ids` after checking their count, [`check_new_ids`], and that none is
+/// `taken` already.
+pub fn new_ids(
+    n: usize,
+    ids: Option<&[i64]>,
+    next_id: i64,
+    what: &str,
+    taken: impl Fn(i64) -> bool,
+) -> Result<Vec<i64>> {
+    let Some(ids) = ids else {
+        return Ok((0..n as i64).map(|i| next_id + i).collect());
+    };
+    if ids.len() != n {
+        return Err(Error::InvalidArgument(format!("got {} ids for {n} {what}", ids.len())));
+    }
+    check_new_ids(ids)?;
+    if let Some(&dup) = ids.iter().find(|&&id| taken(id)) {
+        return Err(Error::InvalidArgument(format!("id {dup} is already in the index")));
+    }
+    Ok(ids.to_vec())
+}

@@ -264,22 +264,6 @@ impl HnswIndex {
         Ok(out)
     }
 
-    fn new_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
-        match ids {
-            None => Ok((0..n as i64).map(|i| self.next_id + i).collect()),
-            Some(ids) => {
-                if ids.len() != n {
-                    return Err(invalid!("got {} ids for {n} vectors", ids.len()));
-                }
-                vectors::check_new_ids(ids)?;
-                if let Some(&dup) = ids.iter().find(|id| self.slots.contains_key(id)) {
-                    return Err(invalid!("id {dup} is already in the index"));
-                }
-                Ok(ids.to_vec())
-            }
-        }
-    }
-
     fn draw_level(&mut self) -> usize {
         let mult = 1.0 / (self.shape.m as f64).ln();
         let u = 1.0 - self.rng.f64(); // (0, 1]
@@ -294,7 +278,7 @@ impl HnswIndex {
         let d = self.dim;
         let n = vectors::rows(vectors, d, "vectors")?;
         vectors::check_finite(vectors, d, "vectors")?;
-        let new_ids = self.new_ids(n, ids)?;
+        let new_ids = vectors::new_ids(n, ids, self.next_id, "vectors", |id| self.slots.contains_key(&id))?;
         if n == 0 {
             return Ok(new_ids);
         }
