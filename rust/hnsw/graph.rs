@@ -62,26 +62,26 @@ fn prefetch_bytes(p: *const u8, bytes: usize) {
     let _ = (p, bytes);
 }
 
-/// The stored `f32` vectors and the distance of the index metric (lower is better: squared
-/// L2, or the negated inner product for cosine and dot).
-pub(crate) struct Space<'a> {
-    pub data: &'a [f32],
+/// Stored row-major vectors (`f32`, or the bfloat16 copy as `u16`) and the distance of the
+/// index metric (lower is better: squared L2, or the negated inner product for cosine and dot).
+pub(crate) struct Rows<'a, T> {
+    pub data: &'a [T],
     pub d: usize,
     pub l2: bool,
-    f: fn(&[f32], &[f32]) -> f32,
+    f: fn(&[f32], &[T]) -> f32,
 }
+
+/// The `f32` vectors.
+pub(crate) type Space<'a> = Rows<'a, f32>;
+
+/// The bfloat16 copy of the vectors: the walk reads half the bytes; callers rescore in `f32`.
+pub(crate) type HalfSpace<'a> = Rows<'a, u16>;
 
 impl<'a> Space<'a> {
     /// A view of row-major `data` with the kernels of the current SIMD level.
     pub fn new(data: &'a [f32], d: usize, l2: bool) -> Space<'a> {
         let k = crate::simd::kernels();
-        Space { data, d, l2, f: if l2 { k.l2sq } else { k.dot } }
-    }
-
-    #[inline]
-    pub fn row(&self, s: u32) -> &'a [f32] {
-        let at = s as usize * self.d;
-        &self.data[at..at + self.d]
+        Rows { data, d, l2, f: if l2 { k.l2sq } else { k.dot } }
     }
 
     /// Distance between two stored vectors.
@@ -91,7 +91,22 @@ impl<'a> Space<'a> {
     }
 }
 
-impl Dist for Space<'_> {
+impl<'a> HalfSpace<'a> {
+    /// A view of row-major bfloat16 `data` with the kernel of the current SIMD level.
+    pub fn new(data: &'a [u16], d: usize, l2: bool) -> HalfSpace<'a> {
+        Rows { data, d, l2, f: crate::simd::kernels().pair_bf16[l2 as usize] }
+    }
+}
+
+impl<'a, T> Rows<'a, T> {
+    #[inline]
+    pub fn row(&self, s: u32) -> &'a [T] {
+        let at = s as usize * self.d;
+        &self.data[at..at + self.d]
+    }
+}
+
+impl<T: Sync> Dist for Rows<'_, T> {
     #[inline]
     fn dist(&self, q: &[f32], s: u32) -> f32 {
         let v = (self.f)(q, self.row(s));
@@ -106,43 +121,8 @@ impl Dist for Space<'_> {
     fn prefetch(&self, s: u32, lines: usize) {
         let at = s as usize * self.d;
         if at < self.data.len() {
-            prefetch_bytes(self.data[at..].as_ptr() as *const u8, (self.d * 4).min(lines.saturating_mul(64)));
-        }
-    }
-}
-
-/// The bfloat16 copy of the vectors: the walk reads half the bytes; callers rescore in `f32`.
-pub(crate) struct HalfSpace<'a> {
-    pub data: &'a [u16],
-    pub d: usize,
-    pub l2: bool,
-    f: crate::simd::PairBf16Fn,
-}
-
-impl<'a> HalfSpace<'a> {
-    /// A view of row-major bfloat16 `data` with the kernel of the current SIMD level.
-    pub fn new(data: &'a [u16], d: usize, l2: bool) -> HalfSpace<'a> {
-        HalfSpace { data, d, l2, f: crate::simd::kernels().pair_bf16[l2 as usize] }
-    }
-}
-
-impl Dist for HalfSpace<'_> {
-    #[inline]
-    fn dist(&self, q: &[f32], s: u32) -> f32 {
-        let at = s as usize * self.d;
-        let v = (self.f)(q, &self.data[at..at + self.d]);
-        if self.l2 {
-            v
-        } else {
-            -v
-        }
-    }
-
-    #[inline]
-    fn prefetch(&self, s: u32, lines: usize) {
-        let at = s as usize * self.d;
-        if at < self.data.len() {
-            prefetch_bytes(self.data[at..].as_ptr() as *const u8, (self.d * 2).min(lines.saturating_mul(64)));
+            let bytes = self.d * std::mem::size_of::<T>();
+            prefetch_bytes(self.data[at..].as_ptr() as *const u8, bytes.min(lines.saturating_mul(64)));
         }
     }
 }
