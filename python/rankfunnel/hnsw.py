@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from . import _core
 from ._arrays import as_ids, as_matrix, metric_name, positive_int, threads_arg
-from ._index import Ids, PathLike, Scores
+from ._index import Ids, IndexBase, PathLike, Scores, unbatch
 from .errors import RankfunnelError
 
 Filter = Union[npt.ArrayLike, Sequence[npt.ArrayLike], None]
@@ -19,7 +19,7 @@ Filter = Union[npt.ArrayLike, Sequence[npt.ArrayLike], None]
 _MODES = ("auto", "graph", "exact")
 
 
-class HNSWIndex:
+class HNSWIndex(IndexBase):
     """Approximate nearest-neighbour index over an HNSW graph (Malkov & Yashunin).
 
     Vectors live in row-major float32 with compact ``uint32`` neighbour lists (``2 * m`` on the
@@ -79,22 +79,6 @@ class HNSWIndex:
             bool(prefilter),
         )
 
-    @classmethod
-    def _wrap(cls, core: Any) -> HNSWIndex:
-        obj = cls.__new__(cls)
-        obj._index = core
-        return obj
-
-    @property
-    def dim(self) -> int:
-        """Vector dimension."""
-        return int(self._index.dim)
-
-    @property
-    def metric(self) -> str:
-        """Metric name: ``"cosine"``, ``"dot"`` or ``"l2"``."""
-        return str(self._index.metric)
-
     @property
     def m(self) -> int:
         """Links per node on the upper levels (level 0 keeps twice as many)."""
@@ -114,12 +98,6 @@ class HNSWIndex:
     def is_mapped(self) -> bool:
         """Whether vectors and links are read from a memory-mapped file."""
         return bool(self._index.is_mapped)
-
-    def __len__(self) -> int:
-        return int(len(self._index))
-
-    def __contains__(self, id: object) -> bool:
-        return isinstance(id, (int, np.integer)) and bool(self._index.contains(int(id)))
 
     def __repr__(self) -> str:
         return f"HNSWIndex(dim={self.dim}, metric={self.metric!r}, m={self.m}, len={len(self)})"
@@ -155,9 +133,7 @@ class HNSWIndex:
         RankfunnelError
             On a wrong shape, NaN/inf, or bad/duplicate ids; the index is then unchanged.
         """
-        v, _ = as_matrix(vectors, "vectors", dim=self.dim)
-        id_arr = None if ids is None else as_ids(ids)
-        out: Ids = self._index.add(v, id_arr, threads_arg(threads))
+        out: Ids = self._index.add(*self._vectors(vectors, ids), threads_arg(threads))
         return out
 
     def search(
@@ -202,7 +178,7 @@ class HNSWIndex:
         q, single = as_matrix(queries, "queries", dim=self.dim)
         allow, lists = _filter(filter, len(q))
         scores, ids = self._index.search(q, k, ef, threads_arg(threads), allow, lists, filter_mode)
-        return (scores[0], ids[0]) if single else (scores, ids)
+        return unbatch(single, scores, ids)
 
     def remove(self, ids: npt.ArrayLike) -> int:
         """Remove ids; returns how many were removed.
@@ -215,20 +191,12 @@ class HNSWIndex:
         UnknownIdError
             If any id is not stored; then nothing is removed.
         """
-        return int(self._index.remove(as_ids(ids)))
+        return super().remove(ids)
 
     def get(self, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Stored vectors of ``ids`` as an ``(n, dim)`` array (unit length for cosine)."""
         out: npt.NDArray[np.float32] = self._index.get(as_ids(ids))
         return out
-
-    def memory_bytes(self) -> int:
-        """Heap memory held by the index, in bytes (mmapped file pages excluded)."""
-        return int(self._index.memory_bytes())
-
-    def save(self, path: PathLike) -> None:
-        """Write the index to ``path`` atomically (temporary file, fsync, rename)."""
-        self._index.save(os.fspath(path))
 
     @classmethod
     def load(cls, path: PathLike, *, mmap: bool = False) -> HNSWIndex:
