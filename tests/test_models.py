@@ -451,32 +451,21 @@ def test_quantize_int8_is_batch_invariant(tmp_path: Path) -> None:
 
 def test_nan_guard_rewrite_is_exact() -> None:
     pytest.importorskip("onnx", reason="the graph rewrite needs the optional onnx package")
+    from rankfunnel.models._base import _Recorder
     from rankfunnel.models._loading import OnnxModel, find_onnx
 
     enc = BiEncoder(MINILM)
     assert enc._onnx.optimized  # the exported graph guards every softmax with Where(IsNaN(.))
     inputs, _ = refs(MINILM)
-    batch = []
-    enc._onnx = _Keep(enc._onnx, batch)  # type: ignore[assignment]
+    recorder = _Recorder(enc._onnx)
+    enc._onnx = recorder  # type: ignore[assignment]
     enc.encode(inputs["texts"][:40], batch_size=40)
     plain = OnnxModel(find_onnx(MINILM), optimize=False)
     assert not plain.optimized
-    for b in batch:
+    for b in recorder.batches:
         np.testing.assert_allclose(
             enc._onnx.inner.run("last_hidden_state", b), plain.run("last_hidden_state", b), atol=1e-5
         )
-
-
-class _Keep:
-    def __init__(self, inner: Any, batches: list) -> None:
-        self.inner, self.batches = inner, batches
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def run(self, output: str, batch: Any) -> np.ndarray:
-        self.batches.append(batch)
-        return self.inner.run(output, batch)
 
 
 def test_models_run_without_onnx(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -166,11 +166,11 @@ def _weight_matmuls(model: Any) -> list[Any]:
 
 
 def _channel_absmax(
-    model: Any, names: Sequence[str], batches: Sequence[Batch]
+    src: Path, model: Any, names: Sequence[str], batches: Sequence[Batch]
 ) -> dict[str, npt.NDArray[np.float64]]:
-    """Per-channel max |value| of the tensors ``names`` over ``batches`` (float32 graph)."""
+    """Per-channel max |value| of the tensors ``names`` of ``model`` (float32) over ``batches``."""
     onnx = _onnx("quantize='int8'")
-    import onnxruntime as ort
+    from ._loading import OnnxModel
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -178,22 +178,11 @@ def _channel_absmax(
     for name in names:
         if name not in have:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(
-        probe.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
-    )
-    inputs = {i.name: i for i in sess.get_inputs()}
-    dtype = np.int32 if "int32" in str(inputs["input_ids"].type) else np.int64
+    session = OnnxModel(src, graph=probe.SerializeToString())
     amax: dict[str, npt.NDArray[np.float64]] = {}
     for b in batches:
-        feed = {"input_ids": b.input_ids.astype(dtype)}
-        if "attention_mask" in inputs:
-            feed["attention_mask"] = b.attention_mask.astype(dtype)
-        if "token_type_ids" in inputs:
-            feed["token_type_ids"] = b.token_type_ids.astype(dtype)
-        for name, v in zip(names, sess.run(list(names), feed)):
-            v = np.abs(np.asarray(v, dtype=np.float64))
+        for name, out in zip(names, session.run_many(names, b)):
+            v = np.abs(out.astype(np.float64))
             m = v.reshape(-1, v.shape[-1]).max(axis=0) if v.size else np.zeros(v.shape[-1])
             amax[name] = m if name not in amax else np.maximum(amax[name], m)
     return amax
@@ -260,7 +249,7 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch]) -> None:
             if n.input[0] in producer and producer[n.input[0]].op_type in _LAYER_NORMS
         }
     )
-    amax = _channel_absmax(model, smooth_inputs, calibration) if smooth_inputs and calibration else {}
+    amax = _channel_absmax(src, model, smooth_inputs, calibration) if smooth_inputs and calibration else {}
     inits = {t.name: t for t in model.graph.initializer}
     consumers: dict[str, list[Any]] = {}
     for n in matmuls:

@@ -343,6 +343,8 @@ class OnnxModel:
     optimize : bool, default True
         Run the graph with the exact rewrites of :mod:`rankfunnel.models._graph` (softmax NaN
         guards dropped) when the ``onnx`` package is installed.
+    graph : bytes, optional
+        A serialized graph to run instead of the file at ``path`` (which then only names it).
     """
 
     def __init__(
@@ -351,6 +353,7 @@ class OnnxModel:
         threads: Optional[int] = None,
         providers: Optional[Sequence[str]] = None,
         optimize: bool = True,
+        graph: Optional[bytes] = None,
     ) -> None:
         ort = _ort()
         opts = ort.SessionOptions()
@@ -363,7 +366,8 @@ class OnnxModel:
         self.threads: int = opts.intra_op_num_threads
         from ._graph import optimized_model_bytes
 
-        graph = optimized_model_bytes(path) if optimize else None
+        if graph is None and optimize:
+            graph = optimized_model_bytes(path)
         self.optimized = graph is not None
         """Whether the session runs a rewritten graph (see :mod:`rankfunnel.models._graph`)."""
         try:
@@ -403,6 +407,10 @@ class OnnxModel:
 
     def run(self, output: str, batch: Batch) -> npt.NDArray[np.float32]:
         """Run the graph on one padded batch and return ``output`` as float32."""
+        return self.run_many([output], batch)[0]
+
+    def run_many(self, outputs: Sequence[str], batch: Batch) -> list[npt.NDArray[np.float32]]:
+        """Run the graph on one padded batch and return ``outputs`` as float32."""
         feed: dict[str, npt.NDArray[Any]] = {
             "input_ids": batch.input_ids.astype(self.input_dtype, copy=False)
         }
@@ -410,8 +418,7 @@ class OnnxModel:
             feed["attention_mask"] = batch.attention_mask.astype(self.input_dtype, copy=False)
         if "token_type_ids" in self.inputs:
             feed["token_type_ids"] = batch.token_type_ids.astype(self.input_dtype, copy=False)
-        out = self.session.run([output], feed)[0]
-        return np.asarray(out, dtype=np.float32)
+        return [np.asarray(o, dtype=np.float32) for o in self.session.run(list(outputs), feed)]
 
 
 # --------------------------------------------------------------------------------------------
