@@ -54,29 +54,33 @@ class OnnxTextModel:
         mode = resolve_quantize(quantize)
         src = find_onnx(self.model_dir, onnx_file)
         self.tokenizer = load_tokenizer(self.model_dir)
-        self._onnx = OnnxModel(src, threads, providers)
-        self._check_kind()
         self.quantize: Optional[str] = mode
         self.quantization_parity: Optional[dict[str, float]] = None
         """For ``quantize='int8'``: agreement with the float32 model on a few sentences
         (``cosine_min``, ``cosine_mean``, ``max_abs_diff``), measured when the quantized copy was made."""
         self.onnx_path: Path = src
         """The ONNX file the session runs."""
+        dst: Optional[Path] = None
         if mode is not None:
             prebuilt = src.parent / f"model_{mode}.onnx"  # written by `rankfunnel export --quantize`
             use_prebuilt = onnx_file is None and prebuilt.is_file()
             dst = prebuilt if use_prebuilt else quantized_path(src, cache_dir, mode)
-            fresh = not dst.is_file()
-            if fresh:
-                quantize_int8(src, dst, self._calibration_batches())
+        if dst is not None and dst.is_file():
+            # The quantized copy exists: the float32 graph is not loaded at all.
+            self._onnx = OnnxModel(dst, threads, providers, optimize=False)
+            self.onnx_path = dst
+            self._check_kind()
+            self.quantization_parity = read_parity(dst)
+            return
+        self._onnx = OnnxModel(src, threads, providers)
+        self._check_kind()
+        if dst is not None:
+            quantize_int8(src, dst, self._calibration_batches())
             fp32 = self._onnx
             self._onnx = OnnxModel(dst, fp32.threads, providers, optimize=False)
             self.onnx_path = dst
-            if fresh:
-                self.quantization_parity = self._measure_parity(fp32)
-                write_parity(dst, self.quantization_parity)
-            else:
-                self.quantization_parity = read_parity(dst)
+            self.quantization_parity = self._measure_parity(fp32)
+            write_parity(dst, self.quantization_parity)
 
     @property
     def threads(self) -> int:
