@@ -17,16 +17,26 @@ pub enum Metric {
 }
 
 impl Metric {
-    /// Parse `"cosine" | "dot" | "l2"` (also `"ip"`, `"inner_product"`, `"euclidean"`, `"l2sq"`).
+    /// Every accepted metric name (case-insensitive) and the metric it means: the one table both
+    /// the core and the Python layer parse with.
+    pub const NAMES: [(&'static str, Metric); 9] = [
+        ("cosine", Metric::Cosine),
+        ("cos", Metric::Cosine),
+        ("dot", Metric::Dot),
+        ("ip", Metric::Dot),
+        ("inner_product", Metric::Dot),
+        ("l2", Metric::L2),
+        ("l2sq", Metric::L2),
+        ("euclidean", Metric::L2),
+        ("sqeuclidean", Metric::L2),
+    ];
+
+    /// Parse a name from [`Metric::NAMES`]: `"cosine" | "dot" | "l2"` and their aliases.
     pub fn parse(name: &str) -> Result<Metric> {
-        match name.to_ascii_lowercase().as_str() {
-            "cosine" | "cos" => Ok(Metric::Cosine),
-            "dot" | "ip" | "inner_product" => Ok(Metric::Dot),
-            "l2" | "l2sq" | "euclidean" | "sqeuclidean" => Ok(Metric::L2),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown metric {other:?}: expected \"cosine\", \"dot\" or \"l2\""
-            ))),
-        }
+        let lower = name.to_ascii_lowercase();
+        Metric::NAMES.iter().find(|(n, _)| *n == lower).map(|&(_, m)| m).ok_or_else(|| {
+            Error::InvalidArgument(format!("unknown metric {name:?}: expected \"cosine\", \"dot\" or \"l2\""))
+        })
     }
 
     /// Canonical name, as accepted by [`Metric::parse`].

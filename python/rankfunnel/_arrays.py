@@ -8,19 +8,20 @@ from typing import Any, Optional
 import numpy as np
 import numpy.typing as npt
 
+from . import _core
 from .errors import RankfunnelError
 
 METRICS = ("cosine", "dot", "l2")
-_ALIASES = {"cos": "cosine", "ip": "dot", "inner_product": "dot", "euclidean": "l2", "l2sq": "l2"}
+# Every accepted name -> canonical name: the core's table, so both layers accept the same names.
+_NAMES: dict[str, str] = dict(_core.metric_names())
 
 
 def metric_name(metric: Any) -> str:
     """Return the canonical metric name or raise :class:`RankfunnelError`."""
     if not isinstance(metric, str):
         raise RankfunnelError(f"metric must be a string, got {type(metric).__name__}")
-    name = metric.lower()
-    name = _ALIASES.get(name, name)
-    if name not in METRICS:
+    name = _NAMES.get(metric.lower())
+    if name is None:
         raise RankfunnelError(f"unknown metric {metric!r}: expected 'cosine', 'dot' or 'l2'")
     return name
 

@@ -148,6 +148,12 @@ fn default_threads() -> usize {
     parallel::default_threads()
 }
 
+/// Every accepted metric name mapped to its canonical name (the core's one table).
+#[pyfunction]
+fn metric_names() -> Vec<(&'static str, &'static str)> {
+    Metric::NAMES.iter().map(|&(n, m)| (n, m.name())).collect()
+}
+
 /// Exact top-k of `queries` (nq, d) against `corpus` (n, d).
 #[pyfunction]
 #[pyo3(signature = (queries, corpus, k, metric_name, threads=None))]
@@ -247,6 +253,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_allow_vnni, m)?)?;
     m.add_function(wrap_pyfunction!(_vnni_in_use, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(metric_names, m)?)?;
     m.add_function(wrap_pyfunction!(topk, m)?)?;
     m.add_function(wrap_pyfunction!(file_kind, m)?)?;
     m.add_function(wrap_pyfunction!(kmeans, m)?)?;

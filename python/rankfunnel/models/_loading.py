@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import numpy as np
 import numpy.typing as npt
 
+from .. import _core
 from ._errors import MissingDependencyError, ModelError, ModelFileNotFoundError
 
 if TYPE_CHECKING:
@@ -69,11 +70,11 @@ def check_texts(texts: Any, name: str = "texts") -> list[str]:
 
 
 def default_threads() -> int:
-    """The number of CPU cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """Threads a model uses when none are given: ``RANKFUNNEL_NUM_THREADS``, else every core.
+
+    The same rule as the core's indexes (:func:`rankfunnel.default_threads`).
+    """
+    return int(_core.default_threads())
 
 
 # --------------------------------------------------------------------------------------------
