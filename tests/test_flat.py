@@ -152,13 +152,12 @@ def test_mmap_loaded_file_is_never_modified(tmp_path: Path) -> None:
     assert len(rf.FlatIndex.load(path)) == 300
 
 
-def test_corrupted_truncated_and_foreign_files(tmp_path: Path) -> None:
+def test_corrupted_truncated_and_foreign_files(tmp_path: Path, rng: np.random.Generator) -> None:
     idx, _ = make(100, 8)
     path = tmp_path / "i.rfi"
     idx.save(path)
     good = path.read_bytes()
     bad = tmp_path / "bad.rfi"
-    rng = np.random.default_rng(0)
     for pos in [0, 5, 8, 12, 30, 61, *rng.integers(64, len(good), 25).tolist()]:
         data = bytearray(good)
         data[pos] ^= 0xFF

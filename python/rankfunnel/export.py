@@ -16,17 +16,14 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .models._batching import pad_batch
 from .models._errors import MissingDependencyError, ModelError
-from .models._graph import quantize_int8
-from .models._loading import (
-    ModelDir,
-    OnnxModel,
-    load_tokenizer,
-    pad_batch,
-    resolve_model_dir,
-    resolve_quantize,
-    write_parity,
-)
+from .models._hub import resolve_model_dir
+from .models._int8 import quantize_int8
+from .models._model_dir import ModelDir
+from .models._quantize_cache import resolve_quantize, write_parity
+from .models._session import OnnxModel
+from .models._tokenizer import load_tokenizer
 
 __all__ = ["KINDS", "export"]
 
