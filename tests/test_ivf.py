@@ -15,7 +15,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
-    return synthetic.clustered(n, d, clusters=20, spread=0.3, seed=seed, normalize=False)
+    return synthetic.clustered(n, d, clusters=20, spread=0.3, seed=seed, normalize=False, unit_centres=False)
 
 
 def built(

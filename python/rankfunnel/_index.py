@@ -159,12 +159,24 @@ def bf16_copy_arg(bf16_copy: bool, prefilter: Optional[bool], owner: str) -> boo
     return bool(prefilter)
 
 
-def deprecated_prefilter(index: Any) -> bool:
-    """The value of the deprecated ``prefilter`` property, with its :class:`DeprecationWarning`."""
-    warnings.warn(
-        f"{type(index).__name__}.prefilter is deprecated; use .bf16_copy", DeprecationWarning, stacklevel=3
-    )
-    return bool(index.bf16_copy)
+class BF16Copy:
+    """The ``bf16_copy`` property (and its deprecated name ``prefilter``) of the indexes that can
+    keep a bfloat16 copy of their vectors (:class:`FlatIndex`, :class:`HNSWIndex`)."""
+
+    _index: Any
+
+    @property
+    def bf16_copy(self) -> bool:
+        """Whether the bfloat16 copy of the vectors is kept (see the class docstring)."""
+        return bool(self._index.prefilter)
+
+    @property
+    def prefilter(self) -> bool:
+        """Deprecated name of :attr:`bf16_copy` (emits a :class:`DeprecationWarning`)."""
+        warnings.warn(
+            f"{type(self).__name__}.prefilter is deprecated; use .bf16_copy", DeprecationWarning, stacklevel=2
+        )
+        return self.bf16_copy
 
 
 def unbatch(single: bool, scores: Scores, ids: Ids) -> tuple[Scores, Ids]:

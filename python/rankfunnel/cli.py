@@ -55,8 +55,10 @@ def demo_vectors(
     """
     print(f"rankfunnel {__version__}: SIMD {simd_level()}, {threads or default_threads()} threads")
     t = time.perf_counter()
-    x = clustered(n, d, clusters=max(1, n // 100), spread=0.3, seed=1)
-    q = x[rng(2).integers(0, n, nq)] + 0.05 * clustered(nq, d, clusters=max(1, nq // 100), spread=0.3, seed=3)
+    x = clustered(n, d, clusters=max(1, n // 100), spread=0.3, seed=1, unit_centres=False)
+    q = x[rng(2).integers(0, n, nq)] + 0.05 * clustered(
+        nq, d, clusters=max(1, nq // 100), spread=0.3, seed=3, unit_centres=False
+    )
     print(f"generated {n:,} x {d} unit vectors in {time.perf_counter() - t:.2f} s")
     idx = FlatIndex(d, "cosine")
     t = time.perf_counter()

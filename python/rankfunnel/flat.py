@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from . import _core
 from ._arrays import as_matrix, metric_name, positive_int, threads_arg
-from ._index import Ids, IndexBase, Scores, bf16_copy_arg, deprecated_prefilter, unbatch
+from ._index import BF16Copy, Ids, IndexBase, Scores, bf16_copy_arg, unbatch
 from .errors import RankfunnelError
 from .registry import register
 
@@ -61,7 +61,7 @@ def _bad_corpus(c: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float32], bool]:
     raise RankfunnelError(f"corpus must be a 2-D (n, d) array, got {c.ndim}-D")
 
 
-class FlatIndex(IndexBase):
+class FlatIndex(BF16Copy, IndexBase):
     """Exact (brute-force) vector index with ids, removal and persistence.
 
     Parameters
@@ -101,16 +101,6 @@ class FlatIndex(IndexBase):
     ) -> None:
         keep = bf16_copy_arg(bf16_copy, prefilter, "FlatIndex")
         self._index = _core.FlatIndex(positive_int(dim, "dim"), metric_name(metric), keep)
-
-    @property
-    def bf16_copy(self) -> bool:
-        """Whether the bfloat16 copy of the vectors is kept (see the class docstring)."""
-        return bool(self._index.prefilter)
-
-    @property
-    def prefilter(self) -> bool:
-        """Deprecated name of :attr:`bf16_copy` (emits a :class:`DeprecationWarning`)."""
-        return deprecated_prefilter(self)
 
     def add(self, vectors: npt.ArrayLike, ids: Optional[npt.ArrayLike] = None) -> Ids:
         """Add vectors.

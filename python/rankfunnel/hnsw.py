@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from . import _core
 from ._arrays import as_ids, as_matrix, metric_name, positive_int, threads_arg
-from ._index import Ids, IndexBase, Scores, bf16_copy_arg, deprecated_prefilter, unbatch
+from ._index import BF16Copy, Ids, IndexBase, Scores, bf16_copy_arg, unbatch
 from .errors import RankfunnelError
 from .registry import register
 
@@ -19,7 +19,7 @@ Filter = Union[npt.ArrayLike, Sequence[npt.ArrayLike], None]
 _MODES = ("auto", "graph", "exact")
 
 
-class HNSWIndex(IndexBase):
+class HNSWIndex(BF16Copy, IndexBase):
     """Approximate nearest-neighbour index over an HNSW graph (Malkov & Yashunin).
 
     Vectors live in row-major float32 with compact ``uint32`` neighbour lists (``2 * m`` on the
@@ -100,16 +100,6 @@ class HNSWIndex(IndexBase):
     def ef_construction(self) -> int:
         """Beam width used while inserting."""
         return int(self._index.ef_construction)
-
-    @property
-    def bf16_copy(self) -> bool:
-        """Whether the bfloat16 copy walked by searches is kept (see the class docstring)."""
-        return bool(self._index.prefilter)
-
-    @property
-    def prefilter(self) -> bool:
-        """Deprecated name of :attr:`bf16_copy` (emits a :class:`DeprecationWarning`)."""
-        return deprecated_prefilter(self)
 
     def add(
         self, vectors: npt.ArrayLike, ids: Optional[npt.ArrayLike] = None, *, threads: Optional[int] = None

@@ -28,9 +28,16 @@ def unit(x: npt.ArrayLike) -> F32:
 
 
 def clustered(
-    n: int, d: int, *, clusters: int = 1000, spread: float = 0.35, seed: int = 0, normalize: bool = True
+    n: int,
+    d: int,
+    *,
+    clusters: int = 1000,
+    spread: float = 0.35,
+    seed: int = 0,
+    normalize: bool = True,
+    unit_centres: bool = True,
 ) -> F32:
-    """``n`` float32 vectors of dimension ``d`` drawn around ``clusters`` random unit centres.
+    """``n`` float32 vectors of dimension ``d`` drawn around ``clusters`` random centres.
 
     Parameters
     ----------
@@ -39,22 +46,27 @@ def clustered(
     clusters : int
         Number of centres; each vector picks one uniformly.
     spread : float
-        Noise around a centre, relative to the centre's length: Gaussian with standard deviation
-        ``spread / sqrt(d)`` per coordinate, so the noise vector has length about ``spread``.
+        Noise around a centre, relative to the centres' length: the noise vector is about
+        ``spread`` times as long as a centre (Gaussian per coordinate).
     seed : int
         Seed of :func:`rng`; equal arguments give equal data.
     normalize : bool, default True
         Scale every vector to unit length (as sentence embeddings are).
+    unit_centres : bool, default True
+        Unit-length centres; ``False`` keeps them standard normal (length about ``sqrt(d)``,
+        varying from centre to centre), which matters for ``"dot"`` and ``"l2"`` without
+        ``normalize``.
 
     Returns
     -------
     ndarray of float32, shape (n, d)
     """
     g = rng(seed)
-    centres = unit(g.standard_normal((clusters, d)))
-    x = centres[g.integers(0, clusters, n)] + spread * g.standard_normal((n, d)).astype(np.float32) / np.sqrt(
-        d
-    )
+    raw = g.standard_normal((clusters, d)).astype(np.float32)
+    centres = unit(raw) if unit_centres else raw
+    picks = g.integers(0, clusters, n)
+    scale = np.float32(spread / np.sqrt(d) if unit_centres else spread)
+    x = centres[picks] + scale * g.standard_normal((n, d)).astype(np.float32)
     return unit(x) if normalize else np.asarray(x, dtype=np.float32)
 
 
