@@ -215,3 +215,29 @@ def test_bf16_copy_and_its_deprecated_name(cls: type, tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.search(x[:3], k=5)[1], b.search(x[:3], k=5)[1])
     b.save(tmp_path / "b.rfi")
     assert cls.load(tmp_path / "b.rfi").bf16_copy is False
+
+
+def test_one_integer_check_for_every_count_argument() -> None:
+    x = clustered(50, 4, clusters=3, seed=6)
+    ivf = rf.IVFIndex(4, nlist=2)
+    cases: list[tuple[Any, str]] = [
+        (lambda: rf.HNSWIndex(4, seed=-1), "seed must be a non-negative integer, got -1"),
+        (lambda: rf.HNSWIndex(4, seed=True), "seed must be an integer, got a bool"),
+        (lambda: ivf.train(x, iters=-2), "iters must be a non-negative integer, got -2"),
+        (lambda: rf.kmeans(x, 2, iters=1.5), "iters must be an integer, got float"),
+        (lambda: rf.MultiVectorIndex(4, nbits=2.5), "nbits must be an integer, got float"),
+        (lambda: rf.MultiVectorIndex(4, nbits=-1), "nbits must be a non-negative integer"),
+        (lambda: rf.FlatIndex(4).search(x[0], k=0), "k must be at least 1, got 0"),
+        (lambda: rf.FlatIndex(4).search(x[0], threads=0), "threads must be at least 1"),
+    ]
+    for call, match in cases:
+        with pytest.raises(rf.RankfunnelError, match=match):
+            call()
+    ivf.train(x)
+    ivf.add(x)
+    with pytest.raises(rf.RankfunnelError, match="refine must be a non-negative integer, got -1"):
+        ivf.search(x[0], refine=-1)
+    mv = rf.MultiVectorIndex(4, 0)
+    mv.add([x[:3]])
+    with pytest.raises(rf.RankfunnelError, match="refine must be an integer, got a bool"):
+        mv.search(x[:2], refine=True)

@@ -26,16 +26,28 @@ def metric_name(metric: Any) -> str:
     return name
 
 
-def positive_int(value: Any, name: str, error: type[RankfunnelError] = RankfunnelError) -> int:
-    """Return ``value`` as an int >= 1 or raise ``error`` (a :class:`RankfunnelError`) naming ``name``."""
+def _integer(value: Any, name: str, error: type[RankfunnelError]) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise error(f"{name} must be an integer, got a bool")
     try:
-        v = operator.index(value)
+        return operator.index(value)
     except TypeError:
         raise error(f"{name} must be an integer, got {type(value).__name__}") from None
+
+
+def positive_int(value: Any, name: str, error: type[RankfunnelError] = RankfunnelError) -> int:
+    """Return ``value`` as an int >= 1 or raise ``error`` (a :class:`RankfunnelError`) naming ``name``."""
+    v = _integer(value, name, error)
     if v <= 0:
         raise error(f"{name} must be at least 1, got {v}")
+    return v
+
+
+def non_negative_int(value: Any, name: str, error: type[RankfunnelError] = RankfunnelError) -> int:
+    """Return ``value`` as an int >= 0 or raise ``error`` (a :class:`RankfunnelError`) naming ``name``."""
+    v = _integer(value, name, error)
+    if v < 0:
+        raise error(f"{name} must be a non-negative integer, got {v}")
     return v
 
 

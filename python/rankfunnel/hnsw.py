@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._arrays import as_ids, as_matrix, metric_name, positive_int, threads_arg
+from ._arrays import as_ids, as_matrix, metric_name, non_negative_int, positive_int, threads_arg
 from ._index import BF16Copy, Ids, IndexBase, Scores, bf16_copy_arg, unbatch
 from .errors import RankfunnelError
 from .registry import register
@@ -80,14 +80,12 @@ class HNSWIndex(BF16Copy, IndexBase):
         prefilter: Optional[bool] = None,
     ) -> None:
         keep = bf16_copy_arg(bf16_copy, prefilter, "HNSWIndex")
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise RankfunnelError(f"seed must be a non-negative integer, got {seed!r}")
         self._index = _core.HNSWIndex(
             positive_int(dim, "dim"),
             metric_name(metric),
             positive_int(m, "m"),
             positive_int(ef_construction, "ef_construction"),
-            int(seed) % 2**64,
+            non_negative_int(seed, "seed") % 2**64,
             keep,
         )
 

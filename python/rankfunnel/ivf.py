@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._arrays import as_matrix, metric_name, positive_int, threads_arg
+from ._arrays import as_matrix, metric_name, non_negative_int, positive_int, threads_arg
 from ._index import Ids, IndexBase, Scores, unbatch
 from .errors import RankfunnelError
 from .registry import register
@@ -100,9 +100,7 @@ class IVFIndex(IndexBase):
         FAISS does. ``sample`` needs at least ``nlist`` vectors; train before adding.
         """
         x, _ = as_matrix(sample, "sample", dim=self.dim)
-        if iters < 0:
-            raise RankfunnelError(f"iters must be >= 0, got {iters}")
-        self._index.train(x, int(iters), int(seed) & (2**64 - 1), threads_arg(threads))
+        self._index.train(x, non_negative_int(iters, "iters"), int(seed) & (2**64 - 1), threads_arg(threads))
 
     def add(
         self, vectors: npt.ArrayLike, ids: Optional[npt.ArrayLike] = None, *, threads: Optional[int] = None
@@ -157,10 +155,9 @@ class IVFIndex(IndexBase):
             Shapes (nq, k), or (k,) for a 1-D query; same conventions as :class:`FlatIndex`.
         """
         q, single, k, allow = self._queries(queries, k, filter)
-        if refine < 0:
-            raise RankfunnelError(f"refine must be >= 0, got {refine}")
+        refine = non_negative_int(refine, "refine")
         nprobe = positive_int(nprobe, "nprobe")
-        return unbatch(single, *self._index.search(q, k, nprobe, int(refine), threads_arg(threads), allow))
+        return unbatch(single, *self._index.search(q, k, nprobe, refine, threads_arg(threads), allow))
 
 
 def nlist_for(n: int) -> dict[str, int]:

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._arrays import as_ids, positive_int, threads_arg
+from ._arrays import as_ids, non_negative_int, positive_int, threads_arg
 from ._index import Ids, IndexBase, Scores
 from .errors import RankfunnelError
 from .maxsim import PackedDocs, _queries, _tokens
@@ -90,14 +90,14 @@ class MultiVectorIndex(IndexBase):
         refine_dtype: Optional[str] = None,
     ) -> None:
         nc = 0 if n_centroids is None else positive_int(n_centroids, "n_centroids")
-        if isinstance(nbits, bool) or not isinstance(nbits, (int, np.integer)):
-            raise RankfunnelError(f"nbits must be an integer, got {type(nbits).__name__}")
         if refine_dtype is not None and not isinstance(refine_dtype, str):
             raise RankfunnelError(f"refine_dtype must be None, 'f16' or 'f32', got {refine_dtype!r}")
         refine = "none" if refine_dtype is None else refine_dtype.lower()
         if refine == "none" and refine_dtype is not None:
             raise RankfunnelError("refine_dtype must be None, 'f16' or 'f32', got 'none'")
-        self._index = _core.MultiVectorIndex(positive_int(dim, "dim"), int(nbits), nc, int(seed), refine)
+        self._index = _core.MultiVectorIndex(
+            positive_int(dim, "dim"), non_negative_int(nbits, "nbits"), nc, int(seed), refine
+        )
         self.nprobe = positive_int(nprobe, "nprobe")
 
     @property
@@ -254,9 +254,8 @@ class MultiVectorIndex(IndexBase):
         probe = self.nprobe if nprobe is None else positive_int(nprobe, "nprobe")
         qs, single = self._qs(query_tokens)
         allow = None if filter is None else as_ids(filter, "filter")
-        if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
-            raise RankfunnelError(f"refine must be a non-negative integer, got {refine!r}")
-        scores, ids = self._index.search(qs, k, cand, probe, threads_arg(threads), allow, int(refine))
+        refine = non_negative_int(refine, "refine")
+        scores, ids = self._index.search(qs, k, cand, probe, threads_arg(threads), allow, refine)
         return (scores[0], ids[0]) if single else (scores, ids)
 
     def rerank(
