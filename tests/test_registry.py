@@ -171,9 +171,10 @@ def test_shared_methods(kind: str) -> None:
     assert len(idx) == n - 2
     if kind == "ivf":
         for name in ("ids", "is_mapped"):
-            with pytest.raises(NotImplementedError, match=f"IVFIndex does not provide {name}"):
+            assert not hasattr(idx, name)
+            with pytest.raises(AttributeError, match=f"IVFIndex does not provide {name}"):
                 getattr(idx, name)
-        with pytest.raises(NotImplementedError, match="does not provide get"):
+        with pytest.raises(AttributeError, match="does not provide get"):
             idx.get([2])
     else:
         assert sorted(idx.ids.tolist()) == list(range(2, n)) and not idx.is_mapped
@@ -241,3 +242,16 @@ def test_one_integer_check_for_every_count_argument() -> None:
     mv.add([x[:3]])
     with pytest.raises(rf.RankfunnelError, match="refine must be an integer, got a bool"):
         mv.search(x[:2], refine=True)
+
+
+def test_pipeline_takes_index_specs() -> None:
+    with pytest.raises(rf.RankfunnelError, match="unknown index kind 'lsh': expected one of flat, hnsw"):
+        rf.Pipeline(encoder=object(), index="lsh")
+    with pytest.raises(rf.RankfunnelError, match="unknown option 'efc'"):
+        rf.Pipeline(encoder=object(), index="hnsw,efc=3")
+    p = rf.Pipeline(encoder=object(), index="ivf", metric="dot")
+    ivf = p._new_index(8, 10_000)
+    assert isinstance(ivf, rf.IVFIndex) and (ivf.nlist, ivf.metric) == (256, "dot")  # sized for n
+    h = rf.Pipeline(encoder=object(), index="hnsw8,ef_construction=50")._new_index(8, 10)
+    assert isinstance(h, rf.HNSWIndex) and (h.m, h.ef_construction, h.metric) == (8, 50, "cosine")
+    assert isinstance(rf.Pipeline(encoder=object())._new_index(8, 10), rf.FlatIndex)

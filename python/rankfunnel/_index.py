@@ -42,10 +42,11 @@ class IndexBase:
         return obj
 
     def _core_method(self, name: str) -> Any:
-        """The compiled index's ``name``, or :class:`NotImplementedError` for a kind without it."""
+        """The compiled index's ``name``; :class:`AttributeError` for a kind without it (so that
+        ``hasattr(index, "ids")`` says whether the kind has ids)."""
         attr = getattr(self._index, name, None)
         if attr is None:
-            raise NotImplementedError(f"{type(self).__name__} does not provide {name}")
+            raise AttributeError(f"{type(self).__name__} does not provide {name}")
         return attr
 
     @property

@@ -159,7 +159,7 @@ def export(
         Bi-encoder (graph outputs ``last_hidden_state``; pooling stays in rankfunnel),
         cross-encoder (``logits``) or PyLate ColBERT (``token_embeddings``, Dense layer folded in).
     quantize : {None, 'int8'}, optional
-        Also write ``onnx/model_int8.onnx`` (row-wise int8, see ``models._graph``), which
+        Also write ``onnx/model_int8.onnx`` (row-wise int8, see ``models._int8``), which
         ``quantize='int8'`` of the model classes then uses.
     opset : int, default 17
         ONNX opset.

@@ -37,7 +37,7 @@ class IVFIndex(IndexBase):
     Notes
     -----
     ``ids``, ``get`` and ``is_mapped`` are not provided by this kind (they raise
-    :class:`NotImplementedError`).
+    :class:`AttributeError`).
 
     Examples
     --------

@@ -28,7 +28,8 @@ from ._tokenizer import load_tokenizer
 class OnnxTextModel:
     """Base class: a model directory, its tokenizer and one ONNX Runtime session.
 
-    Subclasses implement :meth:`_check_kind` (raise :class:`ModelError` for a model of another kind)
+    Subclasses implement :meth:`_apply_config` (read their settings from the configs),
+    :meth:`_check_kind` (raise :class:`ModelError` for a model of another kind)
     and :meth:`_parity_vectors` (outputs on a few sentences, to compare a quantized model with its
     float32 original).
     """
@@ -87,7 +88,8 @@ class OnnxTextModel:
         return self._onnx.threads
 
     def _apply_config(self) -> None:
-        """Reject a model of another kind from its configs alone (before loading the graph)."""
+        """Set this model's settings (lengths, pooling, prompts, ...) from its config files, and
+        reject a model of another kind from them alone (before the graph is loaded)."""
 
     def _check_kind(self) -> None:
         """Reject a model of another kind once the ONNX graph is known."""
