@@ -187,7 +187,7 @@ def main() -> None:
     # Filtered search: one random allow-list of filter_frac of the ids for every query.
     rng = np.random.default_rng(3)
     allow = np.sort(rng.choice(a.n, int(a.n * a.filter_frac), replace=False)).astype(np.int64)
-    flat = rf.FlatIndex(a.d, "dot", prefilter=False)
+    flat = rf.FlatIndex(a.d, "dot", bf16_copy=False)
     flat.add(x)
     _, ftruth = flat.search(q, a.k, filter=allow, threads=a.threads)
     ef95 = next((ef for ef, (r, _) in zip(efs, curves["rankfunnel"]) if r >= 0.95), efs[-1])

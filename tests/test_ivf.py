@@ -9,15 +9,13 @@ import pytest
 
 import rankfunnel as rf
 from conftest import assert_topk, reference
-from rankfunnel import _core
+from rankfunnel import _core, synthetic
 
 DATA = Path(__file__).parent / "data"
 
 
 def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((20, d)).astype(np.float32)
-    return (centres[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, d))).astype(np.float32)
+    return synthetic.clustered(n, d, clusters=20, spread=0.3, seed=seed, normalize=False, unit_centres=False)
 
 
 def built(

@@ -378,6 +378,60 @@ def test_no_pooling_config_defaults_to_mean(tmp_path: Path) -> None:
     np.testing.assert_allclose(enc.encode(["hello world"]), want, atol=1e-6)
 
 
+def test_modules_json_pooling_without_its_config_is_refused(tmp_path: Path) -> None:
+    # modules.json promises a Pooling module: without its config the model must not silently pool by mean.
+    model = copy_model(MEAN, tmp_path / "m")
+    (model / "1_Pooling" / "config.json").unlink()
+    with pytest.raises(ModelFileNotFoundError, match=r"Pooling module.*1_Pooling/config\.json is missing"):
+        BiEncoder(model)
+    shutil.rmtree(model / "1_Pooling")
+    with pytest.raises(ModelFileNotFoundError, match=r"1_Pooling/config\.json"):
+        BiEncoder(model)
+
+
+def test_modules_json_dense_without_its_config_is_refused(tmp_path: Path) -> None:
+    model = copy_model(COLBERT, tmp_path / "c")
+    (model / "1_Dense" / "config.json").unlink()
+    with pytest.raises(ModelFileNotFoundError, match=r"Dense module.*1_Dense/config\.json is missing"):
+        ColBERTEncoder(model)
+
+
+def test_modules_json_normalize_needs_no_folder(tmp_path: Path) -> None:
+    # As on the hub: 2_Normalize holds no files, so its folder may be absent.
+    model = copy_model(MEAN, tmp_path / "m")
+    assert not (model / "2_Normalize").exists()
+    assert BiEncoder(model).normalize
+
+
+def test_modules_json_bad_path_is_refused(tmp_path: Path) -> None:
+    model = copy_model(MEAN, tmp_path / "m")
+    modules = json.loads((model / "modules.json").read_text())
+    modules[1]["path"] = 1
+    (model / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ModelError, match="entry 1 .*non-string path"):
+        BiEncoder(model)
+
+
+def test_text_that_is_not_utf8_is_refused_by_index(cross: CrossEncoder, colbert: ColBERTEncoder) -> None:
+    bad = ["fine", "also fine \u00e9", "a\ud800"]
+    with pytest.raises(ModelError, match=r"texts\[2\] cannot be encoded as UTF-8"):
+        BiEncoder(MEAN).encode(bad)
+    with pytest.raises(ModelError, match=r"texts\[2\] cannot be encoded as UTF-8"):
+        colbert.encode_documents(bad)
+    with pytest.raises(ModelError, match=r"texts\[0\] cannot be encoded as UTF-8"):
+        colbert.encode_queries(["\udcff"])
+    with pytest.raises(ModelError, match=r"pairs\[1\]\[1\] cannot be encoded as UTF-8"):
+        cross.predict([("q", "d"), ("q", "a\ud800")])
+    with pytest.raises(ModelError, match=r"pairs\[0\]\[0\] cannot be encoded as UTF-8"):
+        cross.predict([("\ud800", "d")])
+    with pytest.raises(ModelError, match=r"documents\[1\] cannot be encoded as UTF-8"):
+        cross.rank("q", ["d", "a\ud800"])
+    with pytest.raises(ModelError, match=r"query cannot be encoded as UTF-8"):
+        cross.rank("a\ud800", ["d"])
+    # Valid non-ASCII text still encodes.
+    assert BiEncoder(MEAN).encode(["caf\u00e9 \u4e2d\u6587 \U0001f600"]).shape[0] == 1
+
+
 def test_hub_id_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("huggingface_hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -452,7 +506,8 @@ def test_quantize_int8_is_batch_invariant(tmp_path: Path) -> None:
 def test_nan_guard_rewrite_is_exact() -> None:
     pytest.importorskip("onnx", reason="the graph rewrite needs the optional onnx package")
     from rankfunnel.models._base import _Recorder
-    from rankfunnel.models._loading import OnnxModel, find_onnx
+    from rankfunnel.models._model_dir import find_onnx
+    from rankfunnel.models._session import OnnxModel
 
     enc = BiEncoder(MINILM)
     assert enc._onnx.optimized  # the exported graph guards every softmax with Where(IsNaN(.))
@@ -560,7 +615,7 @@ def test_online_hub_error_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_include_prompt_false(tmp_path: Path) -> None:
-    from rankfunnel.models._loading import pad_batch
+    from rankfunnel.models._batching import pad_batch
 
     model = copy_model(MEAN, tmp_path / "m")
     cfg_path = model / "config_sentence_transformers.json"

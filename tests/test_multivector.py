@@ -8,34 +8,7 @@ import numpy as np
 import pytest
 
 import rankfunnel as rf
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def corpus(
-    n: int, d: int = 64, topics: int = 64, spread: float = 0.1, seed: int = 0
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Documents of unit tokens drawn around a few topic centres each (like ColBERT tokens)."""
-    rng = np.random.default_rng(seed)
-    centres = unit(rng.standard_normal((topics, d)))
-    docs = []
-    for length in rng.integers(8, 33, n):
-        mine = rng.integers(0, topics, 3)
-        c = centres[mine[rng.integers(0, 3, int(length))]]
-        docs.append(unit(c + spread * rng.standard_normal(c.shape).astype(np.float32) / np.sqrt(d) * 3))
-    return docs, centres
-
-
-def queries(centres: np.ndarray, nq: int, m: int = 16, seed: int = 1) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    d = centres.shape[1]
-    out = []
-    for _ in range(nq):
-        c = centres[rng.integers(0, len(centres), 2)][rng.integers(0, 2, m)]
-        out.append(unit(c + 0.9 * rng.standard_normal(c.shape).astype(np.float32) / np.sqrt(d)))
-    return out
+from rankfunnel.synthetic import token_docs, token_queries
 
 
 def truth(qs: list[np.ndarray], docs: list[np.ndarray], k: int) -> np.ndarray:
@@ -49,8 +22,8 @@ def recall(found: np.ndarray, want: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def data() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    docs, centres = corpus(1500)
-    return docs, queries(centres, 40)
+    docs, centres = token_docs(1500, 64, spread=0.3)
+    return docs, token_queries(centres, 40, 16)
 
 
 @pytest.mark.parametrize("nbits", [0, 2, 4])
@@ -159,7 +132,9 @@ def test_save_load_round_trip(
     np.testing.assert_array_equal(back2.get(7), mv.get(7))
 
 
-def test_corrupt_files(tmp_path: Path, data: tuple[list[np.ndarray], list[np.ndarray]]) -> None:
+def test_corrupt_files(
+    tmp_path: Path, data: tuple[list[np.ndarray], list[np.ndarray]], rng: np.random.Generator
+) -> None:
     docs, _ = data
     mv = rf.MultiVectorIndex(dim=64, nbits=2, n_centroids=16)
     mv.add(docs[:50])
@@ -167,7 +142,6 @@ def test_corrupt_files(tmp_path: Path, data: tuple[list[np.ndarray], list[np.nda
     mv.save(path)
     good = path.read_bytes()
     bad = tmp_path / "bad.rfi"
-    rng = np.random.default_rng(0)
     for pos in [0, 12, 30, 61, *rng.integers(64, len(good), 15).tolist()]:
         b = bytearray(good)
         b[pos] ^= 0xFF

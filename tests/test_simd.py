@@ -46,8 +46,7 @@ def test_num_threads_env_caps_default_threads() -> None:
     assert out.stdout.strip() == "1"
 
 
-def test_searches_from_python_threads_run_with_the_gil_released() -> None:
-    rng = np.random.default_rng(0)
+def test_searches_from_python_threads_run_with_the_gil_released(rng: np.random.Generator) -> None:
     corpus = rng.standard_normal((60_000, 128)).astype(np.float32)
     idx = rf.FlatIndex(128, "dot")
     idx.add(corpus)

@@ -42,8 +42,7 @@ def test_topk_matches_numpy(simd_level: str, problem: tuple[np.ndarray, np.ndarr
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_single_query_gives_1d_results(metric: str) -> None:
-    rng = np.random.default_rng(0)
+def test_single_query_gives_1d_results(metric: str, rng: np.random.Generator) -> None:
     corpus = rng.standard_normal((50, 8)).astype(np.float32)
     s, i = rf.topk(corpus[3], corpus, k=4, metric=metric)
     assert s.shape == (4,) and i.shape == (4,)

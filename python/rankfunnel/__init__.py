@@ -18,6 +18,7 @@ from .kmeans import kmeans
 from .maxsim import PackedDocs, maxsim
 from .multivector import MultiVectorIndex
 from .pipeline import Hit, Pipeline
+from .registry import index_factory
 
 __all__ = [
     "CorruptFileError",
@@ -36,6 +37,7 @@ __all__ = [
     "UnsupportedVersionError",
     "__version__",
     "default_threads",
+    "index_factory",
     "kmeans",
     "load",
     "maxsim",

@@ -26,22 +26,34 @@ def metric_name(metric: Any) -> str:
     return name
 
 
-def positive_int(value: Any, name: str) -> int:
-    """Return ``value`` as an int >= 1 or raise :class:`RankfunnelError`."""
+def _integer(value: Any, name: str, error: type[RankfunnelError]) -> int:
     if isinstance(value, (bool, np.bool_)):
-        raise RankfunnelError(f"{name} must be an integer, got a bool")
+        raise error(f"{name} must be an integer, got a bool")
     try:
-        v = operator.index(value)
+        return operator.index(value)
     except TypeError:
-        raise RankfunnelError(f"{name} must be an integer, got {type(value).__name__}") from None
+        raise error(f"{name} must be an integer, got {type(value).__name__}") from None
+
+
+def positive_int(value: Any, name: str, error: type[RankfunnelError] = RankfunnelError) -> int:
+    """Return ``value`` as an int >= 1 or raise ``error`` (a :class:`RankfunnelError`) naming ``name``."""
+    v = _integer(value, name, error)
     if v <= 0:
-        raise RankfunnelError(f"{name} must be at least 1, got {v}")
+        raise error(f"{name} must be at least 1, got {v}")
     return v
 
 
-def threads_arg(threads: Optional[int]) -> Optional[int]:
+def non_negative_int(value: Any, name: str, error: type[RankfunnelError] = RankfunnelError) -> int:
+    """Return ``value`` as an int >= 0 or raise ``error`` (a :class:`RankfunnelError`) naming ``name``."""
+    v = _integer(value, name, error)
+    if v < 0:
+        raise error(f"{name} must be a non-negative integer, got {v}")
+    return v
+
+
+def threads_arg(threads: Optional[int], error: type[RankfunnelError] = RankfunnelError) -> Optional[int]:
     """Validate a ``threads=`` argument (``None`` means the default)."""
-    return None if threads is None else positive_int(threads, "threads")
+    return None if threads is None else positive_int(threads, "threads", error)
 
 
 def as_matrix(x: Any, name: str, dim: Optional[int] = None) -> tuple[npt.NDArray[np.float32], bool]:

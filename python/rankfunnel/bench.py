@@ -19,6 +19,7 @@ import numpy as np
 
 import rankfunnel as rf
 from rankfunnel import _core
+from rankfunnel.synthetic import clustered
 
 FLAT_DOC = """Exact search benchmark: rankfunnel vs numpy and faiss IndexFlatIP on the same data, same run.
 
@@ -32,18 +33,6 @@ IndexIVFScalarQuantizer (SQ8) on the same data, same run, sweeping nprobe.
 100k x 384 clustered float32, 1000 queries, k=10, nlist=1264, 2 threads. Prints train + add
 time, memory, and recall@10 / QPS per nprobe, then QPS and ratios at recall@10 = 0.90 and 0.95
 (int8 without refine and with refine=2 and 4)."""
-
-
-def clustered(n: int, d: int, *, clusters: int = 1000, spread: float = 0.35, seed: int = 0) -> np.ndarray:
-    """Unit vectors drawn around random centres, as sentence embeddings are (float32)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, d)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, d)).astype(
-        np.float32
-    ) / np.sqrt(d)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return np.asarray(x, dtype=np.float32)
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:

@@ -25,13 +25,16 @@ import numpy as np
 from . import __version__, default_threads, simd_level
 from .errors import RankfunnelError
 from .flat import FlatIndex, topk
+from .registry import kinds, parse_spec
+from .synthetic import clustered, rng
 
 
-def _clustered(n: int, d: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((max(1, n // 100), d)).astype(np.float32)
-    x = centres[rng.integers(0, len(centres), n)] + 0.3 * rng.standard_normal((n, d)).astype(np.float32)
-    return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
+def _index_spec(spec: str) -> str:
+    try:
+        parse_spec(spec)
+    except RankfunnelError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
 
 
 def demo_vectors(
@@ -52,8 +55,10 @@ def demo_vectors(
     """
     print(f"rankfunnel {__version__}: SIMD {simd_level()}, {threads or default_threads()} threads")
     t = time.perf_counter()
-    x = _clustered(n, d, seed=1)
-    q = x[np.random.default_rng(2).integers(0, n, nq)] + 0.05 * _clustered(nq, d, seed=3)
+    x = clustered(n, d, clusters=max(1, n // 100), spread=0.3, seed=1, unit_centres=False)
+    q = x[rng(2).integers(0, n, nq)] + 0.05 * clustered(
+        nq, d, clusters=max(1, nq // 100), spread=0.3, seed=3, unit_centres=False
+    )
     print(f"generated {n:,} x {d} unit vectors in {time.perf_counter() - t:.2f} s")
     idx = FlatIndex(d, "cosine")
     t = time.perf_counter()
@@ -128,7 +133,7 @@ def _index(a: argparse.Namespace) -> None:
         # Every commit rewrites the index files, so commits get rarer as the corpus grows (at
         # most every 1/8 of what is indexed: O(n log n) bytes written in all, not O(n^2)); an IVF
         # index trains on its first commit, which therefore waits for a sample worth training on.
-        if total == 0 and a.index == "ivf":
+        if total == 0 and parse_spec(a.index)[0] == "ivf":
             return max(int(a.commit_every), IVF_TRAIN_DOCS)
         return max(int(a.commit_every), total // 8)
 
@@ -277,7 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="bi-encoder folder (first stage)")
     s.add_argument("--reranker", help="cross-encoder folder (last stage)")
     s.add_argument("--colbert", help="ColBERT folder (late interaction)")
-    s.add_argument("--index", default="flat", choices=["flat", "hnsw", "ivf"])
+    s.add_argument(
+        "--index",
+        default="flat",
+        type=_index_spec,
+        help=f"index spec: {', '.join(kinds())}, optionally sized and with options (hnsw32, ivf1024,int8)",
+    )
     s.add_argument("--metric", default="cosine", choices=["cosine", "dot", "l2"])
     s.add_argument("--candidates", type=int, default=100)
     s.add_argument("--out", required=True, help="pipeline folder to create")

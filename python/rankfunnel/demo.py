@@ -126,7 +126,7 @@ def default_model_dir() -> Path:
             raise RankfunnelError(f"RANKFUNNEL_MODEL={env} is not a model directory")
         return Path(env)
     if importlib.util.find_spec("huggingface_hub") is not None:
-        from .models._loading import resolve_model_dir
+        from .models._hub import resolve_model_dir
 
         try:
             return resolve_model_dir(DEFAULT_REPO)

@@ -16,17 +16,14 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .models._batching import pad_batch
 from .models._errors import MissingDependencyError, ModelError
-from .models._graph import quantize_int8
-from .models._loading import (
-    ModelDir,
-    OnnxModel,
-    load_tokenizer,
-    pad_batch,
-    resolve_model_dir,
-    resolve_quantize,
-    write_parity,
-)
+from .models._hub import resolve_model_dir
+from .models._int8 import quantize_int8
+from .models._model_dir import ModelDir
+from .models._quantize_cache import resolve_quantize, write_parity
+from .models._session import OnnxModel
+from .models._tokenizer import load_tokenizer
 
 __all__ = ["KINDS", "export"]
 
@@ -162,7 +159,7 @@ def export(
         Bi-encoder (graph outputs ``last_hidden_state``; pooling stays in rankfunnel),
         cross-encoder (``logits``) or PyLate ColBERT (``token_embeddings``, Dense layer folded in).
     quantize : {None, 'int8'}, optional
-        Also write ``onnx/model_int8.onnx`` (row-wise int8, see ``models._graph``), which
+        Also write ``onnx/model_int8.onnx`` (row-wise int8, see ``models._int8``), which
         ``quantize='int8'`` of the model classes then uses.
     opset : int, default 17
         ONNX opset.

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._arrays import as_ids, as_matrix, metric_name, positive_int, threads_arg
-from ._index import Ids, IndexBase, PathLike, Scores, unbatch
+from ._arrays import as_matrix, metric_name, positive_int, threads_arg
+from ._index import BF16Copy, Ids, IndexBase, Scores, bf16_copy_arg, unbatch
 from .errors import RankfunnelError
+from .registry import register
 
 
 def topk(
@@ -61,7 +61,7 @@ def _bad_corpus(c: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float32], bool]:
     raise RankfunnelError(f"corpus must be a 2-D (n, d) array, got {c.ndim}-D")
 
 
-class FlatIndex(IndexBase):
+class FlatIndex(BF16Copy, IndexBase):
     """Exact (brute-force) vector index with ids, removal and persistence.
 
     Parameters
@@ -70,11 +70,17 @@ class FlatIndex(IndexBase):
         Vector dimension.
     metric : {"cosine", "dot", "l2"}
         Scoring; cosine indexes store unit-length vectors.
-    prefilter : bool, default True
+    bf16_copy : bool, default True
         Also keep a bfloat16 copy of the vectors (+50% memory). Searches of one or two queries
         are memory-bound; they then scan the half-size copy, bound every score's rounding error
         and rescore the few vectors that could still make the top k in float32, so results are
         exactly those of the full float32 scan at about half the memory traffic.
+    prefilter : bool, optional
+        Deprecated spelling of ``bf16_copy`` (emits a :class:`DeprecationWarning`).
+
+    Notes
+    -----
+    ``load(path, mmap=True)`` reads the vectors from the mapped file.
 
     Examples
     --------
@@ -87,22 +93,14 @@ class FlatIndex(IndexBase):
     [0, 1]
     """
 
-    def __init__(self, dim: int, metric: str = "cosine", *, prefilter: bool = True) -> None:
-        self._index = _core.FlatIndex(positive_int(dim, "dim"), metric_name(metric), bool(prefilter))
+    _CORE = _core.FlatIndex
+    _DEPRECATED_ARGS = ("prefilter",)
 
-    @property
-    def prefilter(self) -> bool:
-        """Whether the bfloat16 prefilter copy is kept (see the class docstring)."""
-        return bool(self._index.prefilter)
-
-    def __repr__(self) -> str:
-        return f"FlatIndex(dim={self.dim}, metric={self.metric!r}, len={len(self)})"
-
-    @property
-    def ids(self) -> Ids:
-        """Stored ids (storage order, which changes on removal)."""
-        out: Ids = self._index.ids()
-        return out
+    def __init__(
+        self, dim: int, metric: str = "cosine", *, bf16_copy: bool = True, prefilter: Optional[bool] = None
+    ) -> None:
+        keep = bf16_copy_arg(bf16_copy, prefilter, "FlatIndex")
+        self._index = _core.FlatIndex(positive_int(dim, "dim"), metric_name(metric), keep)
 
     def add(self, vectors: npt.ArrayLike, ids: Optional[npt.ArrayLike] = None) -> Ids:
         """Add vectors.
@@ -156,20 +154,5 @@ class FlatIndex(IndexBase):
         q, single, k, allow = self._queries(queries, k, filter)
         return unbatch(single, *self._index.search(q, k, threads_arg(threads), allow))
 
-    def get(self, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """Stored vectors of ``ids`` as an ``(n, dim)`` array (unit length for cosine)."""
-        out: npt.NDArray[np.float32] = self._index.get(as_ids(ids))
-        return out
 
-    @classmethod
-    def load(cls, path: PathLike, *, mmap: bool = False) -> FlatIndex:
-        """Load a saved index; with ``mmap=True`` vectors are read from the mapped file.
-
-        Raises
-        ------
-        CorruptFileError
-            If the file is truncated, damaged, foreign or holds another index kind.
-        UnsupportedVersionError
-            If a newer rankfunnel wrote it.
-        """
-        return cls._wrap(_core.FlatIndex.load(os.fspath(path), bool(mmap)))
+register("flat", FlatIndex)

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._arrays import as_ids, as_matrix, metric_name, positive_int, threads_arg
-from ._index import Ids, IndexBase, PathLike, Scores, unbatch
+from ._arrays import as_ids, as_matrix, metric_name, non_negative_int, positive_int, threads_arg
+from ._index import BF16Copy, Ids, IndexBase, Scores, bf16_copy_arg, unbatch
 from .errors import RankfunnelError
+from .registry import register
 
 Filter = Union[npt.ArrayLike, Sequence[npt.ArrayLike], None]
 
 _MODES = ("auto", "graph", "exact")
 
 
-class HNSWIndex(IndexBase):
+class HNSWIndex(BF16Copy, IndexBase):
     """Approximate nearest-neighbour index over an HNSW graph (Malkov & Yashunin).
 
     Vectors live in row-major float32 with compact ``uint32`` neighbour lists (``2 * m`` on the
@@ -40,10 +40,18 @@ class HNSWIndex(IndexBase):
         Beam width while inserting; higher builds a better graph, more slowly.
     seed : int, default 0
         Seed of the random node levels; a build with one thread is deterministic for a seed.
-    prefilter : bool, default True
+    bf16_copy : bool, default True
         Also keep a bfloat16 copy of the vectors (+50% memory). Graph walks (searches and
         inserts) read that copy, half the bytes of float32, and the candidates they keep are
         rescored in float32, so reported scores are exact. ``False`` saves the memory.
+    prefilter : bool, optional
+        Deprecated spelling of ``bf16_copy`` (emits a :class:`DeprecationWarning`).
+
+    Notes
+    -----
+    Removed ids are never returned by later searches; their graph slots are reused by later
+    adds. ``load(path, mmap=True)`` reads vectors and links from the mapped file (never
+    modified); a later add copies them into memory first.
 
     Examples
     --------
@@ -56,7 +64,9 @@ class HNSWIndex(IndexBase):
     3
     """
 
-    _index: Any
+    _CORE = _core.HNSWIndex
+    _DEPRECATED_ARGS = ("prefilter",)
+    _REPR = ("dim", "metric", "m", "len")
 
     def __init__(
         self,
@@ -66,17 +76,17 @@ class HNSWIndex(IndexBase):
         ef_construction: int = 200,
         seed: int = 0,
         *,
-        prefilter: bool = True,
+        bf16_copy: bool = True,
+        prefilter: Optional[bool] = None,
     ) -> None:
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise RankfunnelError(f"seed must be a non-negative integer, got {seed!r}")
+        keep = bf16_copy_arg(bf16_copy, prefilter, "HNSWIndex")
         self._index = _core.HNSWIndex(
             positive_int(dim, "dim"),
             metric_name(metric),
             positive_int(m, "m"),
             positive_int(ef_construction, "ef_construction"),
-            int(seed) % 2**64,
-            bool(prefilter),
+            non_negative_int(seed, "seed") % 2**64,
+            keep,
         )
 
     @property
@@ -88,25 +98,6 @@ class HNSWIndex(IndexBase):
     def ef_construction(self) -> int:
         """Beam width used while inserting."""
         return int(self._index.ef_construction)
-
-    @property
-    def prefilter(self) -> bool:
-        """Whether the bfloat16 copy walked by searches is kept (see the class docstring)."""
-        return bool(self._index.prefilter)
-
-    @property
-    def is_mapped(self) -> bool:
-        """Whether vectors and links are read from a memory-mapped file."""
-        return bool(self._index.is_mapped)
-
-    def __repr__(self) -> str:
-        return f"HNSWIndex(dim={self.dim}, metric={self.metric!r}, m={self.m}, len={len(self)})"
-
-    @property
-    def ids(self) -> Ids:
-        """Live ids, in slot order."""
-        out: Ids = self._index.ids()
-        return out
 
     def add(
         self, vectors: npt.ArrayLike, ids: Optional[npt.ArrayLike] = None, *, threads: Optional[int] = None
@@ -180,40 +171,6 @@ class HNSWIndex(IndexBase):
         scores, ids = self._index.search(q, k, ef, threads_arg(threads), allow, lists, filter_mode)
         return unbatch(single, scores, ids)
 
-    def remove(self, ids: npt.ArrayLike) -> int:
-        """Remove ids; returns how many were removed.
-
-        Removed ids are never returned by later searches; their graph slots are reused by later
-        adds.
-
-        Raises
-        ------
-        UnknownIdError
-            If any id is not stored; then nothing is removed.
-        """
-        return super().remove(ids)
-
-    def get(self, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """Stored vectors of ``ids`` as an ``(n, dim)`` array (unit length for cosine)."""
-        out: npt.NDArray[np.float32] = self._index.get(as_ids(ids))
-        return out
-
-    @classmethod
-    def load(cls, path: PathLike, *, mmap: bool = False) -> HNSWIndex:
-        """Load a saved index.
-
-        With ``mmap=True`` vectors and links are read from the mapped file (never modified);
-        a later add copies them into memory first.
-
-        Raises
-        ------
-        CorruptFileError
-            If the file is truncated, damaged, foreign or holds another index kind.
-        UnsupportedVersionError
-            If a newer rankfunnel wrote it.
-        """
-        return cls._wrap(_core.HNSWIndex.load(os.fspath(path), bool(mmap)))
-
 
 def _filter(
     filter: Filter, nq: int
@@ -230,3 +187,6 @@ def _filter(
             raise RankfunnelError(f"got {len(filter)} filter lists for {nq} queries")
         return None, [as_ids(f, "filter") for f in filter]
     return as_ids(filter, "filter"), None
+
+
+register("hnsw", HNSWIndex, number="m")

@@ -11,6 +11,7 @@ from .flat import FlatIndex
 from .hnsw import HNSWIndex
 from .ivf import IVFIndex
 from .multivector import MultiVectorIndex
+from .registry import wrap_core
 
 AnyIndex = Union[FlatIndex, IVFIndex, HNSWIndex, MultiVectorIndex]
 
@@ -28,15 +29,15 @@ def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
     Returns
     -------
     FlatIndex, IVFIndex, HNSWIndex or MultiVectorIndex
-        The loaded index, of the kind recorded in the file.
+        The loaded index, of the kind recorded in the file (any kind in
+        :mod:`rankfunnel.registry`).
+
+    Raises
+    ------
+    CorruptFileError
+        If the file is truncated, damaged or foreign.
+    UnsupportedVersionError
+        If a newer rankfunnel wrote it.
     """
-    core = _core.load(os.fspath(path), bool(mmap))
-    if isinstance(core, _core.FlatIndex):
-        return FlatIndex._wrap(core)
-    if isinstance(core, _core.IVFIndex):
-        return IVFIndex._wrap(core)
-    if isinstance(core, _core.HNSWIndex):
-        return HNSWIndex._wrap(core)
-    if isinstance(core, _core.MultiVectorIndex):
-        return MultiVectorIndex._wrap(core)
-    raise TypeError(f"unexpected index type {type(core).__name__}")  # pragma: no cover
+    out: AnyIndex = wrap_core(_core.load(os.fspath(path), bool(mmap)))
+    return out

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._arrays import as_matrix, metric_name, positive_int, threads_arg
-from ._index import Ids, IndexBase, PathLike, Scores, unbatch
+from ._arrays import as_matrix, metric_name, non_negative_int, positive_int, threads_arg
+from ._index import Ids, IndexBase, Scores, unbatch
 from .errors import RankfunnelError
+from .registry import register
 
 
 class IVFIndex(IndexBase):
@@ -34,6 +34,11 @@ class IVFIndex(IndexBase):
         :meth:`train`, like FAISS SQ8) for about 4x less memory, and keeps the float32 vectors
         for ``refine`` (after ``save`` + ``load(mmap=True)`` they stay on disk).
 
+    Notes
+    -----
+    ``ids``, ``get`` and ``is_mapped`` are not provided by this kind (they raise
+    :class:`AttributeError`).
+
     Examples
     --------
     >>> import numpy as np, rankfunnel as rf
@@ -46,17 +51,14 @@ class IVFIndex(IndexBase):
     [0, 1]
     """
 
+    _CORE = _core.IVFIndex
+    _REPR = ("dim", "nlist", "metric", "storage", "len", "is_trained")
+
     def __init__(self, dim: int, nlist: int = 1024, metric: str = "cosine", storage: str = "f32") -> None:
         if storage not in ("f32", "int8"):
             raise RankfunnelError(f"unknown storage {storage!r}: expected 'f32' or 'int8'")
         self._index = _core.IVFIndex(
             positive_int(dim, "dim"), positive_int(nlist, "nlist"), metric_name(metric), storage
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"IVFIndex(dim={self.dim}, nlist={self.nlist}, metric={self.metric!r}, "
-            f"storage={self.storage!r}, len={len(self)}, trained={self.is_trained})"
         )
 
     @property
@@ -98,9 +100,7 @@ class IVFIndex(IndexBase):
         FAISS does. ``sample`` needs at least ``nlist`` vectors; train before adding.
         """
         x, _ = as_matrix(sample, "sample", dim=self.dim)
-        if iters < 0:
-            raise RankfunnelError(f"iters must be >= 0, got {iters}")
-        self._index.train(x, int(iters), int(seed) & (2**64 - 1), threads_arg(threads))
+        self._index.train(x, non_negative_int(iters, "iters"), int(seed) & (2**64 - 1), threads_arg(threads))
 
     def add(
         self, vectors: npt.ArrayLike, ids: Optional[npt.ArrayLike] = None, *, threads: Optional[int] = None
@@ -155,18 +155,24 @@ class IVFIndex(IndexBase):
             Shapes (nq, k), or (k,) for a 1-D query; same conventions as :class:`FlatIndex`.
         """
         q, single, k, allow = self._queries(queries, k, filter)
-        if refine < 0:
-            raise RankfunnelError(f"refine must be >= 0, got {refine}")
+        refine = non_negative_int(refine, "refine")
         nprobe = positive_int(nprobe, "nprobe")
-        return unbatch(single, *self._index.search(q, k, nprobe, int(refine), threads_arg(threads), allow))
+        return unbatch(single, *self._index.search(q, k, nprobe, refine, threads_arg(threads), allow))
 
-    @classmethod
-    def load(cls, path: PathLike, *, mmap: bool = False) -> IVFIndex:
-        """Load a saved index; with ``mmap=True`` the float32 refine vectors stay on disk.
 
-        Raises
-        ------
-        CorruptFileError
-            If the file is truncated, damaged, foreign or holds another index kind.
-        """
-        return cls._wrap(_core.IVFIndex.load(os.fspath(path), bool(mmap)))
+def nlist_for(n: int) -> dict[str, int]:
+    """The default ``nlist`` for about ``n`` vectors: ``min(n / 39, 4 sqrt(n))``, at least 1.
+
+    39 vectors per list is the fewest FAISS trains k-means with; ``4 sqrt(n)`` is the usual
+    upper end. :func:`rankfunnel.index_factory` uses it for ``"ivf"`` given a ``size_hint``.
+    """
+    return {"nlist": int(max(1, min(n // 39, 4 * np.sqrt(max(n, 1)))))}
+
+
+register(
+    "ivf",
+    IVFIndex,
+    number="nlist",
+    words={"f32": {"storage": "f32"}, "int8": {"storage": "int8"}},
+    sizing=nlist_for,
+)

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._arrays import as_matrix, metric_name, positive_int, threads_arg
+from ._arrays import as_matrix, metric_name, non_negative_int, positive_int, threads_arg
 from .errors import RankfunnelError
 
 
@@ -58,8 +58,7 @@ def kmeans(
         Only with ``return_inertia=True``.
     """
     k = positive_int(k, "k")
-    if iters < 0:
-        raise RankfunnelError(f"iters must be >= 0, got {iters}")
+    iters = non_negative_int(iters, "iters")
     data, _ = as_matrix(x, "x")
     spherical = metric_name(metric) != "l2"
     init_arg: object

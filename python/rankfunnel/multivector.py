@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -10,13 +9,14 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._arrays import as_ids, positive_int, threads_arg
-from ._index import Ids, PathLike, Scores
+from ._arrays import as_ids, non_negative_int, positive_int, threads_arg
+from ._index import Ids, IndexBase, Scores
 from .errors import RankfunnelError
 from .maxsim import PackedDocs, _queries, _tokens
+from .registry import register
 
 
-class MultiVectorIndex:
+class MultiVectorIndex(IndexBase):
     """ColBERT-style index over documents of token vectors, searched by MaxSim.
 
     Token vectors are stored compressed as in ColBERTv2: the id of the nearest of
@@ -58,6 +58,8 @@ class MultiVectorIndex:
     Notes
     -----
     ``nprobe`` is a search setting, not saved with the index (a loaded index uses 4).
+    ``load(path, mmap=True)`` leaves the token codes and the refine copy in the mapped file.
+    MaxSim sums dot products of token vectors, so :attr:`metric` is ``"dot"``.
 
     Examples
     --------
@@ -72,7 +74,10 @@ class MultiVectorIndex:
     [1]
     """
 
-    _index: Any
+    _CORE = _core.MultiVectorIndex
+    _REPR = ("dim", "nbits", "n_centroids", "len", "n_tokens", "refine_dtype")
+    nprobe: int = 4
+    """Default centroids probed per query token."""
 
     def __init__(
         self,
@@ -85,27 +90,20 @@ class MultiVectorIndex:
         refine_dtype: Optional[str] = None,
     ) -> None:
         nc = 0 if n_centroids is None else positive_int(n_centroids, "n_centroids")
-        if isinstance(nbits, bool) or not isinstance(nbits, (int, np.integer)):
-            raise RankfunnelError(f"nbits must be an integer, got {type(nbits).__name__}")
         if refine_dtype is not None and not isinstance(refine_dtype, str):
             raise RankfunnelError(f"refine_dtype must be None, 'f16' or 'f32', got {refine_dtype!r}")
         refine = "none" if refine_dtype is None else refine_dtype.lower()
         if refine == "none" and refine_dtype is not None:
             raise RankfunnelError("refine_dtype must be None, 'f16' or 'f32', got 'none'")
-        self._index = _core.MultiVectorIndex(positive_int(dim, "dim"), int(nbits), nc, int(seed), refine)
+        self._index = _core.MultiVectorIndex(
+            positive_int(dim, "dim"), non_negative_int(nbits, "nbits"), nc, int(seed), refine
+        )
         self.nprobe = positive_int(nprobe, "nprobe")
 
-    @classmethod
-    def _wrap(cls, core: Any) -> MultiVectorIndex:
-        obj = cls.__new__(cls)
-        obj._index = core
-        obj.nprobe = 4
-        return obj
-
     @property
-    def dim(self) -> int:
-        """Token dimension."""
-        return int(self._index.dim)
+    def metric(self) -> str:
+        """``"dot"``: MaxSim sums dot products of token vectors."""
+        return "dot"
 
     @property
     def nbits(self) -> int:
@@ -128,11 +126,6 @@ class MultiVectorIndex:
         return int(self._index.bytes_per_token)
 
     @property
-    def is_mapped(self) -> bool:
-        """True when token data is read from a mmapped file (``load(..., mmap=True)``)."""
-        return bool(self._index.is_mapped)
-
-    @property
     def refine_dtype(self) -> Optional[str]:
         """The exact copy kept for ``refine``: ``"f16"``, ``"f32"`` or None."""
         name = str(self._index.refine_dtype)
@@ -142,24 +135,6 @@ class MultiVectorIndex:
     def refine_bytes_per_token(self) -> int:
         """Bytes per token of the exact refine copy (0 without one)."""
         return int(self._index.refine_bytes_per_token)
-
-    @property
-    def ids(self) -> Ids:
-        """Stored ids (storage order, which changes on removal)."""
-        out: Ids = self._index.ids()
-        return out
-
-    def __len__(self) -> int:
-        return int(len(self._index))
-
-    def __contains__(self, id: object) -> bool:
-        return isinstance(id, (int, np.integer)) and bool(self._index.contains(int(id)))
-
-    def __repr__(self) -> str:
-        return (
-            f"MultiVectorIndex(dim={self.dim}, nbits={self.nbits}, n_centroids={self.n_centroids}, "
-            f"len={len(self)}, tokens={self.n_tokens}, refine_dtype={self.refine_dtype!r})"
-        )
 
     def add(
         self,
@@ -279,9 +254,8 @@ class MultiVectorIndex:
         probe = self.nprobe if nprobe is None else positive_int(nprobe, "nprobe")
         qs, single = self._qs(query_tokens)
         allow = None if filter is None else as_ids(filter, "filter")
-        if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
-            raise RankfunnelError(f"refine must be a non-negative integer, got {refine!r}")
-        scores, ids = self._index.search(qs, k, cand, probe, threads_arg(threads), allow, int(refine))
+        refine = non_negative_int(refine, "refine")
+        scores, ids = self._index.search(qs, k, cand, probe, threads_arg(threads), allow, refine)
         return (scores[0], ids[0]) if single else (scores, ids)
 
     def rerank(
@@ -302,30 +276,10 @@ class MultiVectorIndex:
         scores, ids = self._index.rerank(qs, as_ids(candidate_ids, "candidate_ids"), k, threads_arg(threads))
         return (scores[0], ids[0]) if single else (scores, ids)
 
-    def get(self, id: int) -> npt.NDArray[np.float32]:
+    def get(self, id: int) -> npt.NDArray[np.float32]:  # type: ignore[override]
         """Stored tokens of document ``id`` as ``(n_i, dim)`` float32 (decompressed)."""
         out: npt.NDArray[np.float32] = self._index.get(int(id))
         return out
 
-    def remove(self, ids: npt.ArrayLike) -> int:
-        """Remove documents; returns how many. Raises UnknownIdError (nothing removed) on an unknown id."""
-        return int(self._index.remove(as_ids(ids)))
 
-    def memory_bytes(self) -> int:
-        """Heap memory held (tokens, centroids, inverted lists, ids), mmapped pages excluded."""
-        return int(self._index.memory_bytes())
-
-    def save(self, path: PathLike) -> None:
-        """Write the index to ``path`` atomically (shared rankfunnel file format)."""
-        self._index.save(os.fspath(path))
-
-    @classmethod
-    def load(cls, path: PathLike, *, mmap: bool = False) -> MultiVectorIndex:
-        """Load a saved index; with ``mmap=True`` token codes and the refine copy stay in the mapped file.
-
-        Raises
-        ------
-        CorruptFileError
-            If the file is truncated, damaged, foreign or holds another index kind.
-        """
-        return cls._wrap(_core.MultiVectorIndex.load(os.fspath(path), bool(mmap)))
+register("multivector", MultiVectorIndex, number="nbits")

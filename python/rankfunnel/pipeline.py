@@ -27,9 +27,9 @@ import numpy.typing as npt
 from ._arrays import as_ids, positive_int
 from .docstore import DocStore
 from .errors import RankfunnelError
-from .flat import FlatIndex
 from .io import load as load_index
 from .ivf import IVFIndex
+from .registry import index_factory, parse_spec
 
 PathLike = Union[str, "os.PathLike[str]"]
 FORMAT_VERSION = 1
@@ -75,7 +75,7 @@ def _sha256(paths: Sequence[Path]) -> str:
 
 def _describe(model: Any) -> dict[str, Any]:
     """Class, path, options and checksum of a model, as recorded in pipeline.json."""
-    from .models._loading import find_onnx
+    from .models._model_dir import find_onnx
 
     d = Path(model.model_dir)
     files = [find_onnx(d, None)] + [p for p in (d / "tokenizer.json",) if p.exists()]
@@ -130,8 +130,9 @@ class Pipeline:
     ----------
     encoder : BiEncoder, optional
         First-stage bi-encoder. Without it, ``late_interaction`` retrieves.
-    index : {"flat", "hnsw", "ivf"} or an index object
-        Where first-stage vectors go (exact, graph or inverted file). ``"ivf"`` trains its
+    index : str or an index object
+        Where first-stage vectors go: an index spec of :func:`rankfunnel.index_factory`
+        (``"flat"``, ``"hnsw"``, ``"ivf"``, ``"hnsw32"``, ``"ivf1024,int8"``, ...). ``"ivf"`` trains its
         k-means on the first :meth:`add` (``nlist = min(n / 39, 4 sqrt(n))`` for its ``n``
         documents), so make that first batch a representative sample (the CLI waits for
         65,536 documents); later adds reuse those lists.
@@ -177,10 +178,8 @@ class Pipeline:
         self.metric = metric
         self.candidates = self._check_candidates(candidates)
         self.index_kind = index if isinstance(index, str) else type(index).__name__
-        if isinstance(index, str) and index not in ("flat", "hnsw", "ivf"):
-            raise RankfunnelError(
-                f"unknown index {index!r}: expected 'flat', 'hnsw', 'ivf' or an index object"
-            )
+        if isinstance(index, str):
+            parse_spec(index)  # an unknown kind or option raises, naming the valid ones
         self.index: Any = None if isinstance(index, str) else index
         self.mv: Any = None
         self.generation = 0
@@ -218,14 +217,7 @@ class Pipeline:
         return f"Pipeline(stages={self.stages()}, index={self.index_kind!r}, docs={len(self)})"
 
     def _new_index(self, dim: int, n: int) -> Any:
-        if self.index_kind == "flat":
-            return FlatIndex(dim, self.metric)
-        if self.index_kind == "hnsw":
-            from .hnsw import HNSWIndex
-
-            return HNSWIndex(dim, metric=self.metric)
-        nlist = int(max(1, min(n // 39, 4 * np.sqrt(max(n, 1)))))
-        return IVFIndex(dim, nlist=nlist, metric=self.metric)
+        return index_factory(self.index_kind, dim, self.metric, size_hint=n)
 
     def _new_mv(self) -> Any:
         from .multivector import MultiVectorIndex

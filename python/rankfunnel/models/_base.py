@@ -9,27 +9,27 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
-from ._graph import quantize_int8
-from ._loading import (
+from ._batching import Batch
+from ._hub import resolve_model_dir
+from ._int8 import quantize_int8
+from ._model_dir import ModelDir, find_onnx
+from ._quantize_cache import (
     CALIBRATION_TEXTS,
     PARITY_TEXTS,
-    Batch,
-    ModelDir,
-    OnnxModel,
-    find_onnx,
-    load_tokenizer,
     quantized_path,
     read_parity,
-    resolve_model_dir,
     resolve_quantize,
     write_parity,
 )
+from ._session import OnnxModel
+from ._tokenizer import load_tokenizer
 
 
 class OnnxTextModel:
     """Base class: a model directory, its tokenizer and one ONNX Runtime session.
 
-    Subclasses implement :meth:`_check_kind` (raise :class:`ModelError` for a model of another kind)
+    Subclasses implement :meth:`_apply_config` (read their settings from the configs),
+    :meth:`_check_kind` (raise :class:`ModelError` for a model of another kind)
     and :meth:`_parity_vectors` (outputs on a few sentences, to compare a quantized model with its
     float32 original).
     """
@@ -50,7 +50,7 @@ class OnnxTextModel:
     ) -> None:
         self.model_dir: Path = resolve_model_dir(model, local_files_only=local_files_only, revision=revision)
         self._md = ModelDir.read(self.model_dir)
-        self._check_config()
+        self._apply_config()
         mode = resolve_quantize(quantize)
         src = find_onnx(self.model_dir, onnx_file)
         self.tokenizer = load_tokenizer(self.model_dir)
@@ -87,8 +87,9 @@ class OnnxTextModel:
         """ONNX Runtime intra-op threads of the session."""
         return self._onnx.threads
 
-    def _check_config(self) -> None:
-        """Reject a model of another kind from its configs alone (before loading the graph)."""
+    def _apply_config(self) -> None:
+        """Set this model's settings (lengths, pooling, prompts, ...) from its config files, and
+        reject a model of another kind from them alone (before the graph is loaded)."""
 
     def _check_kind(self) -> None:
         """Reject a model of another kind once the ONNX graph is known."""

@@ -8,20 +8,13 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
+from .._arrays import positive_int
 from ._base import OnnxTextModel
+from ._batching import Batch, check_texts, l2_normalize, length_sorted, pad_batch, progress
 from ._errors import ModelError
-from ._loading import (
-    PARITY_TEXTS,
-    Batch,
-    check_texts,
-    l2_normalize,
-    length_sorted,
-    pad_batch,
-    pad_id,
-    positive_int,
-    progress,
-    read_json,
-)
+from ._model_dir import read_json
+from ._quantize_cache import PARITY_TEXTS
+from ._tokenizer import pad_id
 
 __all__ = ["POOLING_MODES", "BiEncoder", "pool"]
 
@@ -156,7 +149,9 @@ class BiEncoder(OnnxTextModel):
         local_files_only: bool = False,
         revision: Optional[str] = None,
     ) -> None:
-        self._max_len_arg = None if max_seq_length is None else positive_int(max_seq_length, "max_seq_length")
+        self._max_len_arg = (
+            None if max_seq_length is None else positive_int(max_seq_length, "max_seq_length", ModelError)
+        )
         super().__init__(
             model,
             threads=threads,
@@ -170,7 +165,7 @@ class BiEncoder(OnnxTextModel):
 
     # -- configuration -------------------------------------------------------------------------
 
-    def _check_config(self) -> None:
+    def _apply_config(self) -> None:
         md = self._md
         if md.is_colbert():
             raise ModelError(
@@ -186,7 +181,7 @@ class BiEncoder(OnnxTextModel):
             self.max_seq_length: int = self._max_len_arg
         elif isinstance(sb.get("max_seq_length"), int):
             self.max_seq_length = positive_int(
-                sb["max_seq_length"], "max_seq_length of sentence_bert_config.json"
+                sb["max_seq_length"], "max_seq_length of sentence_bert_config.json", ModelError
             )
         else:
             self.max_seq_length = md.model_max_length() or 512
@@ -318,7 +313,7 @@ class BiEncoder(OnnxTextModel):
             prompt name is unknown.
         """
         items = check_texts(texts)
-        bs = positive_int(batch_size, "batch_size")
+        bs = positive_int(batch_size, "batch_size", ModelError)
         if normalize is not None and not isinstance(normalize, (bool, np.bool_)):
             raise ModelError(f"normalize must be None or a bool, got {type(normalize).__name__}")
         norm = self.normalize if normalize is None else bool(normalize)

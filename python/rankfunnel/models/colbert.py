@@ -8,20 +8,12 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
+from .._arrays import positive_int
 from ._base import OnnxTextModel
+from ._batching import check_texts, l2_normalize, length_sorted, pad_batch, progress
 from ._errors import ModelError
-from ._loading import (
-    PARITY_TEXTS,
-    check_texts,
-    copy_tokenizer,
-    l2_normalize,
-    length_sorted,
-    pad_batch,
-    pad_id,
-    positive_int,
-    progress,
-    token_id,
-)
+from ._quantize_cache import PARITY_TEXTS
+from ._tokenizer import copy_tokenizer, pad_id, token_id
 
 __all__ = ["ColBERTEncoder"]
 
@@ -77,8 +69,12 @@ class ColBERTEncoder(OnnxTextModel):
         local_files_only: bool = False,
         revision: Optional[str] = None,
     ) -> None:
-        self._qlen_arg = None if query_length is None else positive_int(query_length, "query_length")
-        self._dlen_arg = None if document_length is None else positive_int(document_length, "document_length")
+        self._qlen_arg = (
+            None if query_length is None else positive_int(query_length, "query_length", ModelError)
+        )
+        self._dlen_arg = (
+            None if document_length is None else positive_int(document_length, "document_length", ModelError)
+        )
         super().__init__(
             model,
             threads=threads,
@@ -90,7 +86,7 @@ class ColBERTEncoder(OnnxTextModel):
             revision=revision,
         )
 
-    def _check_config(self) -> None:
+    def _apply_config(self) -> None:
         md = self._md
         cfg = md.st_config
         if not md.is_colbert():
@@ -104,7 +100,7 @@ class ColBERTEncoder(OnnxTextModel):
             if arg is not None:
                 return arg
             v = cfg.get(key, default)
-            return positive_int(v, f"{key} of config_sentence_transformers.json")
+            return positive_int(v, f"{key} of config_sentence_transformers.json", ModelError)
 
         self.query_length: int = length(self._qlen_arg, "query_length", 32)
         self.document_length: int = length(self._dlen_arg, "document_length", 180)
@@ -161,7 +157,7 @@ class ColBERTEncoder(OnnxTextModel):
             has as many vectors as tokens.
         """
         items = check_texts(texts)
-        bs = positive_int(batch_size, "batch_size")
+        bs = positive_int(batch_size, "batch_size", ModelError)
         if not items:
             return []
         encodings = self._qtok.encode_batch([self.query_prefix + t for t in items])
@@ -203,7 +199,7 @@ class ColBERTEncoder(OnnxTextModel):
             In input order; padding and skiplist tokens are dropped.
         """
         items = check_texts(texts)
-        bs = positive_int(batch_size, "batch_size")
+        bs = positive_int(batch_size, "batch_size", ModelError)
         if not items:
             return []
         encodings = self._dtok.encode_batch([self.document_prefix + t for t in items])

@@ -9,17 +9,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
+from .._arrays import positive_int
 from ._base import OnnxTextModel
+from ._batching import check_text, check_texts, length_sorted, pad_batch, progress
 from ._errors import ModelError
-from ._loading import (
-    PARITY_TEXTS,
-    check_texts,
-    length_sorted,
-    pad_batch,
-    pad_id,
-    positive_int,
-    progress,
-)
+from ._quantize_cache import PARITY_TEXTS
+from ._tokenizer import pad_id
 
 __all__ = ["ACTIVATIONS", "CrossEncoder"]
 
@@ -107,7 +102,7 @@ class CrossEncoder(OnnxTextModel):
         local_files_only: bool = False,
         revision: Optional[str] = None,
     ) -> None:
-        self._max_len_arg = None if max_length is None else positive_int(max_length, "max_length")
+        self._max_len_arg = None if max_length is None else positive_int(max_length, "max_length", ModelError)
         self._activation_arg = activation
         super().__init__(
             model,
@@ -120,7 +115,7 @@ class CrossEncoder(OnnxTextModel):
             revision=revision,
         )
 
-    def _check_config(self) -> None:
+    def _apply_config(self) -> None:
         md = self._md
         if md.is_colbert():
             raise ModelError(
@@ -131,9 +126,9 @@ class CrossEncoder(OnnxTextModel):
         if self._max_len_arg is not None:
             self.max_length: int = self._max_len_arg
         elif isinstance(md.sbert_config.get("max_seq_length"), int):
-            self.max_length = positive_int(md.sbert_config["max_seq_length"], "max_seq_length")
+            self.max_length = positive_int(md.sbert_config["max_seq_length"], "max_seq_length", ModelError)
         elif isinstance(st.get("max_length"), int):
-            self.max_length = positive_int(st["max_length"], "max_length")
+            self.max_length = positive_int(st["max_length"], "max_length", ModelError)
         else:
             self.max_length = md.model_max_length() or 512
         act = self._activation_arg
@@ -192,6 +187,7 @@ class CrossEncoder(OnnxTextModel):
                 raise ModelError(
                     f"pairs[{i}] must hold two str, got ({type(q).__name__}, {type(d).__name__})"
                 )
+            q, d = check_text(q, f"pairs[{i}][0]"), check_text(d, f"pairs[{i}][1]")
             out.append((q.strip(), d.strip()))  # as sentence-transformers does
         return out
 
@@ -226,7 +222,7 @@ class CrossEncoder(OnnxTextModel):
             A pair is not two str, or ``batch_size`` is not a positive int.
         """
         items = self._check_pairs(pairs)
-        bs = positive_int(batch_size, "batch_size")
+        bs = positive_int(batch_size, "batch_size", ModelError)
         fn = self.activation_fn if activation is None else self._resolve_activation(activation)
         logits = np.zeros((len(items), self.num_labels), dtype=np.float32)
         if items:
@@ -275,8 +271,9 @@ class CrossEncoder(OnnxTextModel):
         """
         if not isinstance(query, str):
             raise ModelError(f"query must be a str, got {type(query).__name__}")
+        query = check_text(query, "query")
         docs = check_texts(documents, "documents")
-        k = len(docs) if top_k is None else positive_int(top_k, "top_k")
+        k = len(docs) if top_k is None else positive_int(top_k, "top_k", ModelError)
         if self.num_labels != 1:
             raise ModelError(
                 f"rank needs a one-label model; this one has {self.num_labels} labels (use predict)"

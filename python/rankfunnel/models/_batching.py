@@ -1,0 +1,133 @@
+"""Texts in, padded model inputs out: text checks, length-sorted batches, padding, progress."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+from ._errors import ModelError
+
+if TYPE_CHECKING:
+    from tokenizers import Encoding
+
+
+def check_text(text: Any, where: str) -> str:
+    """Return ``text`` if it is a str the tokenizer can take, else raise :class:`ModelError`.
+
+    The tokenizer needs UTF-8: a lone surrogate (``"a\\ud800"``, e.g. from a bad decode with
+    ``errors="surrogateescape"``) is refused here, naming ``where`` (``"texts[3]"``).
+    """
+    if not isinstance(text, str):
+        raise ModelError(f"{where} is {type(text).__name__}, expected str")
+    if not text.isascii():  # O(1) in CPython: only non-ASCII texts pay for the check
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ModelError(
+                f"{where} cannot be encoded as UTF-8 ({exc.reason} at character {exc.start}: "
+                f"{text[exc.start]!r}); fix its decoding, e.g. bytes.decode(errors='replace')"
+            ) from None
+    return text
+
+
+def check_texts(texts: Any, name: str = "texts") -> list[str]:
+    """Return ``texts`` as a list of str, or raise :class:`ModelError` naming the bad entry."""
+    if texts is None:
+        raise ModelError(f"{name} is None; expected a list of strings")
+    if isinstance(texts, str):
+        raise ModelError(f"{name} must be a list of strings, not a single str (wrap it: [text])")
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise ModelError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    return [check_text(t, f"{name}[{i}]") for i, t in enumerate(texts)]
+
+
+@dataclass
+class Batch:
+    """A padded batch of tokenized texts.
+
+    Attributes
+    ----------
+    index : ndarray of int64, shape (b,)
+        The positions of these texts in the caller's list.
+    input_ids, attention_mask, token_type_ids : ndarray of int64, shape (b, L)
+        Model inputs, right-padded.
+    """
+
+    index: npt.NDArray[np.int64]
+    input_ids: npt.NDArray[np.int64]
+    attention_mask: npt.NDArray[np.int64]
+    token_type_ids: npt.NDArray[np.int64]
+
+
+def pad_batch(
+    encodings: Sequence[Encoding],
+    index: npt.NDArray[np.int64],
+    pad: int,
+    length: Optional[int] = None,
+) -> Batch:
+    """Right-pad ``encodings[i] for i in index`` to the longest of them (or to ``length``).
+
+    The padding tokens get attention mask 0 and token type 0. No Python loop over tokens: the
+    token ids are concatenated once and scattered through a boolean mask.
+    """
+    encs = [encodings[int(i)] for i in index]
+    lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+    width = int(lens.max(initial=0)) if length is None else max(length, int(lens.max(initial=0)))
+    width = max(width, 1)
+    mask = np.arange(width)[None, :] < lens[:, None]
+    total = int(lens.sum())
+    ids = np.full((len(encs), width), pad, dtype=np.int64)
+    types = np.zeros((len(encs), width), dtype=np.int64)
+    ids[mask] = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=total)
+    types[mask] = np.fromiter(
+        itertools.chain.from_iterable(e.type_ids for e in encs), dtype=np.int64, count=total
+    )
+    return Batch(index=index, input_ids=ids, attention_mask=mask.astype(np.int64), token_type_ids=types)
+
+
+def length_sorted(encodings: Sequence[Encoding], batch_size: int) -> list[npt.NDArray[np.int64]]:
+    """Split ``range(len(encodings))`` into batches of similar token length, longest first.
+
+    Sorting by length keeps padding (wasted compute) small; the stable sort keeps equal lengths
+    in input order, so the result does not depend on anything but the texts.
+    """
+    lens = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    order = np.argsort(-lens, kind="stable").astype(np.int64)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def progress(batches: list[npt.NDArray[np.int64]], show: bool, what: str) -> Iterator[npt.NDArray[np.int64]]:
+    """Yield ``batches``; with ``show``, report progress on stderr (tqdm when installed)."""
+    if not show:
+        yield from batches
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        total = sum(len(b) for b in batches)
+        done = 0
+        start = time.perf_counter()
+        for b in batches:
+            yield b
+            done += len(b)
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            print(f"\r{what}: {done}/{total} ({rate:.1f}/s)", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+        return
+    with tqdm(total=sum(len(b) for b in batches), desc=what, unit="text") as bar:
+        for b in batches:
+            yield b
+            bar.update(len(b))
+
+
+def l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Divide each row (last axis) by its L2 norm, as torch ``F.normalize`` (eps 1e-12)."""
+    norm = np.sqrt(np.einsum("...d,...d->...", x, x))[..., None]
+    return np.asarray(x / np.maximum(norm, np.float32(1e-12)), dtype=np.float32)
