@@ -99,7 +99,7 @@ check-dist: $(DIST_STAMP) ## auditwheel show + twine check of dist/, and the fil
 		echo "$$out" | tr -s '\n ' '  ' | grep -q 'platform tag: "manylinux_$(MANYLINUX)_' \
 			|| { echo "$$w: not manylinux_$(MANYLINUX) (see above)" >&2; exit 1; }; \
 	done
-	$(VENV)/bin/twine check --strict dist/*
+	$(VENV)/bin/twine --no-color check --strict dist/*
 	@ls -l dist | awk 'NR > 1 {printf "%10d bytes %7.2f MiB  %s\n", $$5, $$5 / 1048576, $$9}'
 
 dist: ## sdist + x86-64 and aarch64 wheels into dist/, checked (auditwheel, twine), sizes printed
