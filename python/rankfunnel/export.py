@@ -27,6 +27,7 @@ from .models._loading import (
     resolve_quantize,
     write_parity,
 )
+from .progress import progress_bar
 
 __all__ = ["KINDS", "export"]
 
@@ -148,6 +149,7 @@ def export(
     opset: int = 17,
     atol: float = 1e-4,
     overwrite: bool = False,
+    show_progress: Optional[bool] = False,
 ) -> dict[str, Any]:
     """Export a checkpoint to ``out/onnx/model.onnx`` plus its tokenizer.json and configs.
 
@@ -170,6 +172,8 @@ def export(
         Largest absolute difference allowed between ONNX Runtime and torch outputs.
     overwrite : bool, default False
         Replace an existing ``out``.
+    show_progress : bool or None, default False
+        A bar of the export steps on stderr; None: when stderr is a terminal.
 
     Returns
     -------
@@ -194,8 +198,32 @@ def export(
     md = ModelDir.read(src_dir)
     _check_kind(md, kind)
     torch, transformers = _import_torch()
-    module = _build(torch, transformers, src_dir, kind, md)
+    steps = 5 if mode == "int8" else 4
+    with progress_bar(total=steps, desc="export: load", unit="step", show=show_progress) as bar:
+        return _export(torch, transformers, src, src_dir, dst, kind, md, mode, opset, atol, bar)
 
+
+def _export(
+    torch: Any,
+    transformers: Any,
+    src: Union[str, os.PathLike[str]],
+    src_dir: Path,
+    dst: Path,
+    kind: str,
+    md: ModelDir,
+    mode: Optional[str],
+    opset: int,
+    atol: float,
+    bar: Any,
+) -> dict[str, Any]:
+    """The steps of :func:`export` once its arguments are checked, reported on ``bar``."""
+
+    def step(next_desc: str) -> None:
+        bar.update(1)
+        bar.set_description(f"export: {next_desc}")
+
+    module = _build(torch, transformers, src_dir, kind, md)
+    step("convert to ONNX")
     with tempfile.TemporaryDirectory(prefix="rankfunnel-export-") as tmp_name:
         tmp = Path(tmp_name) / "model"
         (tmp / "onnx").mkdir(parents=True)
@@ -244,6 +272,7 @@ def export(
                 **kwargs,
             )
             want = module(*inputs).float().numpy()
+        step("check against torch")
         got = OnnxModel(path, threads=None).run(output, batch)
         mask = batch.attention_mask.astype(bool)
         diff = np.abs(got - want)
@@ -253,6 +282,7 @@ def export(
 
         parity: Optional[dict[str, float]] = None
         if mode == "int8":
+            step("int8 quantize")
             qpath = tmp / "onnx" / "model_int8.onnx"
             quantize_int8(path, qpath, [batch])
             qgot = OnnxModel(qpath, optimize=False).run(output, batch)
@@ -269,8 +299,10 @@ def export(
                 parity["cosine_mean"] = float(cos.mean())
             write_parity(qpath, parity)
 
+        step("write")
         if dst.exists():
             shutil.rmtree(dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(tmp, dst)
+    bar.update(1)
     return {"out": dst, "max_abs_diff": err, "int8_parity": parity}
