@@ -55,6 +55,11 @@ def _join(*parts: Any) -> str:
     return "\n".join(str(p).strip() for p in parts if p and str(p).strip())
 
 
+def _with_title(title: Any, text: str) -> str:
+    """The text to index: ``text`` as written, after the title on its own line when there is one."""
+    return _join(title, text) if title and str(title).strip() else text
+
+
 def _id(path: PathLike, n: int, value: Any, ordinal: int) -> str:
     if value is None:
         return str(ordinal)
@@ -90,7 +95,8 @@ def _smart_records(path: PathLike) -> Iterator[_Record]:
             if m.group(2).strip():
                 fields[current].append(m.group(2).strip())
         elif current is not None:
-            fields[current].append(text.strip())
+            if text.strip():
+                fields[current].append(text.strip())
         elif text.strip():
             raise RankfunnelError(f"{path}:{n}: SMART text before the first '.I' line: {text.strip()[:60]!r}")
     yield from flush()
@@ -123,7 +129,7 @@ def _jsonl_records(path: PathLike) -> Iterator[_Record]:
             raise RankfunnelError(f"{path}:{n}: 'metadata' must be a JSON object, got {type(meta).__name__}")
         meta.update(obj)
         ordinal += 1
-        yield n, Document(doc_id, _join(title, text), meta)
+        yield n, Document(doc_id, _with_title(title, text), meta)
 
 
 def _table_records(path: PathLike) -> Iterator[_Record]:
@@ -137,6 +143,7 @@ def _table_records(path: PathLike) -> Iterator[_Record]:
         delim = "\t" if "\t" in first_line(path) else ","
     source = (text for _, text in lines(path))
     rows = csv.reader(source, delimiter=delim)
+    ordinal = 0
     try:
         header: Optional[list[str]] = None
         for row in rows:
@@ -165,7 +172,13 @@ def _table_records(path: PathLike) -> Iterator[_Record]:
             rec = dict(zip(header, row))
             doc_id = rec.pop("_id", None) or rec.pop("id", None)
             text = rec.pop("text")
-            yield n, Document(str(n) if doc_id is None else doc_id, _join(rec.get("title"), text), rec)
+            yield (
+                n,
+                Document(
+                    str(ordinal) if doc_id is None else doc_id, _with_title(rec.get("title"), text), rec
+                ),
+            )
+            ordinal += 1
     except csv.Error as e:
         raise RankfunnelError(
             f"{path}:{rows.line_num}: malformed {'TSV' if delim == chr(9) else 'CSV'}: {e}"
@@ -218,7 +231,7 @@ def _parquet_records(path: PathLike) -> Iterator[_Record]:
             if meta is not None and not isinstance(meta, dict):
                 raise RankfunnelError(f"{path}: row {n}: 'metadata' must be a struct/map, got {meta!r}")
             meta = {**(meta or {}), **rec}
-            yield n, Document(doc_id, _join(rec.get("title"), text), _plain(meta))
+            yield n, Document(doc_id, _with_title(rec.get("title"), text), _plain(meta))
 
 
 def _documents(path: PathLike, records: Iterable[_Record], what: str = "document") -> Iterator[Document]:
@@ -300,7 +313,7 @@ def corpus_format(path: PathLike) -> str:
         raise RankfunnelError(f"{p}: the file is empty")
     raise RankfunnelError(
         f"{p}: unknown corpus format (expected JSONL, CSV/TSV, Parquet, SMART or a BEIR folder; "
-        f"the first line is {head[:60]!r})"
+        f"the first line is {head.strip()[:60]!r})"
     )
 
 

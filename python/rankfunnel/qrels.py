@@ -103,8 +103,6 @@ def detect_format(rows: Sequence[Sequence[str]]) -> tuple[str, Optional[str]]:
         second = {r[1] for r in rows if len(r) == 4}
         third = {r[2] for r in rows if len(r) == 4}
         fourth = [r[3] for r in rows if len(r) == 4]
-        if any(_number(v) is None for v in fourth):
-            return "smart", None
         if len(second) == 1 and len(third) > 1:
             return "trec", None
         if len(second) > 1 and len(third) == 1 and len(set(fourth)) == 1:
@@ -124,7 +122,10 @@ def detect_format(rows: Sequence[Sequence[str]]) -> tuple[str, Optional[str]]:
             return "beir", None
         ints = {int(v) for v in values}
         if -1 in ints and ints <= _CRANFIELD_GRADES:
-            return "cranfield", None
+            return "cranfield", (
+                f"grades {sorted(ints)} read as Cranfield grades (1 = most relevant, -1 = not relevant; "
+                "gain 5 - grade); pass --qrels-format beir (qrels format='beir') if higher means more relevant"
+            )
         if 0 in ints or not ints <= _CRANFIELD_GRADES or len(ints) == 1:
             return "beir", None
         return "beir", (
