@@ -14,7 +14,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Optional, Union
 
@@ -177,12 +177,16 @@ def _relevant(name: str, stages: Sequence[str]) -> bool:
     return len(stages) > 1
 
 
+def _known(names: Iterable[str]) -> None:
+    unknown = set(names) - set(SETTINGS)
+    if unknown:
+        raise RankfunnelError(f"unknown search settings {sorted(unknown)}: choose from {', '.join(SETTINGS)}")
+
+
 @contextmanager
 def _applied(pipeline: Any, settings: Mapping[str, int]) -> Iterator[None]:
     """Search ``pipeline`` with ``settings`` inside the block; everything is restored after."""
-    unknown = set(settings) - set(SETTINGS)
-    if unknown:
-        raise RankfunnelError(f"unknown search settings {sorted(unknown)}: choose from {', '.join(SETTINGS)}")
+    _known(settings)
     for name, value in settings.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise RankfunnelError(f"setting {name} must be a positive integer, got {value!r}")
@@ -341,6 +345,7 @@ def sweep(
     """
     cfgs = _configs(pipeline, configs)
     names = list(grid)
+    _known(names)
     for name in names:
         if not list(grid[name]):
             raise RankfunnelError(f"setting {name} has no values to sweep")
