@@ -13,7 +13,6 @@ Errors print one clear line and exit with status 1; ``--verbose`` shows the trac
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
@@ -27,7 +26,7 @@ import numpy as np
 from . import __version__, default_threads, simd_level
 from .errors import RankfunnelError
 from .flat import FlatIndex, topk
-from .progress import progress_bar, wanted
+from .progress import progress_bar, track
 
 
 def _clustered(n: int, d: int, seed: int) -> np.ndarray:
@@ -91,15 +90,15 @@ IVF_TRAIN_DOCS = 65_536
 
 def _index(a: argparse.Namespace) -> None:
     from . import BiEncoder, ColBERTEncoder, CrossEncoder, Pipeline
-    from .corpus import count_documents, read_corpus
+    from .corpus import read_corpus
 
     out = Path(a.out)
-    docs = read_corpus(a.corpus)
-    docs = itertools.chain([next(docs)], docs)  # fail on a bad first record before creating `out`
     show = _progress(a)
-    bar = progress_bar(
-        total=count_documents(a.corpus) if wanted(show) else None, desc="index", unit="doc", show=show
-    )
+    # Read the whole corpus once before loading models or creating `out`: a bad record anywhere
+    # (encoding, JSON, duplicate id) fails now, not hours into encoding; and the bar gets a total.
+    checked = track(read_corpus(a.corpus), desc="check corpus", unit="doc", show=show, leave=False)
+    bar = progress_bar(total=sum(1 for _ in checked), desc="index", unit="doc", show=show)
+    docs = read_corpus(a.corpus)
     q = a.quantize
     enc = BiEncoder(a.model, quantize=q) if a.model else None
     p = Pipeline(
@@ -169,8 +168,9 @@ def _where(items: Sequence[str]) -> dict[str, Any]:
 def _search(a: argparse.Namespace) -> None:
     from . import Pipeline
 
+    where = _where(a.where) or None
     p = Pipeline.load(a.pipeline)
-    hits = p.search(a.query, k=a.k, where=_where(a.where) or None)
+    hits = p.search(a.query, k=a.k, where=where)
     if a.json:
         print(
             json.dumps(

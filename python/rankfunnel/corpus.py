@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .errors import RankfunnelError
-from .textfile import PARQUET_MAGIC, PathLike, count_lines, first_line, head_bytes, inner_name, lines
+from .textfile import PARQUET_MAGIC, PathLike, first_line, head_bytes, inner_name, lines
 
 __all__ = [
     "CORPUS_FORMATS",
     "Document",
     "corpus_format",
-    "count_documents",
     "read_corpus",
     "read_jsonl",
     "read_parquet",
@@ -343,21 +342,6 @@ def read_corpus(path: PathLike, *, what: str = "document") -> Iterator[Document]
     """
     p = _resolve(path, "queries.jsonl" if what == "query" else "corpus.jsonl")
     return _documents(p, _READERS[corpus_format(p)](p), what)
-
-
-def count_documents(path: PathLike) -> Optional[int]:
-    """How many records :func:`read_corpus` will yield, counted cheaply (lines, ``.I`` markers or
-    Parquet metadata); an upper bound for CSV with quoted line breaks; None when unknown."""
-    try:
-        p = _resolve(path, "corpus.jsonl")
-        fmt = corpus_format(p)
-        if fmt == "parquet":
-            return int(_pyarrow_parquet().ParquetFile(str(p)).metadata.num_rows)
-        if fmt == "smart":
-            return sum(1 for _, text in lines(p) if text.startswith(".I"))
-        return max(0, count_lines(p) - (fmt == "table"))
-    except (RankfunnelError, OSError):
-        return None
 
 
 def read_queries(path: PathLike) -> list[Document]:

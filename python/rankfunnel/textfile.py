@@ -79,17 +79,6 @@ def lines(path: PathLike) -> Iterator[tuple[int, str]]:
             raise RankfunnelError(f"{path}: damaged gzip data after byte {offset}: {e}") from None
 
 
-def count_lines(path: PathLike) -> int:
-    """Number of lines in a (possibly gzip-compressed) file, read in large blocks."""
-    total = 0
-    last = b"\n"
-    with open_binary(path) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            total += block.count(b"\n")
-            last = block[-1:]
-    return total + (last != b"\n")
-
-
 def first_line(path: PathLike) -> str:
     """The first non-blank line of a text file ("" when there is none)."""
     for _, text in lines(path):
