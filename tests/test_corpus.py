@@ -382,6 +382,21 @@ def test_bad_corpora_are_one_clear_line(tmp_path: Path, name: str, content: byte
     assert "\n" not in str(e.value)
 
 
+def test_truncated_and_corrupt_gzip(tmp_path: Path) -> None:
+    data = gzip.compress(
+        "".join(json.dumps({"id": i, "text": f"doc {i}"}) + "\n" for i in range(2000)).encode()
+    )
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    bad = bytearray(data)
+    bad[30:40] = b"\xff" * 10
+    (tmp_path / "bad.jsonl.gz").write_bytes(bytes(bad))
+    for name in ("cut.jsonl.gz", "bad.jsonl.gz"):
+        with pytest.raises(
+            RankfunnelError, match=f"{name}: damaged gzip data after [0-9]+ decompressed bytes"
+        ):
+            list(read_corpus(tmp_path / name))
+
+
 def test_smart_text_before_the_first_record(tmp_path: Path) -> None:
     path = tmp_path / "c.all"
     path.write_text("stray\n.I 1\n.W\nx\n")

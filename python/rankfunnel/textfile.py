@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Union
@@ -73,10 +74,10 @@ def lines(path: PathLike) -> Iterator[tuple[int, str]]:
                     text = text[1:]
                 offset += len(raw)
                 yield n, text
-        except (gzip.BadGzipFile, EOFError, OSError) as e:
-            if isinstance(e, (FileNotFoundError, IsADirectoryError)):
-                raise
-            raise RankfunnelError(f"{path}: damaged gzip data after byte {offset}: {e}") from None
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise RankfunnelError(
+                f"{path}: damaged gzip data after {offset} decompressed bytes: {e}"
+            ) from None
 
 
 def first_line(path: PathLike) -> str:
