@@ -28,6 +28,7 @@ from .models._loading import (
     write_parity,
 )
 from .progress import progress_bar
+from .publish import publish_dir
 
 __all__ = ["KINDS", "export"]
 
@@ -300,9 +301,6 @@ def _export(
             write_parity(qpath, parity)
 
         step("write")
-        if dst.exists():
-            shutil.rmtree(dst)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(tmp, dst)
+        publish_dir(tmp, dst)
     bar.update(1)
     return {"out": dst, "max_abs_diff": err, "int8_parity": parity}
