@@ -20,7 +20,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def publish_dir(src: Union[str, "os.PathLike[str]"], dst: Union[str, "os.PathLike[str]"]) -> Path:
+def publish_dir(src: Union[str, os.PathLike[str]], dst: Union[str, os.PathLike[str]]) -> Path:
     """Copy the folder ``src`` to ``dst``, replacing ``dst``, so that a crash at any moment leaves
     either the old ``dst`` or the complete new one.
 
