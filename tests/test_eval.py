@@ -212,3 +212,33 @@ def test_plot_without_matplotlib_names_it(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         plot_tradeoff([], tmp_path / "x.png", metrics=["recall@10"])
+
+
+class CountingReranker:
+    """A reranker stand-in that records how many candidates each query brings (shorter text first)."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def predict(self, pairs: list[tuple[str, str]], **kw: object) -> np.ndarray:
+        self.seen.append(len(pairs))
+        return np.array([-len(text) for _, text in pairs], dtype=np.float32)
+
+
+def test_rerankers_see_their_configured_candidates() -> None:
+    ce = CountingReranker()
+    p = rf.Pipeline(encoder=Words(), reranker=ce, index="flat", candidates=30)
+    p.add(DOCS, doc_ids=[f"d{i}" for i in range(len(DOCS))])
+    qrels = {"q1": {"d0": 1.0}}
+    queries = [Document("q1", "wings")]
+    rows = sweep(p, queries, qrels, {"candidates": [10, 40]}, k=5, depth=100)
+    assert ce.seen == [10, 40]  # not depth=100: the reranker sees what it sees in use
+    assert [(r["stages"], r.get("candidates")) for r in rows] == [
+        ("retrieve", None),
+        ("retrieve -> rerank", 10),
+        ("retrieve -> rerank", 40),
+    ]
+    assert p.candidates == {"retrieve": 30, "late": 30}
+    ce.seen.clear()
+    evaluate(p, queries, qrels, k=5, depth=100, configs=[["retrieve", "rerank"]])
+    assert ce.seen == [30]

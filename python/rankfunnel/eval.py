@@ -224,6 +224,17 @@ def _configs(pipeline: Any, configs: Optional[Sequence[Sequence[str]]]) -> list[
     return [stages[: i + 1] for i in range(len(stages))]
 
 
+def _depth(pipeline: Any, stages: Sequence[str], k: int, depth: int) -> int:
+    """Results to ask for: ``depth``, but no more than the candidates a later stage is given, so
+    that each stage sees the candidates it sees in use (asking for more would widen them)."""
+    n = depth
+    if len(stages) > 1:
+        n = min(n, pipeline.candidates.get("retrieve", depth))
+    if "late" in stages and stages[-1] != "late":
+        n = min(n, pipeline.candidates.get("late", depth))
+    return max(k, n)
+
+
 def _run_of(hits: Sequence[Any], lower_is_better: bool) -> dict[str, float]:
     sign = -1.0 if lower_is_better else 1.0
     return {h.doc_id: sign * float(h.score) for h in hits}
@@ -252,7 +263,10 @@ def evaluate(
     k : int
         Cut-off of nDCG and MRR.
     depth : int
-        Cut-off of recall (every configuration is asked for ``max(k, depth)`` results).
+        Cut-off of recall. Each configuration is asked for ``depth`` results, capped at the
+        candidates its later stages are given (but at least ``k``): the rerankers see the same
+        candidates as in use, and recall@depth of a reranked configuration counts what its
+        candidates can hold.
     configs : sequence of stage lists, optional
         Default: every prefix of ``pipeline.stages()``.
     settings : mapping, optional
@@ -290,7 +304,7 @@ def evaluate(
             lower_is_better = cfg[-1] == "retrieve" and getattr(pipeline, "metric", "") == "l2"
             for q in judged:
                 t = time.perf_counter()
-                hits = pipeline.search(q.text, k=max(k, depth), stages=cfg)
+                hits = pipeline.search(q.text, k=_depth(pipeline, cfg, k, depth), stages=cfg)
                 total = time.perf_counter() - t
                 for name, took in {**pipeline.last_timings, "total": total}.items():
                     times.setdefault(name, []).append(took)
