@@ -97,7 +97,7 @@ def _index(a: argparse.Namespace) -> None:
     # Read the whole corpus once before loading models or creating `out`: a bad record anywhere
     # (encoding, JSON, duplicate id) fails now, not hours into encoding; and the bar gets a total.
     checked = track(read_corpus(a.corpus), desc="check corpus", unit="doc", show=show, leave=False)
-    bar = progress_bar(total=sum(1 for _ in checked), desc="index", unit="doc", show=show)
+    count = sum(1 for _ in checked)
     docs = read_corpus(a.corpus)
     q = a.quantize
     enc = BiEncoder(a.model, quantize=q) if a.model else None
@@ -135,6 +135,7 @@ def _index(a: argparse.Namespace) -> None:
             return max(int(a.commit_every), IVF_TRAIN_DOCS)
         return max(int(a.commit_every), total // 8)
 
+    bar = progress_bar(total=count, desc="index", unit="doc", show=show)
     with bar:
         for doc in docs:
             batch.append(doc)
