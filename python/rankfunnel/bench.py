@@ -7,7 +7,6 @@ Speed is shown here, never asserted in tests.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -19,6 +18,8 @@ import numpy as np
 
 import rankfunnel as rf
 from rankfunnel import _core
+from rankfunnel.cli import OneLineParser
+from rankfunnel.progress import progress_bar, track
 from rankfunnel.synthetic import clustered
 
 FLAT_DOC = """Exact search benchmark: rankfunnel vs numpy and faiss IndexFlatIP on the same data, same run.
@@ -93,8 +94,9 @@ def qps_at(points: list[tuple[float, float]], target: float) -> float:
     return max((q for r, q in pts if r >= target), default=0.0)
 
 
-def flat(argv: Optional[Sequence[str]] = None) -> None:
-    ap = argparse.ArgumentParser(prog="rankfunnel bench flat", description=FLAT_DOC)
+def flat(argv: Optional[Sequence[str]] = None, show_progress: Optional[bool] = None) -> None:
+    """The exact-search suite (see ``FLAT_DOC``); ``show_progress`` as :func:`rankfunnel.progress.wanted`."""
+    ap = OneLineParser(prog="rankfunnel bench flat", description=FLAT_DOC)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--d", type=int, default=384)
     ap.add_argument("--nq", type=int, default=1000)
@@ -155,7 +157,7 @@ def flat(argv: Optional[Sequence[str]] = None) -> None:
 
     rows = []
     stats = {}
-    for name, (batch, single) in engines.items():
+    for name, (batch, single) in track(engines.items(), len(engines), "flat", "engine", show_progress):
         t = best_of(batch)  # type: ignore[arg-type]
         lat = latencies(single, a.single)  # type: ignore[arg-type]
         stats[name] = (a.nq / t, float(np.median(lat)))
@@ -181,8 +183,9 @@ def flat(argv: Optional[Sequence[str]] = None) -> None:
     )
 
 
-def ivf(argv: Optional[Sequence[str]] = None) -> None:
-    ap = argparse.ArgumentParser(prog="rankfunnel bench ivf", description=IVF_DOC)
+def ivf(argv: Optional[Sequence[str]] = None, show_progress: Optional[bool] = None) -> None:
+    """The IVF suite (see ``IVF_DOC``); ``show_progress`` as :func:`rankfunnel.progress.wanted`."""
+    ap = OneLineParser(prog="rankfunnel bench ivf", description=IVF_DOC)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--d", type=int, default=384)
     ap.add_argument("--nq", type=int, default=1000)
@@ -236,6 +239,8 @@ def ivf(argv: Optional[Sequence[str]] = None) -> None:
 
     rows = []
     curves: dict[str, list[tuple[float, float]]] = {}
+    runs = sum(1 + len(IVF_REFINES) * n.endswith("int8") for n in builds) * len(IVF_NPROBES)
+    bar = progress_bar(total=runs, desc="ivf search", unit="run", show=show_progress)
     for name, (_, _, obj) in builds.items():
         variants = [(name, 0)]
         if name.endswith("int8"):
@@ -253,9 +258,11 @@ def ivf(argv: Optional[Sequence[str]] = None) -> None:
                 t = best_of(run, 2)
                 rec = recall(found, truth)
                 curves[label].append((rec, a.nq / t))
+                bar.update(1)
                 rows.append(
                     {"engine": label, "nprobe": nprobe, "recall@10": f"{rec:.4f}", "QPS": f"{a.nq / t:,.0f}"}
                 )
+    bar.close()
     print(table(rows))
     print()
     print(
@@ -281,13 +288,26 @@ def ivf(argv: Optional[Sequence[str]] = None) -> None:
     print(f"int8 index memory / f32: {builds['ours int8'][1] / builds['ours f32'][1]:.2f}")
 
 
-SUITES: dict[str, Callable[[Optional[Sequence[str]]], None]] = {"flat": flat, "ivf": ivf}
+SUITES: dict[str, Callable[[Optional[Sequence[str]], Optional[bool]], None]] = {"flat": flat, "ivf": ivf}
 
 
-def main(suites: Sequence[str] = (), argv: Optional[Sequence[str]] = None) -> None:
-    """Run the named suites (default: all) with the same extra arguments."""
+def main(
+    suites: Sequence[str] = (), argv: Optional[Sequence[str]] = None, show_progress: Optional[bool] = None
+) -> None:
+    """Run the named suites (default: all) with the same extra arguments.
+
+    Parameters
+    ----------
+    suites : sequence of str
+        Names from :data:`SUITES` (default: all).
+    argv : sequence of str, optional
+        Arguments every suite parses.
+    show_progress : bool, optional
+        Progress bars on stderr; None: when stderr is a terminal.
+    """
+    unknown = [name for name in suites if name not in SUITES]
+    if unknown:
+        raise rf.RankfunnelError(f"unknown benchmark suite {unknown[0]!r}: choose from {sorted(SUITES)}")
     for name in suites or list(SUITES):
-        if name not in SUITES:
-            raise rf.RankfunnelError(f"unknown benchmark suite {name!r}: choose from {sorted(SUITES)}")
         print(f"\n=== {name} ===")
-        SUITES[name](argv or [])
+        SUITES[name](argv or [], show_progress)

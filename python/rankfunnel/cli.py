@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +26,7 @@ import numpy as np
 from . import __version__, default_threads, simd_level
 from .errors import RankfunnelError
 from .flat import FlatIndex, topk
+from .progress import progress_bar, track
 from .registry import kinds, parse_spec
 from .synthetic import clustered, rng
 
@@ -96,6 +98,11 @@ def _index(a: argparse.Namespace) -> None:
     from .corpus import read_corpus
 
     out = Path(a.out)
+    show = _progress(a)
+    # Read the whole corpus once before loading models or creating `out`: a bad record anywhere
+    # (encoding, JSON, duplicate id) fails now, not hours into encoding; and the bar gets a total.
+    checked = track(read_corpus(a.corpus), desc="check corpus", unit="doc", show=show, leave=False)
+    count = sum(1 for _ in checked)
     docs = read_corpus(a.corpus)
     q = a.quantize
     enc = BiEncoder(a.model, quantize=q) if a.model else None
@@ -122,12 +129,8 @@ def _index(a: argparse.Namespace) -> None:
                 batch_size=a.batch_size,
             )
             total += len(batch)
+            bar.update(len(batch))
             batch.clear()
-            if not a.quiet:
-                rate = total / (time.perf_counter() - started)
-                print(
-                    f"\rindexed {total:,} documents ({rate:,.1f} docs/s)", end="", file=sys.stderr, flush=True
-                )
 
     def due() -> int:
         # Every commit rewrites the index files, so commits get rarer as the corpus grows (at
@@ -137,23 +140,30 @@ def _index(a: argparse.Namespace) -> None:
             return max(int(a.commit_every), IVF_TRAIN_DOCS)
         return max(int(a.commit_every), total // 8)
 
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) >= due():
-            flush()
-    flush()
+    bar = progress_bar(total=count, desc="index", unit="doc", show=show)
+    with bar:
+        for doc in docs:
+            batch.append(doc)
+            if len(batch) >= due():
+                flush()
+        flush()
     took = time.perf_counter() - started
-    if not a.quiet:
-        print(file=sys.stderr)
     print(f"{total:,} documents indexed into {out} in {took:.1f} s ({total / max(took, 1e-9):,.1f} docs/s)")
+
+
+def _progress(a: argparse.Namespace) -> Optional[bool]:
+    """--progress: always; --quiet: never; otherwise when stderr is a terminal."""
+    if getattr(a, "quiet", False):
+        return False
+    return True if getattr(a, "progress", False) else None
 
 
 def _where(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
             raise RankfunnelError(f"--where expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -164,8 +174,9 @@ def _where(items: Sequence[str]) -> dict[str, Any]:
 def _search(a: argparse.Namespace) -> None:
     from . import Pipeline
 
+    where = _where(a.where) or None
     p = Pipeline.load(a.pipeline)
-    hits = p.search(a.query, k=a.k, where=_where(a.where) or None)
+    hits = p.search(a.query, k=a.k, where=where)
     if a.json:
         print(
             json.dumps(
@@ -196,60 +207,83 @@ def _search(a: argparse.Namespace) -> None:
     print(f"({len(hits)} results; {times})")
 
 
+def _sweep(items: Sequence[str]) -> dict[str, list[int]]:
+    from .eval import SETTINGS
+
+    grid: dict[str, list[int]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip()
+        if not sep or name not in SETTINGS:
+            raise RankfunnelError(
+                f"--sweep expects NAME=V1,V2,... with NAME one of {', '.join(SETTINGS)}, got {item!r}"
+            )
+        try:
+            grid[name] = [int(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise RankfunnelError(f"--sweep {name}: values must be integers, got {values!r}") from None
+        if not grid[name] or min(grid[name]) < 1:
+            raise RankfunnelError(f"--sweep {name}: give one or more positive integers, got {values!r}")
+    return grid
+
+
+def _print_rows(rows: list[dict[str, Any]], k: int, depth: int) -> None:
+    from .eval import SETTINGS
+
+    settings = [s for s in SETTINGS if any(s in r for r in rows)]
+    metrics = [f"ndcg@{k}", f"mrr@{k}", f"recall@{depth}", "total p50_ms", "total p95_ms"]
+    print("  ".join([f"{'stages':<26}"] + [f"{s:>10}" for s in settings] + [f"{m:>14}" for m in metrics]))
+    for row in rows:
+        cells = [f"{row['stages']:<26}"] + [f"{row.get(s, '-')!s:>10}" for s in settings]
+        for m in metrics:
+            v = float(row.get(m, float("nan")))
+            cells.append(f"{v:>14.1f}" if m.endswith("ms") else f"{v:>14.4f}")
+        print("  ".join(cells))
+    print("per-stage latency (ms, p50/p95):")
+    for row in rows:
+        stages = sorted({key.rsplit(" ", 1)[0] for key in row if key.endswith(" p50_ms")} - {"total"})
+        label = " ".join([row["stages"]] + [f"{s}={row[s]}" for s in settings if s in row])
+        print(
+            f"  {label}: "
+            + ", ".join(f"{s} {row[s + ' p50_ms']:.1f}/{row[s + ' p95_ms']:.1f}" for s in stages)
+        )
+
+
 def _eval(a: argparse.Namespace) -> None:
     from . import Pipeline
     from .corpus import read_queries
-    from .eval import evaluate, match_query_ids, read_qrels
+    from .eval import evaluate, judged_queries, load_qrels, match_query_ids, sweep
 
+    grid = _sweep(a.sweep)
+    if a.plot:
+        from .plot import _matplotlib
+
+        _matplotlib()  # fail before the (long) evaluation when matplotlib is missing
+    read = load_qrels(a.qrels, a.qrels_format)
+    if read.note:
+        print(f"rankfunnel: note: {read.path}: {read.note}", file=sys.stderr)
+    queries = judged_queries(match_query_ids(read_queries(a.queries), read.qrels), read.qrels)
     p = Pipeline.load(a.pipeline)
-    qrels = read_qrels(a.qrels, a.qrels_format)
-    queries = match_query_ids(read_queries(a.queries), qrels)
-    rows = evaluate(p, queries, qrels, k=a.k, depth=a.depth)
+    show = _progress(a)
+    if grid:
+        rows = sweep(p, queries, read.qrels, grid, k=a.k, depth=a.depth, show_progress=show)
+    else:
+        rows = evaluate(p, queries, read.qrels, k=a.k, depth=a.depth, show_progress=show)
     if a.json:
         print(json.dumps(rows, indent=2))
     else:
-        keys = ["stages", f"ndcg@{a.k}", f"mrr@{a.k}", f"recall@{a.depth}", "total p50_ms", "total p95_ms"]
-        print("  ".join(f"{k:>14}" if i else f"{k:<26}" for i, k in enumerate(keys)))
-        for row in rows:
-            cells = [f"{row[keys[0]]:<26}"] + [
-                f"{row[k]:>14.4f}" if "ms" not in k else f"{row[k]:>14.1f}" for k in keys[1:]
-            ]
-            print("  ".join(cells))
-        print("per-stage latency (ms, p50/p95):")
-        for row in rows:
-            stages = sorted({k.rsplit(" ", 1)[0] for k in row if k.endswith("p50_ms")} - {"total"})
-            print(
-                f"  {row['stages']}: "
-                + ", ".join(f"{s} {row[s + ' p50_ms']:.1f}/{row[s + ' p95_ms']:.1f}" for s in stages)
-            )
+        _print_rows(rows, a.k, a.depth)
     if a.plot:
-        _plot(rows, a.plot, a.depth)
+        from .plot import plot_tradeoff
 
-
-def _plot(rows: list[dict[str, Any]], path: str, depth: int) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RankfunnelError("--plot needs matplotlib: pip install matplotlib") from None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        ax.scatter(row["total p50_ms"], row[f"recall@{depth}"], s=60)
-        ax.annotate(row["stages"], (row["total p50_ms"], row[f"recall@{depth}"]), fontsize=8)
-    ax.set_xlabel("query latency p50 (ms)")
-    ax.set_ylabel(f"recall@{depth}")
-    ax.set_title("rankfunnel: recall vs latency per stage configuration")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"plot written to {path}")
+        plot_tradeoff(rows, a.plot, metrics=[f"recall@{a.depth}", f"ndcg@{a.k}"])
+        print(f"plot written to {a.plot}", file=sys.stderr if a.json else sys.stdout)
 
 
 def _bench(a: argparse.Namespace) -> None:
     from . import bench
 
-    bench.main(a.suites, a.args)
+    bench.main(a.suites, a.args, show_progress=_progress(a))
 
 
 def _demo(a: argparse.Namespace) -> None:
@@ -264,19 +298,60 @@ def _demo(a: argparse.Namespace) -> None:
 def _export(a: argparse.Namespace) -> None:
     from .export import export
 
-    result = export(a.src, a.out, a.kind, quantize=a.quantize, overwrite=a.overwrite)
+    result = export(
+        a.src, a.out, a.kind, quantize=a.quantize, overwrite=a.overwrite, show_progress=_progress(a)
+    )
     print(f"exported to {result['out']} (max |onnx - torch| = {result['max_abs_diff']:.2e})")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> Any:  # the base class declares NoReturn
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _common(progress: bool) -> OneLineParser:
+    """Options every command takes (after the command name too)."""
+    p = OneLineParser(add_help=False)
+    p.add_argument(
+        "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
+    if progress:
+        p.add_argument(
+            "--progress",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show progress bars even when stderr is not a terminal",
+        )
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``rankfunnel`` command."""
-    p = argparse.ArgumentParser(prog="rankfunnel", description="Rust-accelerated retrieval funnel.")
+    p = OneLineParser(prog="rankfunnel", description="Rust-accelerated retrieval funnel.")
     p.add_argument("--version", action="version", version=f"rankfunnel {__version__}")
     p.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    p.add_argument(
+        "--progress", action="store_true", help="show progress bars even when stderr is not a terminal"
+    )
     sub = p.add_subparsers(dest="command", required=True)
+    quiet, busy = [_common(False)], [_common(True)]
 
     s = sub.add_parser(
-        "index", help="index a corpus (JSONL, CSV/TSV, BEIR folder, SMART) into a pipeline folder"
+        "index",
+        parents=busy,
+        help="index a corpus (JSONL, CSV/TSV, Parquet, BEIR folder, SMART; gzip too) into a pipeline folder",
     )
     s.add_argument("corpus")
     s.add_argument("--model", help="bi-encoder folder (first stage)")
@@ -289,12 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"index spec: {', '.join(kinds())}, optionally sized and with options (hnsw32, ivf1024,int8)",
     )
     s.add_argument("--metric", default="cosine", choices=["cosine", "dot", "l2"])
-    s.add_argument("--candidates", type=int, default=100)
+    s.add_argument("--candidates", type=_positive, default=100)
     s.add_argument("--out", required=True, help="pipeline folder to create")
-    s.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
+    s.add_argument("--batch-size", type=_positive, default=32, help="encoder batch size")
     s.add_argument(
         "--commit-every",
-        type=int,
+        type=_positive,
         default=2048,
         help="documents per crash-safe commit, at least: commits grow to 1/8 of the documents indexed "
         f"so far, and with --index ivf the first waits for {IVF_TRAIN_DOCS:,} (the training sample)",
@@ -307,44 +382,67 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(run=_index)
 
-    s = sub.add_parser("search", help="search a pipeline folder")
+    s = sub.add_parser("search", parents=quiet, help="search a pipeline folder")
     s.add_argument("pipeline")
     s.add_argument("query")
-    s.add_argument("-k", type=int, default=10)
+    s.add_argument("-k", type=_positive, default=10)
     s.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="metadata filter")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=_search)
 
-    s = sub.add_parser("eval", help="nDCG, MRR, recall and latency per stage configuration")
+    s = sub.add_parser("eval", parents=busy, help="nDCG, MRR, recall and latency per stage configuration")
     s.add_argument("pipeline")
-    s.add_argument("--queries", required=True, help="queries (any corpus format, or a BEIR folder)")
-    s.add_argument("--qrels", required=True, help="TREC or BEIR qrels, or Cranfield cranqrel")
-    s.add_argument("--qrels-format", default="auto", choices=["auto", "trec", "beir", "cranfield"])
-    s.add_argument("-k", type=int, default=10)
-    s.add_argument("--depth", type=int, default=100)
+    s.add_argument(
+        "--queries", required=True, help="queries: JSONL, TSV/CSV, SMART .QRY, Parquet, or a BEIR folder"
+    )
+    s.add_argument(
+        "--qrels", required=True, help="judgements: TREC, BEIR TSV, SMART .REL or Cranfield cranqrel"
+    )
+    s.add_argument(
+        "--qrels-format",
+        default="auto",
+        choices=["auto", "trec", "beir", "smart", "cranfield"],
+        help="the qrels format (default: told from the content)",
+    )
+    s.add_argument("-k", type=_positive, default=10, help="cut-off of nDCG and MRR")
+    s.add_argument("--depth", type=_positive, default=100, help="cut-off of recall")
+    s.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="evaluate at each value of a search setting: ef (HNSW), nprobe (IVF), candidates, "
+        "candidates.retrieve, candidates.late; repeat for a grid",
+    )
     s.add_argument("--json", action="store_true")
-    s.add_argument("--plot", help="write a recall/latency plot (PNG, needs matplotlib)")
+    s.add_argument(
+        "--plot", help="write recall and nDCG against latency, one curve per configuration (needs matplotlib)"
+    )
     s.set_defaults(run=_eval)
 
-    s = sub.add_parser("bench", help="benchmarks against the anchors installed here")
+    s = sub.add_parser("bench", parents=busy, help="benchmarks against the anchors installed here")
     s.add_argument("suites", nargs="*", help="suites to run (default all)")
     s.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="arguments passed to every suite")
     s.set_defaults(run=_bench)
 
     s = sub.add_parser(
-        "demo", help="index a small corpus with the default model and search it through every stage"
+        "demo",
+        parents=quiet,
+        help="index a small corpus with the default model and search it through every stage",
     )
     s.add_argument("--model", help="bi-encoder folder (default: all-MiniLM-L6-v2, resolved offline)")
     s.add_argument("--reranker", help="cross-encoder folder for the last stage")
     s.add_argument("--vectors", action="store_true", help="exact search on generated vectors instead")
-    s.add_argument("-n", type=int, default=100_000, help="--vectors: corpus size")
+    s.add_argument("-n", type=_positive, default=100_000, help="--vectors: corpus size")
     s.add_argument("-d", "--dim", type=int, default=384, help="--vectors: dimension")
-    s.add_argument("-k", type=int, default=10)
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("-k", type=_positive, default=10)
+    s.add_argument("--threads", type=_positive, default=None)
     s.set_defaults(run=_demo)
 
     s = sub.add_parser(
-        "export", help="export a checkpoint to ONNX (needs rankfunnel[export]: torch, transformers)"
+        "export",
+        parents=busy,
+        help="export a checkpoint to ONNX (needs rankfunnel[export]: torch, transformers)",
     )
     s.add_argument("src")
     s.add_argument("out")
@@ -355,21 +453,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _describe(e: BaseException) -> str:
+    """One line naming the problem."""
+    if isinstance(e, OSError) and e.filename is not None and not isinstance(e, RankfunnelError):
+        what = e.strerror or type(e).__name__
+        return f"{what}: {e.filename}"
+    msg = " ".join(str(e).split())
+    if isinstance(e, (RankfunnelError, OSError, ImportError)):
+        return msg or type(e).__name__
+    return f"{type(e).__name__}: {msg} (--verbose shows the traceback)" if msg else type(e).__name__
+
+
+def _warn(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    print(f"rankfunnel: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    Every error prints one line on stderr (``rankfunnel: error: ...``) and exits with status 1
+    (2 for a usage error); ``--verbose`` shows the traceback instead. Warnings print one line each.
+    """
     args = build_parser().parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
     try:
-        args.run(args)
+        with warnings.catch_warnings():
+            if not verbose:
+                warnings.showwarning = _warn
+            args.run(args)
         return 0
-    except (RankfunnelError, OSError, ImportError) as e:
-        if args.verbose:
-            raise
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"rankfunnel: error: {msg}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("rankfunnel: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # every error: one line, or the traceback with --verbose
+        if verbose:
+            raise
+        print(f"rankfunnel: error: {_describe(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

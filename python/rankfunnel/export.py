@@ -24,6 +24,8 @@ from .models._model_dir import ModelDir
 from .models._quantize_cache import resolve_quantize, write_parity
 from .models._session import OnnxModel
 from .models._tokenizer import load_tokenizer
+from .progress import progress_bar
+from .publish import publish_dir
 
 __all__ = ["KINDS", "export"]
 
@@ -145,6 +147,7 @@ def export(
     opset: int = 17,
     atol: float = 1e-4,
     overwrite: bool = False,
+    show_progress: Optional[bool] = False,
 ) -> dict[str, Any]:
     """Export a checkpoint to ``out/onnx/model.onnx`` plus its tokenizer.json and configs.
 
@@ -167,6 +170,8 @@ def export(
         Largest absolute difference allowed between ONNX Runtime and torch outputs.
     overwrite : bool, default False
         Replace an existing ``out``.
+    show_progress : bool or None, default False
+        A bar of the export steps on stderr; None: when stderr is a terminal.
 
     Returns
     -------
@@ -191,8 +196,32 @@ def export(
     md = ModelDir.read(src_dir)
     _check_kind(md, kind)
     torch, transformers = _import_torch()
-    module = _build(torch, transformers, src_dir, kind, md)
+    steps = 5 if mode == "int8" else 4
+    with progress_bar(total=steps, desc="export: load", unit="step", show=show_progress) as bar:
+        return _export(torch, transformers, src, src_dir, dst, kind, md, mode, opset, atol, bar)
 
+
+def _export(
+    torch: Any,
+    transformers: Any,
+    src: Union[str, os.PathLike[str]],
+    src_dir: Path,
+    dst: Path,
+    kind: str,
+    md: ModelDir,
+    mode: Optional[str],
+    opset: int,
+    atol: float,
+    bar: Any,
+) -> dict[str, Any]:
+    """The steps of :func:`export` once its arguments are checked, reported on ``bar``."""
+
+    def step(next_desc: str) -> None:
+        bar.update(1)
+        bar.set_description(f"export: {next_desc}")
+
+    module = _build(torch, transformers, src_dir, kind, md)
+    step("convert to ONNX")
     with tempfile.TemporaryDirectory(prefix="rankfunnel-export-") as tmp_name:
         tmp = Path(tmp_name) / "model"
         (tmp / "onnx").mkdir(parents=True)
@@ -241,6 +270,7 @@ def export(
                 **kwargs,
             )
             want = module(*inputs).float().numpy()
+        step("check against torch")
         got = OnnxModel(path, threads=None).run(output, batch)
         mask = batch.attention_mask.astype(bool)
         diff = np.abs(got - want)
@@ -250,6 +280,7 @@ def export(
 
         parity: Optional[dict[str, float]] = None
         if mode == "int8":
+            step("int8 quantize")
             qpath = tmp / "onnx" / "model_int8.onnx"
             quantize_int8(path, qpath, [batch])
             qgot = OnnxModel(qpath, optimize=False).run(output, batch)
@@ -266,8 +297,7 @@ def export(
                 parity["cosine_mean"] = float(cos.mean())
             write_parity(qpath, parity)
 
-        if dst.exists():
-            shutil.rmtree(dst)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(tmp, dst)
+        step("write")
+        publish_dir(tmp, dst)
+    bar.update(1)
     return {"out": dst, "max_abs_diff": err, "int8_parity": parity}
