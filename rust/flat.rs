@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::half;
 use crate::metric::Metric;
 use crate::pack;
 use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
@@ -61,9 +62,9 @@ impl FlatIndex {
     }
 
     fn write_half(&mut self, slot: usize, row: &[f32]) {
-        let half: Vec<u16> = row.iter().map(|&x| pack::to_bf16(x)).collect();
+        let half: Vec<u16> = row.iter().map(|&x| half::to_bf16(x)).collect();
         let resid: f64 =
-            row.iter().zip(&half).map(|(&x, &h)| (x as f64 - pack::from_bf16(h) as f64).powi(2)).sum();
+            row.iter().zip(&half).map(|(&x, &h)| (x as f64 - half::from_bf16(h) as f64).powi(2)).sum();
         let norm: f64 = row.iter().map(|&x| (x as f64).powi(2)).sum();
         pack::write_vector(self.half.to_mut(), self.dim, slot, &half);
         self.resid.to_mut()[slot] = (resid.sqrt() * (1.0 + 1e-6)) as f32;

@@ -12,11 +12,12 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::kmeans::{self, Init};
+use crate::layout::PANEL;
 use crate::metric::Metric;
 use crate::pack;
 use crate::parallel;
 use crate::rng::Rng;
-use crate::simd::{self, PANEL, U8_ROWS};
+use crate::simd::{self, U8_ROWS};
 use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
 use crate::topk::{self, Blocks, Results, Scan, Source, TopK};
 use crate::vectors;

@@ -3,11 +3,15 @@
 //! This crate is pure Rust. The Python binding lives in [`python`] behind the `python` feature, so
 //! `cargo test` and the criterion benches link the core without a Python interpreter.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod error;
 pub mod flat;
+pub mod half;
 pub mod hnsw;
 pub mod ivf;
 pub mod kmeans;
+pub mod layout;
 pub mod maxsim;
 pub mod metric;
 pub mod multivector;

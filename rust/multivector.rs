@@ -26,6 +26,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::half;
 use crate::kmeans::{self, Init};
 use crate::maxsim::{self, Docs, PackedQuery, Tokens};
 use crate::metric::Metric;
@@ -533,7 +534,7 @@ impl MultiVectorIndex {
         let base = self.n_tokens() as u64;
         match (self.nbits, self.refine) {
             (0, _) => self.tokens.to_mut().extend_from_slice(tokens),
-            (_, Refine::F16) => self.exact16.to_mut().extend(tokens.iter().map(|&x| maxsim::f32_to_f16(x))),
+            (_, Refine::F16) => self.exact16.to_mut().extend(tokens.iter().map(|&x| half::f32_to_f16(x))),
             (_, Refine::F32) => self.exact32.to_mut().extend_from_slice(tokens),
             (_, Refine::None) => {}
         }
@@ -703,8 +704,8 @@ impl MultiVectorIndex {
         // Scores of every query token against every centroid: the kernel with one-token documents.
         let k = maxsim::kernels();
         let mut cs = vec![0f32; nc * m]; // cs[c * m + i]
-        let np = m.div_ceil(crate::simd::PANEL);
-        let mut mx = vec![0f32; np * crate::simd::PANEL];
+        let np = m.div_ceil(crate::layout::PANEL);
+        let mut mx = vec![0f32; np * crate::layout::PANEL];
         for c in 0..nc {
             mx.fill(f32::NEG_INFINITY);
             q.score_token(k, d, &self.centroids[c * d..(c + 1) * d], &mut mx);

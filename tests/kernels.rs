@@ -2,10 +2,11 @@
 //! naive f64 search, FlatIndex edits and the file format.
 #![allow(clippy::needless_range_loop)]
 
-use rankfunnel::simd::{self, Level, BLOCK};
+use rankfunnel::layout::{self, BLOCK};
+use rankfunnel::simd::{self, Level};
 use rankfunnel::storage::IndexFile;
 use rankfunnel::topk::{self, TopK};
-use rankfunnel::{pack, Error, FlatIndex, Metric};
+use rankfunnel::{half, pack, Error, FlatIndex, Metric};
 
 /// Small deterministic generator (xorshift) so tests need no extra crates.
 struct Rng(u64);
@@ -50,7 +51,7 @@ fn bf16_pair_kernels_match_f64_at_every_level() {
         let k = simd::kernels_for(level);
         for d in [1, 7, 15, 16, 17, 31, 32, 33, 100, 389] {
             let q = rng.vec(d);
-            let x: Vec<u16> = rng.vec(d).iter().map(|&v| pack::to_bf16(v)).collect();
+            let x: Vec<u16> = rng.vec(d).iter().map(|&v| half::to_bf16(v)).collect();
             let wide: Vec<f64> = x.iter().map(|&h| f32::from_bits((h as u32) << 16) as f64).collect();
             let dot: f64 = q.iter().zip(&wide).map(|(a, b)| *a as f64 * b).sum();
             let l2: f64 = q.iter().zip(&wide).map(|(a, b)| (*a as f64 - b).powi(2)).sum();
@@ -104,9 +105,9 @@ fn u8_kernels_are_exact_at_every_level_with_and_without_vnni() {
         }
         for d in [1, 3, 4, 5, 8, 12, 33, 384] {
             let dp = pack::quad_dim(d);
-            assert!(dp.is_multiple_of(simd::QUAD) && dp >= d && dp < d + simd::QUAD);
+            assert!(dp.is_multiple_of(layout::QUAD) && dp >= d && dp < d + layout::QUAD);
             // Two panels of codes, extremes included; row-major originals to check against.
-            let rows: Vec<Vec<u8>> = (0..2 * simd::PANEL)
+            let rows: Vec<Vec<u8>> = (0..2 * layout::PANEL)
                 .map(|j| {
                     (0..d)
                         .map(|t| {
@@ -121,7 +122,7 @@ fn u8_kernels_are_exact_at_every_level_with_and_without_vnni() {
                         .collect()
                 })
                 .collect();
-            let mut codes = vec![0u8; pack::packed_len(2 * simd::PANEL, dp)];
+            let mut codes = vec![0u8; pack::packed_len(2 * layout::PANEL, dp)];
             for (j, v) in rows.iter().enumerate() {
                 pack::write_quad(&mut codes, dp, j, v);
                 let mut back = vec![0u8; d];
@@ -140,13 +141,13 @@ fn u8_kernels_are_exact_at_every_level_with_and_without_vnni() {
                     }
                 }
                 for p in 0..2 {
-                    let panel = &codes[p * simd::PANEL * dp..];
+                    let panel = &codes[p * layout::PANEL * dp..];
                     for (name, table) in &variants {
                         let mut out = vec![i32::MIN; r * 20];
                         (table[r - 1])(&w, dp, panel, &mut out, 20);
                         for i in 0..r {
-                            for j in 0..simd::PANEL {
-                                let x = &rows[p * simd::PANEL + j];
+                            for j in 0..layout::PANEL {
+                                let x = &rows[p * layout::PANEL + j];
                                 let want: i64 = (0..d).map(|t| w[i * dp + t] as i64 * x[t] as i64).sum();
                                 assert_eq!(
                                     out[i * 20 + j] as i64,

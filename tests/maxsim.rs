@@ -3,8 +3,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use rankfunnel::maxsim::{self, Docs, Scale, Tokens};
-use rankfunnel::simd;
 use rankfunnel::Error;
+use rankfunnel::{half, simd};
 
 /// Tests that force SIMD levels (a process-wide setting) run one at a time.
 static LEVELS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -101,17 +101,17 @@ fn every_level_matches_f64_on_ragged_docs() {
 #[test]
 fn f16_conversion_is_exact_and_round_trips() {
     for h in 0..=u16::MAX {
-        let x = maxsim::f16_to_f32(h);
+        let x = half::f16_to_f32(h);
         if x.is_nan() {
-            assert!(maxsim::f32_to_f16(x) & 0x7c00 == 0x7c00);
+            assert!(half::f32_to_f16(x) & 0x7c00 == 0x7c00);
             continue;
         }
-        assert_eq!(maxsim::f32_to_f16(x), h, "round trip of {h:#06x} ({x})");
+        assert_eq!(half::f32_to_f16(x), h, "round trip of {h:#06x} ({x})");
     }
-    assert_eq!(maxsim::f16_to_f32(0x3c00), 1.0);
-    assert_eq!(maxsim::f16_to_f32(0x0001), 2f32.powi(-24));
-    assert_eq!(maxsim::f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00); // tie to even
-    assert_eq!(maxsim::f32_to_f16(70000.0), 0x7c00);
+    assert_eq!(half::f16_to_f32(0x3c00), 1.0);
+    assert_eq!(half::f16_to_f32(0x0001), 2f32.powi(-24));
+    assert_eq!(half::f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00); // tie to even
+    assert_eq!(half::f32_to_f16(70000.0), 0x7c00);
     for &level in simd::available() {
         let k = maxsim::kernels_for(level);
         let src: Vec<u16> = (0..1000u16).map(|i| i.wrapping_mul(65)).collect();
@@ -143,8 +143,8 @@ fn f16_and_int8_tokens_score_their_decoded_values() {
     }
     let n = flat.len() / d;
     let q = rng.vec(20 * d);
-    let half: Vec<u16> = flat.iter().map(|&x| maxsim::f32_to_f16(x)).collect();
-    let half_dec: Vec<f32> = half.iter().map(|&h| maxsim::f16_to_f32(h)).collect();
+    let half: Vec<u16> = flat.iter().map(|&x| half::f32_to_f16(x)).collect();
+    let half_dec: Vec<f32> = half.iter().map(|&h| half::f16_to_f32(h)).collect();
     let tok_scale: Vec<f32> = (0..n).map(|j| 0.01 + 0.001 * (j % 7) as f32).collect();
     let dim_scale: Vec<f32> = (0..d).map(|t| 0.02 + 0.001 * (t % 5) as f32).collect();
     let codes: Vec<i8> = (0..n * d).map(|i| (i * 31 % 255) as i32 - 127).map(|c| c as i8).collect();

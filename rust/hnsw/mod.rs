@@ -341,7 +341,7 @@ impl HnswIndex {
             for (&s, row) in order.iter().zip(rows.chunks_exact(d)) {
                 let s = s as usize;
                 for (h, &x) in half[s * d..(s + 1) * d].iter_mut().zip(row) {
-                    *h = crate::pack::to_bf16(x);
+                    *h = crate::half::to_bf16(x);
                 }
             }
         }
