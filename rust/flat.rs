@@ -1,10 +1,10 @@
 //! `FlatIndex`: exact search over vectors kept in block layout (see [`crate::pack`]).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::half;
+use crate::ids::IdMap;
 use crate::metric::Metric;
 use crate::pack;
 use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
@@ -29,8 +29,7 @@ pub struct FlatIndex {
     norms: Buf<f32>,
     prefilter: bool,
     ids: Vec<i64>,
-    slots: HashMap<i64, usize>,
-    next_id: i64,
+    idmap: IdMap,
 }
 
 impl FlatIndex {
@@ -51,8 +50,7 @@ impl FlatIndex {
             norms: Buf::default(),
             prefilter,
             ids: Vec::new(),
-            slots: HashMap::new(),
-            next_id: 0,
+            idmap: IdMap::new(),
         })
     }
 
@@ -98,7 +96,7 @@ impl FlatIndex {
 
     /// True when `id` is stored.
     pub fn contains(&self, id: i64) -> bool {
-        self.slots.contains_key(&id)
+        self.idmap.contains(id)
     }
 
     /// Heap bytes used (vectors, ids, id map); a mapped file's pages are not counted.
@@ -108,7 +106,7 @@ impl FlatIndex {
             + self.resid.heap_bytes()
             + self.norms.heap_bytes()
             + self.ids.capacity() * 8
-            + self.slots.capacity() * 24
+            + self.idmap.capacity() * 24
     }
 
     /// True while the vectors are read from an mmapped file.
@@ -123,7 +121,7 @@ impl FlatIndex {
         let d = self.dim;
         let n = vectors::rows(vectors, d, "vectors")?;
         vectors::check_finite(vectors, d, "vectors")?;
-        let new_ids = vectors::new_ids(n, ids, self.next_id, "vectors", |id| self.slots.contains_key(&id))?;
+        let new_ids = self.idmap.assign(n, ids, "vectors")?;
         let normalized;
         let rows = if self.metric == Metric::Cosine {
             normalized = vectors::normalized(vectors, d);
@@ -146,26 +144,22 @@ impl FlatIndex {
             }
         }
         for (i, &id) in new_ids.iter().enumerate() {
-            self.slots.insert(id, start + i);
+            self.idmap.insert(id, start + i);
         }
         self.ids.extend_from_slice(&new_ids);
-        if let Some(&m) = new_ids.iter().max() {
-            self.next_id = self.next_id.max(m + 1);
-        }
+        self.idmap.advance(&new_ids);
         Ok(new_ids)
     }
 
     /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.
     pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
-        if let Some(&bad) = ids.iter().find(|id| !self.slots.contains_key(id)) {
-            return Err(Error::UnknownId(bad));
-        }
+        self.idmap.check_known(ids)?;
         let d = self.dim;
         let mut removed = 0;
         let mut row = vec![0f32; d];
         let zero = vec![0f32; d];
         for &id in ids {
-            let Some(slot) = self.slots.remove(&id) else { continue };
+            let Some(slot) = self.idmap.remove(id) else { continue };
             let last = self.ids.len() - 1;
             let data = self.data.to_mut();
             if slot != last {
@@ -173,7 +167,7 @@ impl FlatIndex {
                 pack::write_vector(data, d, slot, &row);
                 let moved = self.ids[last];
                 self.ids[slot] = moved;
-                self.slots.insert(moved, slot);
+                self.idmap.insert(moved, slot);
             }
             pack::write_vector(data, d, last, &zero);
             self.ids.pop();
@@ -197,7 +191,7 @@ impl FlatIndex {
         let d = self.dim;
         let mut out = vec![0f32; ids.len() * d];
         for (row, id) in out.chunks_exact_mut(d).zip(ids) {
-            let slot = *self.slots.get(id).ok_or(Error::UnknownId(*id))?;
+            let slot = self.idmap.slot(*id)?;
             pack::read_vector(self.data.as_slice(), d, slot, row);
         }
         Ok(out)
@@ -220,7 +214,7 @@ impl FlatIndex {
         let bitmap = allow.map(|ids| {
             let mut bits = vec![0u64; self.len().div_ceil(64)];
             for id in ids {
-                if let Some(&s) = self.slots.get(id) {
+                if let Some(s) = self.idmap.get(*id) {
                     bits[s / 64] |= 1 << (s % 64);
                 }
             }
@@ -262,7 +256,7 @@ impl FlatIndex {
             dtype: Dtype::F32,
             count: self.len() as u64,
         };
-        let meta = [self.next_id, self.prefilter as i64];
+        let meta = [self.idmap.next_id(), self.prefilter as i64];
         let mut w = Writer::new(header);
         w.add("vectors", self.data.as_slice());
         w.add("ids", &self.ids);
@@ -300,24 +294,13 @@ impl FlatIndex {
         {
             return Err(f.corrupt("section sizes do not match the header"));
         }
-        let mut slots = HashMap::with_capacity(ids.len());
+        let mut idmap = IdMap::with_capacity(ids.len(), meta[0]);
         for (s, &id) in ids.iter().enumerate() {
-            if id < 0 || slots.insert(id, s).is_some() {
+            if !idmap.insert_loaded(id, s) {
                 return Err(f.corrupt("invalid or duplicate id"));
             }
         }
-        Ok(FlatIndex {
-            dim: h.dim,
-            metric: h.metric,
-            data,
-            half,
-            resid,
-            norms,
-            prefilter,
-            ids,
-            slots,
-            next_id: meta[0],
-        })
+        Ok(FlatIndex { dim: h.dim, metric: h.metric, data, half, resid, norms, prefilter, ids, idmap })
     }
 
     /// Open `path` and load it.

@@ -5,12 +5,12 @@
 //! Batched searches group queries by list, so each probed list is streamed once for all the
 //! queries that probe it through the register-blocked tile kernels.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::ids::IdMap;
 use crate::kmeans::{self, Init};
 use crate::layout::PANEL;
 use crate::metric::Metric;
@@ -100,8 +100,7 @@ pub struct IvfIndex {
     /// Per global slot: (list, position), and the float32 row (Int8 only).
     loc: Vec<(u32, u32)>,
     raw: Buf<f32>,
-    slots: HashMap<i64, u32>,
-    next_id: i64,
+    idmap: IdMap<u32>,
 }
 
 impl IvfIndex {
@@ -125,8 +124,7 @@ impl IvfIndex {
             lists: Vec::new(),
             loc: Vec::new(),
             raw: Buf::default(),
-            slots: HashMap::new(),
-            next_id: 0,
+            idmap: IdMap::new(),
         })
     }
 
@@ -168,7 +166,7 @@ impl IvfIndex {
     }
     /// True when `id` is stored.
     pub fn contains(&self, id: i64) -> bool {
-        self.slots.contains_key(&id)
+        self.idmap.contains(id)
     }
 
     /// Heap bytes of the index proper (centroids, lists, ids); the float32 copy kept for
@@ -192,7 +190,7 @@ impl IvfIndex {
                 + self.step.capacity())
                 * 4
             + self.loc.capacity() * 8
-            + self.slots.capacity() * (std::mem::size_of::<(i64, u32)>() + 1)
+            + self.idmap.capacity() * (std::mem::size_of::<(i64, u32)>() + 1)
     }
 
     /// Heap bytes of the float32 vectors kept for `refine` (0 when mmapped or f32 storage).
@@ -317,7 +315,7 @@ impl IvfIndex {
         let d = self.dim;
         let n = vectors::rows(v, d, "vectors")?;
         vectors::check_finite(v, d, "vectors")?;
-        let new_ids = vectors::new_ids(n, ids, self.next_id, "vectors", |id| self.slots.contains_key(&id))?;
+        let new_ids = self.idmap.assign(n, ids, "vectors")?;
         if self.len() + n > u32::MAX as usize {
             return Err(Error::InvalidArgument("an IVFIndex holds at most 2^32-1 vectors".into()));
         }
@@ -375,26 +373,22 @@ impl IvfIndex {
             list.labels.push(new_ids[i]);
             list.slots.push(slot);
             self.loc.push((l as u32, pos as u32));
-            self.slots.insert(new_ids[i], slot);
+            self.idmap.insert(new_ids[i], slot);
         }
-        if let Some(&m) = new_ids.iter().max() {
-            self.next_id = self.next_id.max(m + 1);
-        }
+        self.idmap.advance(&new_ids);
         Ok(new_ids)
     }
 
     /// Remove ids; an unknown id is an error and then nothing is removed.
     pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
-        if let Some(&bad) = ids.iter().find(|id| !self.slots.contains_key(id)) {
-            return Err(Error::UnknownId(bad));
-        }
+        self.idmap.check_known(ids)?;
         let d = self.dim;
         let dp = pack::quad_dim(d);
         let mut removed = 0;
         let mut tmp_f = vec![0f32; d];
         let mut tmp_u = vec![0u8; d];
         for id in ids {
-            let Some(slot) = self.slots.remove(id) else { continue };
+            let Some(slot) = self.idmap.remove(*id) else { continue };
             let slot = slot as usize;
             // 1. Take the entry out of its list (swap with the list's last entry).
             let (l, pos) = self.loc[slot];
@@ -439,7 +433,7 @@ impl IvfIndex {
             if slot != lastslot {
                 let (ml, mp) = self.loc[lastslot];
                 let moved = self.lists[ml as usize].labels[mp as usize];
-                self.slots.insert(moved, slot as u32);
+                self.idmap.insert(moved, slot as u32);
                 self.loc[slot] = (ml, mp);
                 self.lists[ml as usize].slots[mp as usize] = slot as u32;
                 if self.storage == Storage::Int8 {
@@ -486,7 +480,7 @@ impl IvfIndex {
         let allowed: Option<Vec<bool>> = allow.map(|ids| {
             let mut ok = vec![false; self.len()];
             for id in ids {
-                if let Some(&s) = self.slots.get(id) {
+                if let Some(s) = self.idmap.get(*id) {
                     ok[s as usize] = true;
                 }
             }
@@ -709,7 +703,7 @@ impl IvfIndex {
         let dtype = if self.storage == Storage::Int8 { Dtype::U8 } else { Dtype::F32 };
         let header =
             Header { kind: Kind::Ivf, dim: self.dim, metric: self.metric, dtype, count: self.len() as u64 };
-        let meta = [self.nlist as i64, self.is_trained() as i64, self.next_id];
+        let meta = [self.nlist as i64, self.is_trained() as i64, self.idmap.next_id()];
         // Lists are written back to back; slots are renumbered in that order, so `raw` is too.
         let mut offsets = Vec::with_capacity(self.nlist + 1);
         let mut labels = Vec::with_capacity(self.len());
@@ -762,7 +756,7 @@ impl IvfIndex {
         }
         let (d, nlist) = (h.dim, meta[0] as usize);
         let mut idx = IvfIndex::new(d, nlist, h.metric, storage)?;
-        idx.next_id = meta[2];
+        idx.idmap = IdMap::with_capacity(0, meta[2]);
         let centroids: Vec<f32> = f.vec("centroid")?;
         let offsets: Vec<u64> = f.vec("offsets")?;
         let labels: Vec<i64> = f.vec("ids")?;
@@ -827,7 +821,7 @@ impl IvfIndex {
             list.slots = (a as u32..b as u32).collect();
             for (p, s) in (a..b).enumerate() {
                 idx.loc.push((l as u32, p as u32));
-                if labels[s] < 0 || idx.slots.insert(labels[s], s as u32).is_some() {
+                if !idx.idmap.insert_loaded(labels[s], s as u32) {
                     return Err(f.corrupt("invalid or duplicate id"));
                 }
             }

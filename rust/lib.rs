@@ -9,6 +9,7 @@ pub mod error;
 pub mod flat;
 pub mod half;
 pub mod hnsw;
+pub mod ids;
 pub mod ivf;
 pub mod kmeans;
 pub mod layout;

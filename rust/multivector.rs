@@ -20,13 +20,14 @@
 //!    step 3 are rescored with an exact float16 / float32 copy of their tokens, which stays on
 //!    disk after a mmapped load; `rerank` uses that copy too.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::half;
+use crate::ids::IdMap;
 use crate::kmeans::{self, Init};
 use crate::maxsim::{self, Docs, PackedQuery, Tokens};
 use crate::metric::Metric;
@@ -187,8 +188,7 @@ pub struct MultiVectorIndex {
     /// Token offsets per slot (`len + 1` entries).
     offsets: Vec<u64>,
     ids: Vec<i64>,
-    slots: HashMap<i64, usize>,
-    next_id: i64,
+    idmap: IdMap,
     /// Per centroid, the slots of the documents holding a token of it (ascending).
     lists: Vec<Vec<u32>>,
 }
@@ -240,8 +240,7 @@ impl MultiVectorIndex {
             exact32: Buf::default(),
             offsets: vec![0],
             ids: Vec::new(),
-            slots: HashMap::new(),
-            next_id: 0,
+            idmap: IdMap::new(),
             lists: Vec::new(),
         })
     }
@@ -303,7 +302,7 @@ impl MultiVectorIndex {
 
     /// True when `id` is stored.
     pub fn contains(&self, id: i64) -> bool {
-        self.slots.contains_key(&id)
+        self.idmap.contains(id)
     }
 
     /// True while the token data is read from an mmapped file.
@@ -343,7 +342,7 @@ impl MultiVectorIndex {
             + self.lists.iter().map(|l| l.capacity() * 4 + 24).sum::<usize>()
             + self.offsets.capacity() * 8
             + self.ids.capacity() * 8
-            + self.slots.capacity() * 24
+            + self.idmap.capacity() * 24
     }
 
     fn rbytes(&self) -> usize {
@@ -481,7 +480,7 @@ impl MultiVectorIndex {
 
     /// Decompressed tokens (`n_i x d`) of `id`.
     pub fn get(&self, id: i64) -> Result<Vec<f32>> {
-        let s = *self.slots.get(&id).ok_or(Error::UnknownId(id))?;
+        let s = self.idmap.slot(id)?;
         let mut out = Vec::new();
         self.decode_into(s, &mut out);
         Ok(out)
@@ -519,7 +518,7 @@ impl MultiVectorIndex {
         Docs::Packed { tokens: Tokens::F32(tokens), offsets }.validate(d)?;
         vectors::check_finite(tokens, d, "document tokens")?;
         let n = offsets.len() - 1;
-        let new_ids = vectors::new_ids(n, ids, self.next_id, "documents", |id| self.slots.contains_key(&id))?;
+        let new_ids = self.idmap.assign(n, ids, "documents")?;
         if self.ids.len() + n > u32::MAX as usize {
             return Err(Error::InvalidArgument("a MultiVectorIndex holds at most 2^32 - 1 documents".into()));
         }
@@ -561,13 +560,11 @@ impl MultiVectorIndex {
             self.codes.to_mut().extend_from_slice(&codes);
         }
         for (i, &id) in new_ids.iter().enumerate() {
-            self.slots.insert(id, self.ids.len());
+            self.idmap.insert(id, self.ids.len());
             self.ids.push(id);
             self.offsets.push(base + offsets[i + 1] as u64);
         }
-        if let Some(&mx) = new_ids.iter().max() {
-            self.next_id = self.next_id.max(mx + 1);
-        }
+        self.idmap.advance(&new_ids);
         Ok(new_ids)
     }
 
@@ -575,7 +572,7 @@ impl MultiVectorIndex {
     pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
         let mut gone = HashSet::with_capacity(ids.len());
         for &id in ids {
-            if !self.slots.contains_key(&id) {
+            if !self.idmap.contains(id) {
                 return Err(Error::UnknownId(id));
             }
             gone.insert(id);
@@ -613,7 +610,7 @@ impl MultiVectorIndex {
         self.exact16 = Buf::Owned(ex16);
         self.exact32 = Buf::Owned(ex32);
         self.offsets = offsets;
-        self.slots = new_ids.iter().enumerate().map(|(s, &id)| (id, s)).collect();
+        self.idmap.reset_to(&new_ids);
         self.ids = new_ids;
         self.rebuild_lists();
         Ok(gone.len())
@@ -750,14 +747,14 @@ impl MultiVectorIndex {
         for &s in &touched {
             sel.push(approx[s as usize], self.ids[s as usize]);
         }
-        sel.into_sorted().into_iter().map(|(_, id)| self.slots[&id]).collect()
+        sel.into_sorted().into_iter().map(|(_, id)| self.idmap.get(id).expect("a held id")).collect()
     }
 
     fn allowed_mask(&self, allow: Option<&[i64]>) -> Option<Vec<bool>> {
         allow.map(|ids| {
             let mut m = vec![false; self.ids.len()];
             for id in ids {
-                if let Some(&s) = self.slots.get(id) {
+                if let Some(s) = self.idmap.get(*id) {
                     m[s] = true;
                 }
             }
@@ -800,7 +797,11 @@ impl MultiVectorIndex {
             }
             let depth = p.refine.saturating_mul(p.k).max(p.k);
             let best = self.score_slots(&pq, &slots, depth, inner, Source::Decoded)?;
-            let best: Vec<usize> = best.into_sorted().into_iter().map(|(_, id)| self.slots[&id]).collect();
+            let best: Vec<usize> = best
+                .into_sorted()
+                .into_iter()
+                .map(|(_, id)| self.idmap.get(id).expect("a held id"))
+                .collect();
             self.score_slots(&pq, &best, p.k, inner, Source::Exact)
         };
         let sel: Vec<TopK> = if queries.len() == 1 {
@@ -823,7 +824,7 @@ impl MultiVectorIndex {
         let mut slots = Vec::with_capacity(ids.len());
         let mut seen = HashSet::with_capacity(ids.len());
         for &id in ids {
-            let s = *self.slots.get(&id).ok_or(Error::UnknownId(id))?;
+            let s = self.idmap.slot(id)?;
             if seen.insert(id) {
                 slots.push(s);
             }
@@ -847,7 +848,7 @@ impl MultiVectorIndex {
             count: self.len() as u64,
         };
         let meta = [
-            self.next_id,
+            self.idmap.next_id(),
             self.nbits as i64,
             self.want_centroids as i64,
             self.seed as i64,
@@ -888,7 +889,6 @@ impl MultiVectorIndex {
         let mut idx = MultiVectorIndex::new(h.dim, nbits, meta[2].max(0) as usize, meta[3] as u64)
             .map_err(|e| f.corrupt(&e.to_string()))?;
         let d = h.dim;
-        idx.next_id = meta[0];
         idx.normalize = meta[4] == 1;
         idx.ids = f.vec("ids")?;
         idx.offsets = f.vec("offsets")?;
@@ -936,8 +936,9 @@ impl MultiVectorIndex {
         {
             return Err(f.corrupt("section sizes or centroid ids do not match"));
         }
+        idx.idmap = IdMap::with_capacity(idx.ids.len(), meta[0]);
         for (s, &id) in idx.ids.iter().enumerate() {
-            if id < 0 || idx.slots.insert(id, s).is_some() {
+            if !idx.idmap.insert_loaded(id, s) {
                 return Err(f.corrupt("invalid or duplicate id"));
             }
         }

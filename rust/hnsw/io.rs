@@ -1,7 +1,7 @@
 //! Saving and loading an [`HnswIndex`]: one section per array, every structural invariant
 //! checked on load so a damaged or crafted file gives `CorruptFile`, never a panic.
 
-use std::collections::HashMap;
+use crate::ids::IdMap;
 use std::path::Path;
 
 use super::{bit, HnswIndex, Shape, MAX_LEVEL, MAX_M};
@@ -29,7 +29,7 @@ impl HnswIndex {
             self.seed as i64,
             self.entry.map_or(-1, |e| e as i64),
             self.max_level as i64,
-            self.next_id,
+            self.idmap.next_id(),
             self.prefilter as i64,
         ];
         let mut w = Writer::new(header);
@@ -130,7 +130,7 @@ impl HnswIndex {
             }
             _ => return Err(f.corrupt("bad entry point")),
         };
-        let mut slots = HashMap::with_capacity(n);
+        let mut idmap = IdMap::with_capacity(n, next_id);
         let mut free = Vec::new();
         for s in (0..n as u32).rev() {
             if bit(&deleted, s) {
@@ -141,7 +141,7 @@ impl HnswIndex {
             if bit(&deleted, s as u32) {
                 continue;
             }
-            if id < 0 || id >= next_id || slots.insert(id, s as u32).is_some() {
+            if id >= next_id || !idmap.insert_loaded(id, s as u32) {
                 return Err(f.corrupt("invalid or duplicate id"));
             }
         }
@@ -162,10 +162,9 @@ impl HnswIndex {
             ids,
             deleted,
             free,
-            slots,
+            idmap,
             entry,
             max_level: max_level as usize,
-            next_id,
         })
     }
 }

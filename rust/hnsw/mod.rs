@@ -27,7 +27,8 @@ use rayon::prelude::*;
 use self::graph::{
     greedy, search_layer, select, with_scratch, Cand, Dist, HalfSpace, Links, Plain, Shape, Shared, Space,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::ids::IdMap;
 use crate::invalid;
 use crate::metric::Metric;
 use crate::parallel;
@@ -107,10 +108,9 @@ pub struct HnswIndex {
     deleted: Vec<u64>,
     /// Deleted slots, reused by later adds (the last one first).
     free: Vec<u32>,
-    slots: HashMap<i64, u32>,
+    idmap: IdMap<u32>,
     entry: Option<u32>,
     max_level: usize,
-    next_id: i64,
 }
 
 #[inline]
@@ -166,10 +166,9 @@ impl HnswIndex {
             ids: Vec::new(),
             deleted: Vec::new(),
             free: Vec::new(),
-            slots: HashMap::new(),
+            idmap: IdMap::new(),
             entry: None,
             max_level: 0,
-            next_id: 0,
         })
     }
 
@@ -205,12 +204,12 @@ impl HnswIndex {
 
     /// Number of live (not removed) vectors.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.idmap.len()
     }
 
     /// True when no live vector is stored.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.idmap.is_empty()
     }
 
     /// Number of graph slots, live or deleted.
@@ -225,7 +224,7 @@ impl HnswIndex {
 
     /// True when `id` is stored.
     pub fn contains(&self, id: i64) -> bool {
-        self.slots.contains_key(&id)
+        self.idmap.contains(id)
     }
 
     /// Live ids in slot order.
@@ -249,7 +248,7 @@ impl HnswIndex {
             + self.ids.capacity() * 8
             + self.deleted.capacity() * 8
             + self.free.capacity() * 4
-            + self.slots.capacity() * 17
+            + self.idmap.capacity() * 17
     }
 
     /// The stored vectors of `ids` (unit length for cosine), row-major.
@@ -258,7 +257,7 @@ impl HnswIndex {
         let mut out = vec![0f32; ids.len() * d];
         let data = self.vectors.as_slice();
         for (row, id) in out.chunks_exact_mut(d).zip(ids) {
-            let s = *self.slots.get(id).ok_or(Error::UnknownId(*id))? as usize;
+            let s = self.idmap.slot(*id)? as usize;
             row.copy_from_slice(&data[s * d..(s + 1) * d]);
         }
         Ok(out)
@@ -278,7 +277,7 @@ impl HnswIndex {
         let d = self.dim;
         let n = vectors::rows(vectors, d, "vectors")?;
         vectors::check_finite(vectors, d, "vectors")?;
-        let new_ids = vectors::new_ids(n, ids, self.next_id, "vectors", |id| self.slots.contains_key(&id))?;
+        let new_ids = self.idmap.assign(n, ids, "vectors")?;
         if n == 0 {
             return Ok(new_ids);
         }
@@ -333,7 +332,7 @@ impl HnswIndex {
             data[s * d..(s + 1) * d].copy_from_slice(row);
             self.ids[s] = id;
             self.deleted[s / 64] &= !(1u64 << (s % 64));
-            self.slots.insert(id, s as u32);
+            self.idmap.insert(id, s as u32);
         }
         if self.prefilter {
             let half = self.half.to_mut();
@@ -345,9 +344,7 @@ impl HnswIndex {
                 }
             }
         }
-        if let Some(&mx) = new_ids.iter().max() {
-            self.next_id = self.next_id.max(mx + 1);
-        }
+        self.idmap.advance(&new_ids);
         self.build(&order, &old_links, threads);
         Ok(new_ids)
     }
@@ -417,12 +414,10 @@ impl HnswIndex {
     ///
     /// Removed nodes stay in the graph as waypoints (never returned) until an add reuses them.
     pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
-        if let Some(&bad) = ids.iter().find(|id| !self.slots.contains_key(id)) {
-            return Err(Error::UnknownId(bad));
-        }
+        self.idmap.check_known(ids)?;
         let mut removed = 0;
         for id in ids {
-            if let Some(s) = self.slots.remove(id) {
+            if let Some(s) = self.idmap.remove(*id) {
                 self.deleted[s as usize / 64] |= 1u64 << (s % 64);
                 self.free.push(s);
                 removed += 1;
@@ -519,7 +514,7 @@ impl HnswIndex {
         let mut bits = vec![0u64; self.ids.len().div_ceil(64)];
         let mut count = 0;
         for id in ids {
-            if let Some(&s) = self.slots.get(id) {
+            if let Some(s) = self.idmap.get(*id) {
                 let w = &mut bits[s as usize / 64];
                 let b = 1u64 << (s % 64);
                 if *w & b == 0 {
