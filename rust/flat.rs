@@ -5,6 +5,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::half;
 use crate::ids::IdMap;
+use crate::index::Index;
 use crate::metric::Metric;
 use crate::pack;
 use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
@@ -68,56 +69,54 @@ impl FlatIndex {
         self.resid.to_mut()[slot] = (resid.sqrt() * (1.0 + 1e-6)) as f32;
         self.norms.to_mut()[slot] = (norm.sqrt() * (1.0 + 1e-6)) as f32;
     }
+}
+
+impl Index for FlatIndex {
+    type Data<'a> = &'a [f32];
+    type Queries<'a> = &'a [f32];
+    type Params<'a> = ();
+
+    const KIND: Kind = Kind::Flat;
 
     /// Vector dimension.
-    pub fn dim(&self) -> usize {
+    fn dim(&self) -> usize {
         self.dim
     }
 
     /// Metric.
-    pub fn metric(&self) -> Metric {
+    fn metric(&self) -> Metric {
         self.metric
     }
 
     /// Number of stored vectors.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.ids.len()
     }
 
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// Stored ids in slot order.
-    pub fn ids(&self) -> &[i64] {
-        &self.ids
-    }
-
     /// True when `id` is stored.
-    pub fn contains(&self, id: i64) -> bool {
+    fn contains(&self, id: i64) -> bool {
         self.idmap.contains(id)
     }
 
-    /// Heap bytes used (vectors, ids, id map); a mapped file's pages are not counted.
-    pub fn memory_bytes(&self) -> usize {
-        self.data.heap_bytes()
-            + self.half.heap_bytes()
-            + self.resid.heap_bytes()
-            + self.norms.heap_bytes()
-            + self.ids.capacity() * 8
-            + self.idmap.capacity() * 24
+    fn ids(&self) -> Vec<i64> {
+        self.ids.clone()
     }
 
-    /// True while the vectors are read from an mmapped file.
-    pub fn is_mapped(&self) -> bool {
-        self.data.is_mapped()
+    /// The stored vectors of `ids` (unit length for cosine), row-major.
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let d = self.dim;
+        let mut out = vec![0f32; ids.len() * d];
+        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
+            let slot = self.idmap.slot(*id)?;
+            pack::read_vector(self.data.as_slice(), d, slot, row);
+        }
+        Ok(out)
     }
 
     /// Add `vectors` (`n x dim`, row-major); returns the ids given to them.
     ///
     /// Everything is checked before anything changes, so a failed add leaves the index as it was.
-    pub fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>) -> Result<Vec<i64>> {
+    fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>, _threads: usize) -> Result<Vec<i64>> {
         let d = self.dim;
         let n = vectors::rows(vectors, d, "vectors")?;
         vectors::check_finite(vectors, d, "vectors")?;
@@ -152,7 +151,7 @@ impl FlatIndex {
     }
 
     /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.
-    pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+    fn remove(&mut self, ids: &[i64]) -> Result<usize> {
         self.idmap.check_known(ids)?;
         let d = self.dim;
         let mut removed = 0;
@@ -186,24 +185,14 @@ impl FlatIndex {
         Ok(removed)
     }
 
-    /// The stored vectors of `ids` (unit length for cosine), row-major.
-    pub fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
-        let d = self.dim;
-        let mut out = vec![0f32; ids.len() * d];
-        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
-            let slot = self.idmap.slot(*id)?;
-            pack::read_vector(self.data.as_slice(), d, slot, row);
-        }
-        Ok(out)
-    }
-
     /// Exact top-`k` for `queries` (`nq x dim`); `allow` restricts results to those ids.
-    pub fn search(
+    fn search(
         &self,
         queries: &[f32],
         k: usize,
-        threads: usize,
+        _params: &(),
         allow: Option<&[i64]>,
+        threads: usize,
     ) -> Result<Results> {
         if k == 0 {
             return Err(Error::InvalidArgument("k must be at least 1".into()));
@@ -248,7 +237,7 @@ impl FlatIndex {
     }
 
     /// Save atomically to `path`.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    fn save(&self, path: &Path) -> Result<()> {
         let header = Header {
             kind: Kind::Flat,
             dim: self.dim,
@@ -268,7 +257,7 @@ impl FlatIndex {
     }
 
     /// Load from an opened file (see [`IndexFile::open`]); vectors stay mapped when it was mmapped.
-    pub fn from_file(f: &IndexFile) -> Result<FlatIndex> {
+    fn from_file(f: &IndexFile) -> Result<FlatIndex> {
         let h = *f.header();
         if h.kind != Kind::Flat {
             return Err(f.corrupt(&format!("holds a {}, not a FlatIndex", h.kind.name())));
@@ -303,8 +292,18 @@ impl FlatIndex {
         Ok(FlatIndex { dim: h.dim, metric: h.metric, data, half, resid, norms, prefilter, ids, idmap })
     }
 
-    /// Open `path` and load it.
-    pub fn load(path: &Path, mmap: bool) -> Result<FlatIndex> {
-        FlatIndex::from_file(&IndexFile::open(path, mmap)?)
+    /// Heap bytes used (vectors, ids, id map); a mapped file's pages are not counted.
+    fn memory_bytes(&self) -> usize {
+        self.data.heap_bytes()
+            + self.half.heap_bytes()
+            + self.resid.heap_bytes()
+            + self.norms.heap_bytes()
+            + self.ids.capacity() * 8
+            + self.idmap.capacity() * 24
+    }
+
+    /// True while the vectors are read from an mmapped file.
+    fn is_mapped(&self) -> bool {
+        self.data.is_mapped()
     }
 }

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ids::IdMap;
+use crate::index::Index;
 use crate::kmeans::{self, Init};
 use crate::layout::PANEL;
 use crate::metric::Metric;
@@ -86,6 +87,15 @@ struct QueryCodes {
     qn: Vec<f32>,
 }
 
+/// Search settings of an [`IvfIndex`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IvfParams {
+    /// Lists scanned per query (capped at `nlist`).
+    pub nprobe: usize,
+    /// With int8 storage, rescore the best `refine * k` with the float32 vectors (0: off).
+    pub refine: usize,
+}
+
 /// Inverted-file index (see the module docs).
 pub struct IvfIndex {
     dim: usize,
@@ -128,14 +138,6 @@ impl IvfIndex {
         })
     }
 
-    /// Vector dimension.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-    /// Metric.
-    pub fn metric(&self) -> Metric {
-        self.metric
-    }
     /// Number of lists.
     pub fn nlist(&self) -> usize {
         self.nlist
@@ -143,14 +145,6 @@ impl IvfIndex {
     /// Storage of list entries.
     pub fn storage(&self) -> Storage {
         self.storage
-    }
-    /// Number of stored vectors.
-    pub fn len(&self) -> usize {
-        self.loc.len()
-    }
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.loc.is_empty()
     }
     /// True once `train` has run.
     pub fn is_trained(&self) -> bool {
@@ -163,34 +157,6 @@ impl IvfIndex {
     /// Number of vectors in each list.
     pub fn list_sizes(&self) -> Vec<usize> {
         self.lists.iter().map(List::len).collect()
-    }
-    /// True when `id` is stored.
-    pub fn contains(&self, id: i64) -> bool {
-        self.idmap.contains(id)
-    }
-
-    /// Heap bytes of the index proper (centroids, lists, ids); the float32 copy kept for
-    /// `refine` by int8 storage is reported by [`IvfIndex::refine_bytes`].
-    pub fn memory_bytes(&self) -> usize {
-        let lists: usize = self
-            .lists
-            .iter()
-            .map(|l| {
-                l.labels.capacity() * 8
-                    + l.slots.capacity() * 4
-                    + l.data.capacity() * 4
-                    + l.codes.capacity()
-                    + l.norms.capacity() * 4
-            })
-            .sum();
-        lists
-            + (self.centroids.capacity()
-                + self.packed_centroids.capacity()
-                + self.vmin.capacity()
-                + self.step.capacity())
-                * 4
-            + self.loc.capacity() * 8
-            + self.idmap.capacity() * (std::mem::size_of::<(i64, u32)>() + 1)
     }
 
     /// Heap bytes of the float32 vectors kept for `refine` (0 when mmapped or f32 storage).
@@ -303,239 +269,6 @@ impl IvfIndex {
             norm += dec * dec;
         }
         norm
-    }
-
-    /// Add vectors (`n x dim`); returns their ids. Checks everything first: a failed add changes nothing.
-    pub fn add(&mut self, v: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
-        if !self.is_trained() {
-            return Err(Error::InvalidArgument(
-                "the IVFIndex is not trained: call train(sample) before add".into(),
-            ));
-        }
-        let d = self.dim;
-        let n = vectors::rows(v, d, "vectors")?;
-        vectors::check_finite(v, d, "vectors")?;
-        let new_ids = self.idmap.assign(n, ids, "vectors")?;
-        if self.len() + n > u32::MAX as usize {
-            return Err(Error::InvalidArgument("an IVFIndex holds at most 2^32-1 vectors".into()));
-        }
-        let mut owned = Vec::new();
-        let x = self.prepare(v, &mut owned);
-        let assign = self.probe(x, 1, threads)?;
-        // Reserve exactly what this batch needs, so memory tracks the data rather than Vec growth.
-        let mut counts = vec![0usize; self.nlist];
-        for &l in &assign {
-            counts[l as usize] += 1;
-        }
-        let l2 = self.metric == Metric::L2;
-        for (list, &c) in self.lists.iter_mut().zip(&counts) {
-            if c == 0 {
-                continue;
-            }
-            let w = if self.storage == Storage::Int8 { pack::quad_dim(d) } else { d };
-            let grow = pack::packed_len(list.len() + c, w) - pack::packed_len(list.len(), w);
-            match self.storage {
-                Storage::F32 => list.data.reserve_exact(grow),
-                Storage::Int8 => list.codes.reserve_exact(grow),
-            }
-            list.labels.reserve_exact(c);
-            list.slots.reserve_exact(c);
-            if l2 && self.storage == Storage::Int8 {
-                list.norms.reserve_exact(c);
-            }
-        }
-        self.loc.reserve_exact(n);
-        if self.storage == Storage::Int8 {
-            self.raw.to_mut().reserve_exact(n * d);
-        }
-        let mut codes = vec![0u8; d];
-        let dp = pack::quad_dim(d);
-        for (i, row) in x.chunks_exact(d).enumerate() {
-            let l = assign[i] as usize;
-            let slot = self.loc.len() as u32;
-            let norm = if self.storage == Storage::Int8 { self.encode(row, &mut codes) } else { 0.0 };
-            let list = &mut self.lists[l];
-            let pos = list.len();
-            match self.storage {
-                Storage::F32 => {
-                    list.data.resize(pack::packed_len(pos + 1, d), 0.0);
-                    pack::write_vector(&mut list.data, d, pos, row);
-                }
-                Storage::Int8 => {
-                    list.codes.resize(pack::packed_len(pos + 1, dp), 0);
-                    pack::write_quad(&mut list.codes, dp, pos, &codes);
-                    if l2 {
-                        list.norms.push(norm);
-                    }
-                    self.raw.to_mut().extend_from_slice(row);
-                }
-            }
-            list.labels.push(new_ids[i]);
-            list.slots.push(slot);
-            self.loc.push((l as u32, pos as u32));
-            self.idmap.insert(new_ids[i], slot);
-        }
-        self.idmap.advance(&new_ids);
-        Ok(new_ids)
-    }
-
-    /// Remove ids; an unknown id is an error and then nothing is removed.
-    pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
-        self.idmap.check_known(ids)?;
-        let d = self.dim;
-        let dp = pack::quad_dim(d);
-        let mut removed = 0;
-        let mut tmp_f = vec![0f32; d];
-        let mut tmp_u = vec![0u8; d];
-        for id in ids {
-            let Some(slot) = self.idmap.remove(*id) else { continue };
-            let slot = slot as usize;
-            // 1. Take the entry out of its list (swap with the list's last entry).
-            let (l, pos) = self.loc[slot];
-            let (l, pos) = (l as usize, pos as usize);
-            let list = &mut self.lists[l];
-            let last = list.len() - 1;
-            if pos != last {
-                match self.storage {
-                    Storage::F32 => {
-                        pack::read_vector(&list.data, d, last, &mut tmp_f);
-                        pack::write_vector(&mut list.data, d, pos, &tmp_f);
-                    }
-                    Storage::Int8 => {
-                        pack::read_quad(&list.codes, dp, last, &mut tmp_u);
-                        pack::write_quad(&mut list.codes, dp, pos, &tmp_u);
-                        if !list.norms.is_empty() {
-                            list.norms[pos] = list.norms[last];
-                        }
-                    }
-                }
-                list.labels[pos] = list.labels[last];
-                list.slots[pos] = list.slots[last];
-                self.loc[list.slots[pos] as usize] = (l as u32, pos as u32);
-            }
-            list.labels.pop();
-            list.slots.pop();
-            match self.storage {
-                Storage::F32 => {
-                    pack::write_vector(&mut list.data, d, last, &vec![0f32; d]);
-                    list.data.truncate(pack::packed_len(last, d));
-                }
-                Storage::Int8 => {
-                    pack::write_quad(&mut list.codes, dp, last, &vec![0u8; d]);
-                    list.codes.truncate(pack::packed_len(last, dp));
-                    if !list.norms.is_empty() {
-                        list.norms.pop();
-                    }
-                }
-            }
-            // 2. Free the global slot (swap with the last slot).
-            let lastslot = self.loc.len() - 1;
-            if slot != lastslot {
-                let (ml, mp) = self.loc[lastslot];
-                let moved = self.lists[ml as usize].labels[mp as usize];
-                self.idmap.insert(moved, slot as u32);
-                self.loc[slot] = (ml, mp);
-                self.lists[ml as usize].slots[mp as usize] = slot as u32;
-                if self.storage == Storage::Int8 {
-                    let raw = self.raw.to_mut();
-                    raw.copy_within(lastslot * d..(lastslot + 1) * d, slot * d);
-                }
-            }
-            self.loc.pop();
-            if self.storage == Storage::Int8 {
-                self.raw.to_mut().truncate(lastslot * d);
-            }
-            removed += 1;
-        }
-        Ok(removed)
-    }
-
-    /// Top-`k` of each query over its `nprobe` nearest lists. With int8 storage and
-    /// `refine > 0`, the best `refine * k` per query are rescored with the float32 vectors.
-    /// `allow` restricts results to those ids.
-    pub fn search(
-        &self,
-        queries: &[f32],
-        k: usize,
-        nprobe: usize,
-        refine: usize,
-        threads: usize,
-        allow: Option<&[i64]>,
-    ) -> Result<Results> {
-        if !self.is_trained() {
-            return Err(Error::InvalidArgument(
-                "the IVFIndex is not trained: call train(sample) first".into(),
-            ));
-        }
-        if k == 0 || nprobe == 0 {
-            return Err(Error::InvalidArgument("k and nprobe must be at least 1".into()));
-        }
-        let d = self.dim;
-        let nq = vectors::rows(queries, d, "queries")?;
-        vectors::check_finite(queries, d, "queries")?;
-        let mut owned = Vec::new();
-        let q = self.prepare(queries, &mut owned);
-        let nprobe = nprobe.min(self.nlist);
-        let probes = self.probe(q, nprobe, threads)?;
-        let allowed: Option<Vec<bool>> = allow.map(|ids| {
-            let mut ok = vec![false; self.len()];
-            for id in ids {
-                if let Some(s) = self.idmap.get(*id) {
-                    ok[s as usize] = true;
-                }
-            }
-            ok
-        });
-        // Group queries by probed list.
-        let mut by_list: Vec<Vec<u32>> = vec![Vec::new(); self.nlist];
-        for (qi, row) in probes.chunks_exact(nprobe).enumerate() {
-            for &l in row {
-                if l >= 0 {
-                    by_list[l as usize].push(qi as u32);
-                }
-            }
-        }
-        let keep = if self.storage == Storage::Int8 && refine > 0 { k.saturating_mul(refine) } else { k };
-        let work: Vec<usize> =
-            (0..self.nlist).filter(|&l| !by_list[l].is_empty() && self.lists[l].len() > 0).collect();
-        let tasks = (threads.max(1) * 2).min(work.len()).max(1);
-        // Candidates headed for `refine` carry global slots, so refine needs no id lookup.
-        let slot_ids = keep != k;
-        let qc = (self.storage == Storage::Int8).then(|| self.quantize_queries(q));
-        let scan_task = |t: usize| -> Vec<TopK> {
-            let mut sel: Vec<TopK> = (0..nq).map(|_| TopK::new(keep)).collect();
-            for &l in work.iter().skip(t).step_by(tasks) {
-                self.scan_list(l, &by_list[l], q, qc.as_ref(), allowed.as_deref(), slot_ids, &mut sel);
-            }
-            sel
-        };
-        let parts: Vec<Vec<TopK>> = if tasks == 1 || threads <= 1 {
-            (0..tasks).map(scan_task).collect()
-        } else {
-            parallel::install(threads, || (0..tasks).into_par_iter().map(scan_task).collect())
-        };
-        // Merge the tasks' selections, queries in parallel.
-        let mut parts = parts.into_iter();
-        let mut sel = parts.next().unwrap_or_else(|| (0..nq).map(|_| TopK::new(keep)).collect());
-        let rest: Vec<Vec<TopK>> = parts.collect();
-        if !rest.is_empty() {
-            let merge = |(qi, s): (usize, &mut TopK)| {
-                for part in &rest {
-                    s.merge_from(&part[qi]);
-                }
-            };
-            if threads <= 1 {
-                sel.iter_mut().enumerate().for_each(merge);
-            } else {
-                parallel::install(threads, || {
-                    sel.par_iter_mut().enumerate().with_min_len(64).for_each(merge)
-                });
-            }
-        }
-        if keep != k {
-            sel = self.refine(q, sel, k, threads);
-        }
-        Ok(Results::from_selections(sel, k, self.metric))
     }
 
     /// The int8 form of each query for the u8 scan (see [`QueryCodes`]).
@@ -697,9 +430,296 @@ impl IvfIndex {
             parallel::install(threads, || sel.into_par_iter().enumerate().with_min_len(16).map(one).collect())
         }
     }
+}
+
+impl Index for IvfIndex {
+    type Data<'a> = &'a [f32];
+    type Queries<'a> = &'a [f32];
+    type Params<'a> = IvfParams;
+
+    const KIND: Kind = Kind::Ivf;
+
+    /// Vector dimension.
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Metric.
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// Number of stored vectors.
+    fn len(&self) -> usize {
+        self.loc.len()
+    }
+
+    /// True when `id` is stored.
+    fn contains(&self, id: i64) -> bool {
+        self.idmap.contains(id)
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        self.loc.iter().map(|&(l, p)| self.lists[l as usize].labels[p as usize]).collect()
+    }
+
+    /// The stored vectors of `ids`: the float32 rows, or the int8 codes decoded
+    /// (`min + step * code` per dimension).
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let d = self.dim;
+        let dp = pack::quad_dim(d);
+        let mut out = vec![0f32; ids.len() * d];
+        let mut codes = vec![0u8; d];
+        for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
+            let (l, p) = self.loc[self.idmap.slot(id)? as usize];
+            let list = &self.lists[l as usize];
+            match self.storage {
+                Storage::F32 => pack::read_vector(&list.data, d, p as usize, row),
+                Storage::Int8 => {
+                    pack::read_quad(&list.codes, dp, p as usize, &mut codes);
+                    for (t, (o, &c)) in row.iter_mut().zip(&codes).enumerate() {
+                        *o = self.vmin[t] + c as f32 * self.step[t];
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn add(&mut self, v: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
+        if !self.is_trained() {
+            return Err(Error::InvalidArgument(
+                "the IVFIndex is not trained: call train(sample) before add".into(),
+            ));
+        }
+        let d = self.dim;
+        let n = vectors::rows(v, d, "vectors")?;
+        vectors::check_finite(v, d, "vectors")?;
+        let new_ids = self.idmap.assign(n, ids, "vectors")?;
+        if self.len() + n > u32::MAX as usize {
+            return Err(Error::InvalidArgument("an IVFIndex holds at most 2^32-1 vectors".into()));
+        }
+        let mut owned = Vec::new();
+        let x = self.prepare(v, &mut owned);
+        let assign = self.probe(x, 1, threads)?;
+        // Reserve exactly what this batch needs, so memory tracks the data rather than Vec growth.
+        let mut counts = vec![0usize; self.nlist];
+        for &l in &assign {
+            counts[l as usize] += 1;
+        }
+        let l2 = self.metric == Metric::L2;
+        for (list, &c) in self.lists.iter_mut().zip(&counts) {
+            if c == 0 {
+                continue;
+            }
+            let w = if self.storage == Storage::Int8 { pack::quad_dim(d) } else { d };
+            let grow = pack::packed_len(list.len() + c, w) - pack::packed_len(list.len(), w);
+            match self.storage {
+                Storage::F32 => list.data.reserve_exact(grow),
+                Storage::Int8 => list.codes.reserve_exact(grow),
+            }
+            list.labels.reserve_exact(c);
+            list.slots.reserve_exact(c);
+            if l2 && self.storage == Storage::Int8 {
+                list.norms.reserve_exact(c);
+            }
+        }
+        self.loc.reserve_exact(n);
+        if self.storage == Storage::Int8 {
+            self.raw.to_mut().reserve_exact(n * d);
+        }
+        let mut codes = vec![0u8; d];
+        let dp = pack::quad_dim(d);
+        for (i, row) in x.chunks_exact(d).enumerate() {
+            let l = assign[i] as usize;
+            let slot = self.loc.len() as u32;
+            let norm = if self.storage == Storage::Int8 { self.encode(row, &mut codes) } else { 0.0 };
+            let list = &mut self.lists[l];
+            let pos = list.len();
+            match self.storage {
+                Storage::F32 => {
+                    list.data.resize(pack::packed_len(pos + 1, d), 0.0);
+                    pack::write_vector(&mut list.data, d, pos, row);
+                }
+                Storage::Int8 => {
+                    list.codes.resize(pack::packed_len(pos + 1, dp), 0);
+                    pack::write_quad(&mut list.codes, dp, pos, &codes);
+                    if l2 {
+                        list.norms.push(norm);
+                    }
+                    self.raw.to_mut().extend_from_slice(row);
+                }
+            }
+            list.labels.push(new_ids[i]);
+            list.slots.push(slot);
+            self.loc.push((l as u32, pos as u32));
+            self.idmap.insert(new_ids[i], slot);
+        }
+        self.idmap.advance(&new_ids);
+        Ok(new_ids)
+    }
+
+    /// Remove ids; an unknown id is an error and then nothing is removed.
+    fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+        self.idmap.check_known(ids)?;
+        let d = self.dim;
+        let dp = pack::quad_dim(d);
+        let mut removed = 0;
+        let mut tmp_f = vec![0f32; d];
+        let mut tmp_u = vec![0u8; d];
+        for id in ids {
+            let Some(slot) = self.idmap.remove(*id) else { continue };
+            let slot = slot as usize;
+            // 1. Take the entry out of its list (swap with the list's last entry).
+            let (l, pos) = self.loc[slot];
+            let (l, pos) = (l as usize, pos as usize);
+            let list = &mut self.lists[l];
+            let last = list.len() - 1;
+            if pos != last {
+                match self.storage {
+                    Storage::F32 => {
+                        pack::read_vector(&list.data, d, last, &mut tmp_f);
+                        pack::write_vector(&mut list.data, d, pos, &tmp_f);
+                    }
+                    Storage::Int8 => {
+                        pack::read_quad(&list.codes, dp, last, &mut tmp_u);
+                        pack::write_quad(&mut list.codes, dp, pos, &tmp_u);
+                        if !list.norms.is_empty() {
+                            list.norms[pos] = list.norms[last];
+                        }
+                    }
+                }
+                list.labels[pos] = list.labels[last];
+                list.slots[pos] = list.slots[last];
+                self.loc[list.slots[pos] as usize] = (l as u32, pos as u32);
+            }
+            list.labels.pop();
+            list.slots.pop();
+            match self.storage {
+                Storage::F32 => {
+                    pack::write_vector(&mut list.data, d, last, &vec![0f32; d]);
+                    list.data.truncate(pack::packed_len(last, d));
+                }
+                Storage::Int8 => {
+                    pack::write_quad(&mut list.codes, dp, last, &vec![0u8; d]);
+                    list.codes.truncate(pack::packed_len(last, dp));
+                    if !list.norms.is_empty() {
+                        list.norms.pop();
+                    }
+                }
+            }
+            // 2. Free the global slot (swap with the last slot).
+            let lastslot = self.loc.len() - 1;
+            if slot != lastslot {
+                let (ml, mp) = self.loc[lastslot];
+                let moved = self.lists[ml as usize].labels[mp as usize];
+                self.idmap.insert(moved, slot as u32);
+                self.loc[slot] = (ml, mp);
+                self.lists[ml as usize].slots[mp as usize] = slot as u32;
+                if self.storage == Storage::Int8 {
+                    let raw = self.raw.to_mut();
+                    raw.copy_within(lastslot * d..(lastslot + 1) * d, slot * d);
+                }
+            }
+            self.loc.pop();
+            if self.storage == Storage::Int8 {
+                self.raw.to_mut().truncate(lastslot * d);
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Top-`k` of each query over its `nprobe` nearest lists. With int8 storage and
+    /// `refine > 0`, the best `refine * k` per query are rescored with the float32 vectors.
+    /// `allow` restricts results to those ids.
+    fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &IvfParams,
+        allow: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Results> {
+        let IvfParams { nprobe, refine } = *params;
+        if !self.is_trained() {
+            return Err(Error::InvalidArgument(
+                "the IVFIndex is not trained: call train(sample) first".into(),
+            ));
+        }
+        if k == 0 || nprobe == 0 {
+            return Err(Error::InvalidArgument("k and nprobe must be at least 1".into()));
+        }
+        let d = self.dim;
+        let nq = vectors::rows(queries, d, "queries")?;
+        vectors::check_finite(queries, d, "queries")?;
+        let mut owned = Vec::new();
+        let q = self.prepare(queries, &mut owned);
+        let nprobe = nprobe.min(self.nlist);
+        let probes = self.probe(q, nprobe, threads)?;
+        let allowed: Option<Vec<bool>> = allow.map(|ids| {
+            let mut ok = vec![false; self.len()];
+            for id in ids {
+                if let Some(s) = self.idmap.get(*id) {
+                    ok[s as usize] = true;
+                }
+            }
+            ok
+        });
+        // Group queries by probed list.
+        let mut by_list: Vec<Vec<u32>> = vec![Vec::new(); self.nlist];
+        for (qi, row) in probes.chunks_exact(nprobe).enumerate() {
+            for &l in row {
+                if l >= 0 {
+                    by_list[l as usize].push(qi as u32);
+                }
+            }
+        }
+        let keep = if self.storage == Storage::Int8 && refine > 0 { k.saturating_mul(refine) } else { k };
+        let work: Vec<usize> =
+            (0..self.nlist).filter(|&l| !by_list[l].is_empty() && self.lists[l].len() > 0).collect();
+        let tasks = (threads.max(1) * 2).min(work.len()).max(1);
+        // Candidates headed for `refine` carry global slots, so refine needs no id lookup.
+        let slot_ids = keep != k;
+        let qc = (self.storage == Storage::Int8).then(|| self.quantize_queries(q));
+        let scan_task = |t: usize| -> Vec<TopK> {
+            let mut sel: Vec<TopK> = (0..nq).map(|_| TopK::new(keep)).collect();
+            for &l in work.iter().skip(t).step_by(tasks) {
+                self.scan_list(l, &by_list[l], q, qc.as_ref(), allowed.as_deref(), slot_ids, &mut sel);
+            }
+            sel
+        };
+        let parts: Vec<Vec<TopK>> = if tasks == 1 || threads <= 1 {
+            (0..tasks).map(scan_task).collect()
+        } else {
+            parallel::install(threads, || (0..tasks).into_par_iter().map(scan_task).collect())
+        };
+        // Merge the tasks' selections, queries in parallel.
+        let mut parts = parts.into_iter();
+        let mut sel = parts.next().unwrap_or_else(|| (0..nq).map(|_| TopK::new(keep)).collect());
+        let rest: Vec<Vec<TopK>> = parts.collect();
+        if !rest.is_empty() {
+            let merge = |(qi, s): (usize, &mut TopK)| {
+                for part in &rest {
+                    s.merge_from(&part[qi]);
+                }
+            };
+            if threads <= 1 {
+                sel.iter_mut().enumerate().for_each(merge);
+            } else {
+                parallel::install(threads, || {
+                    sel.par_iter_mut().enumerate().with_min_len(64).for_each(merge)
+                });
+            }
+        }
+        if keep != k {
+            sel = self.refine(q, sel, k, threads);
+        }
+        Ok(Results::from_selections(sel, k, self.metric))
+    }
 
     /// Save atomically to `path`.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    fn save(&self, path: &Path) -> Result<()> {
         let dtype = if self.storage == Storage::Int8 { Dtype::U8 } else { Dtype::F32 };
         let header =
             Header { kind: Kind::Ivf, dim: self.dim, metric: self.metric, dtype, count: self.len() as u64 };
@@ -740,7 +760,7 @@ impl IvfIndex {
     }
 
     /// Load from an opened file; with mmap the float32 `refine` vectors stay in the mapping.
-    pub fn from_file(f: &IndexFile) -> Result<IvfIndex> {
+    fn from_file(f: &IndexFile) -> Result<IvfIndex> {
         let h = *f.header();
         if h.kind != Kind::Ivf {
             return Err(f.corrupt(&format!("holds a {}, not an IVFIndex", h.kind.name())));
@@ -833,8 +853,31 @@ impl IvfIndex {
         Ok(idx)
     }
 
-    /// Open `path` and load it.
-    pub fn load(path: &Path, mmap: bool) -> Result<IvfIndex> {
-        IvfIndex::from_file(&IndexFile::open(path, mmap)?)
+    /// Heap bytes of the index proper (centroids, lists, ids); the float32 copy kept for
+    /// `refine` by int8 storage is reported by [`IvfIndex::refine_bytes`].
+    fn memory_bytes(&self) -> usize {
+        let lists: usize = self
+            .lists
+            .iter()
+            .map(|l| {
+                l.labels.capacity() * 8
+                    + l.slots.capacity() * 4
+                    + l.data.capacity() * 4
+                    + l.codes.capacity()
+                    + l.norms.capacity() * 4
+            })
+            .sum();
+        lists
+            + (self.centroids.capacity()
+                + self.packed_centroids.capacity()
+                + self.vmin.capacity()
+                + self.step.capacity())
+                * 4
+            + self.loc.capacity() * 8
+            + self.idmap.capacity() * (std::mem::size_of::<(i64, u32)>() + 1)
+    }
+
+    fn is_mapped(&self) -> bool {
+        self.raw.is_mapped()
     }
 }

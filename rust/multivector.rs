@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::half;
 use crate::ids::IdMap;
+use crate::index::Index;
 use crate::kmeans::{self, Init};
 use crate::maxsim::{self, Docs, PackedQuery, Tokens};
 use crate::metric::Metric;
@@ -193,17 +194,23 @@ pub struct MultiVectorIndex {
     lists: Vec<Vec<u32>>,
 }
 
-/// What `search` needs besides the queries.
+/// Documents to add: all their token vectors back to back, document `i` being rows
+/// `offsets[i]..offsets[i + 1]` of `tokens`.
 #[derive(Clone, Copy, Debug)]
-pub struct SearchParams<'a> {
-    /// Results per query.
-    pub k: usize,
+pub struct TokenDocs<'a> {
+    /// Token vectors, row-major.
+    pub tokens: &'a [f32],
+    /// `n + 1` row offsets.
+    pub offsets: &'a [i64],
+}
+
+/// Search settings of a [`MultiVectorIndex`] besides `k` and the allow-list.
+#[derive(Clone, Copy, Debug)]
+pub struct SearchParams {
     /// Documents scored exactly.
     pub candidates: usize,
     /// Centroids probed per query token.
     pub nprobe: usize,
-    /// Allow-list of ids.
-    pub allow: Option<&'a [i64]>,
     /// Rescore the best `refine * k` with the exact copy (0: off; needs a [`Refine`] copy).
     pub refine: usize,
 }
@@ -265,11 +272,6 @@ impl MultiVectorIndex {
         self.refine
     }
 
-    /// Token dimension.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-
     /// Residual bits per dimension (0 = f32 tokens).
     pub fn nbits(&self) -> usize {
         self.nbits
@@ -280,37 +282,9 @@ impl MultiVectorIndex {
         self.centroids.len() / self.dim
     }
 
-    /// Number of documents.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
     /// Total tokens stored.
     pub fn n_tokens(&self) -> usize {
         *self.offsets.last().unwrap() as usize
-    }
-
-    /// Stored ids in slot order.
-    pub fn ids(&self) -> &[i64] {
-        &self.ids
-    }
-
-    /// True when `id` is stored.
-    pub fn contains(&self, id: i64) -> bool {
-        self.idmap.contains(id)
-    }
-
-    /// True while the token data is read from an mmapped file.
-    pub fn is_mapped(&self) -> bool {
-        self.codes.is_mapped()
-            || self.tokens.is_mapped()
-            || self.exact16.is_mapped()
-            || self.exact32.is_mapped()
     }
 
     /// Bytes per token of the exact copy kept for `refine` (0 without one).
@@ -329,20 +303,6 @@ impl MultiVectorIndex {
         } else {
             4 + self.dim * self.nbits / 8
         }
-    }
-
-    /// Heap bytes used: tokens, centroids, inverted lists, offsets and ids (mapped pages excluded).
-    pub fn memory_bytes(&self) -> usize {
-        self.codes.heap_bytes()
-            + self.residuals.heap_bytes()
-            + self.tokens.heap_bytes()
-            + self.exact16.heap_bytes()
-            + self.exact32.heap_bytes()
-            + 4 * (self.centroids.capacity() + self.cutoffs.capacity() + self.weights.capacity())
-            + self.lists.iter().map(|l| l.capacity() * 4 + 24).sum::<usize>()
-            + self.offsets.capacity() * 8
-            + self.ids.capacity() * 8
-            + self.idmap.capacity() * 24
     }
 
     fn rbytes(&self) -> usize {
@@ -478,14 +438,6 @@ impl MultiVectorIndex {
         }
     }
 
-    /// Decompressed tokens (`n_i x d`) of `id`.
-    pub fn get(&self, id: i64) -> Result<Vec<f32>> {
-        let s = self.idmap.slot(id)?;
-        let mut out = Vec::new();
-        self.decode_into(s, &mut out);
-        Ok(out)
-    }
-
     fn rebuild_lists(&mut self) {
         let mut lists = vec![Vec::new(); self.n_centroids()];
         let codes = self.codes.as_slice();
@@ -500,120 +452,6 @@ impl MultiVectorIndex {
             }
         }
         self.lists = lists;
-    }
-
-    /// Add documents: `tokens` holds all their token vectors back to back, document `i` being
-    /// rows `offsets[i]..offsets[i + 1]`. The first add trains the centroids. Returns the ids.
-    ///
-    /// Everything is checked before anything changes, so a failed add leaves the index as it was.
-    pub fn add(
-        &mut self,
-        tokens: &[f32],
-        offsets: &[i64],
-        ids: Option<&[i64]>,
-        threads: usize,
-    ) -> Result<Vec<i64>> {
-        let d = self.dim;
-        let n_tok = vectors::rows(tokens, d, "document tokens")?;
-        Docs::Packed { tokens: Tokens::F32(tokens), offsets }.validate(d)?;
-        vectors::check_finite(tokens, d, "document tokens")?;
-        let n = offsets.len() - 1;
-        let new_ids = self.idmap.assign(n, ids, "documents")?;
-        if self.ids.len() + n > u32::MAX as usize {
-            return Err(Error::InvalidArgument("a MultiVectorIndex holds at most 2^32 - 1 documents".into()));
-        }
-        if self.refine == Refine::F16 && tokens.iter().any(|x| x.abs() > 65504.0) {
-            return Err(Error::InvalidArgument(
-                "document tokens exceed the float16 range (|x| > 65504) of the f16 refine copy".into(),
-            ));
-        }
-        if n_tok > 0 && self.centroids.is_empty() {
-            self.train(tokens, threads)?;
-        }
-        let base = self.n_tokens() as u64;
-        match (self.nbits, self.refine) {
-            (0, _) => self.tokens.to_mut().extend_from_slice(tokens),
-            (_, Refine::F16) => self.exact16.to_mut().extend(tokens.iter().map(|&x| half::f32_to_f16(x))),
-            (_, Refine::F32) => self.exact32.to_mut().extend_from_slice(tokens),
-            (_, Refine::None) => {}
-        }
-        if n_tok > 0 {
-            let codes = self.assign(tokens, threads)?;
-            if self.nbits > 0 {
-                let res = self.encode(tokens, &codes, threads);
-                self.residuals.to_mut().extend_from_slice(&res);
-            }
-            let first = self.ids.len();
-            if self.lists.len() < self.n_centroids() {
-                self.lists.resize(self.n_centroids(), Vec::new());
-            }
-            let mut seen: Vec<u32> = Vec::new();
-            for i in 0..n {
-                seen.clear();
-                seen.extend(&codes[offsets[i] as usize..offsets[i + 1] as usize]);
-                seen.sort_unstable();
-                seen.dedup();
-                for &c in &seen {
-                    self.lists[c as usize].push((first + i) as u32);
-                }
-            }
-            self.codes.to_mut().extend_from_slice(&codes);
-        }
-        for (i, &id) in new_ids.iter().enumerate() {
-            self.idmap.insert(id, self.ids.len());
-            self.ids.push(id);
-            self.offsets.push(base + offsets[i + 1] as u64);
-        }
-        self.idmap.advance(&new_ids);
-        Ok(new_ids)
-    }
-
-    /// Remove documents by id; all must exist (else nothing changes). Returns how many.
-    pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
-        let mut gone = HashSet::with_capacity(ids.len());
-        for &id in ids {
-            if !self.idmap.contains(id) {
-                return Err(Error::UnknownId(id));
-            }
-            gone.insert(id);
-        }
-        if gone.is_empty() {
-            return Ok(0);
-        }
-        let d = self.dim;
-        let rb = self.rbytes();
-        let (mut codes, mut res, mut toks) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut ex16, mut ex32) = (Vec::new(), Vec::new());
-        let (mut new_ids, mut offsets) = (Vec::new(), vec![0u64]);
-        for (s, &id) in self.ids.iter().enumerate() {
-            if gone.contains(&id) {
-                continue;
-            }
-            let (a, z) = (self.offsets[s] as usize, self.offsets[s + 1] as usize);
-            if self.nbits == 0 {
-                toks.extend_from_slice(&self.tokens.as_slice()[a * d..z * d]);
-            } else {
-                res.extend_from_slice(&self.residuals.as_slice()[a * rb..z * rb]);
-            }
-            match self.refine {
-                Refine::F16 => ex16.extend_from_slice(&self.exact16.as_slice()[a * d..z * d]),
-                Refine::F32 => ex32.extend_from_slice(&self.exact32.as_slice()[a * d..z * d]),
-                Refine::None => {}
-            }
-            codes.extend_from_slice(&self.codes.as_slice()[a..z]);
-            new_ids.push(id);
-            offsets.push(*offsets.last().unwrap() + (z - a) as u64);
-        }
-        self.codes = Buf::Owned(codes);
-        self.residuals = Buf::Owned(res);
-        self.tokens = Buf::Owned(toks);
-        self.exact16 = Buf::Owned(ex16);
-        self.exact32 = Buf::Owned(ex32);
-        self.offsets = offsets;
-        self.idmap.reset_to(&new_ids);
-        self.ids = new_ids;
-        self.rebuild_lists();
-        Ok(gone.len())
     }
 
     fn check_query(&self, q: &[f32], qi: usize) -> Result<()> {
@@ -693,6 +531,7 @@ impl MultiVectorIndex {
         &self,
         q: &PackedQuery,
         m: usize,
+        top: usize,
         p: &SearchParams,
         allowed: Option<&[bool]>,
     ) -> Vec<usize> {
@@ -743,7 +582,7 @@ impl MultiVectorIndex {
                 }
             }
         }
-        let mut sel = TopK::new(p.candidates.max(p.k));
+        let mut sel = TopK::new(p.candidates.max(top));
         for &s in &touched {
             sel.push(approx[s as usize], self.ids[s as usize]);
         }
@@ -760,56 +599,6 @@ impl MultiVectorIndex {
             }
             m
         })
-    }
-
-    /// Top-`k` documents of each query (`m_q x d` row-major each); `nq x k` results.
-    pub fn search(&self, queries: &[&[f32]], p: &SearchParams, threads: usize) -> Result<Results> {
-        if p.k == 0 || p.candidates == 0 {
-            return Err(Error::InvalidArgument("k and candidates must be at least 1".into()));
-        }
-        if p.refine > 0 && self.nbits > 0 && self.refine == Refine::None {
-            return Err(Error::InvalidArgument(
-                "refine needs an exact copy of the tokens: create the index with refine_dtype=\"f16\" or \"f32\""
-                    .into(),
-            ));
-        }
-        for (qi, q) in queries.iter().enumerate() {
-            self.check_query(q, qi)?;
-        }
-        let allowed = self.allowed_mask(p.allow);
-        // An allow-list no longer than `candidates` is scored exactly in full (so a narrow
-        // filter never misses documents that the probed centroids do not reach).
-        let few: Option<Vec<usize>> = allowed.as_ref().and_then(|mask| {
-            let n = mask.iter().filter(|&&a| a).count();
-            (n <= p.candidates).then(|| (0..mask.len()).filter(|&s| mask[s]).collect())
-        });
-        let one = |q: &[f32], inner: usize| -> Result<TopK> {
-            if self.is_empty() || self.n_centroids() == 0 {
-                return Ok(TopK::new(p.k));
-            }
-            let pq = PackedQuery::new(q, self.dim, None);
-            if let Some(slots) = &few {
-                return self.score_slots(&pq, slots, p.k, inner, Source::Exact);
-            }
-            let slots = self.candidates(&pq, q.len() / self.dim, p, allowed.as_deref());
-            if p.refine == 0 || self.refine == Refine::None {
-                return self.score_slots(&pq, &slots, p.k, inner, Source::Decoded);
-            }
-            let depth = p.refine.saturating_mul(p.k).max(p.k);
-            let best = self.score_slots(&pq, &slots, depth, inner, Source::Decoded)?;
-            let best: Vec<usize> = best
-                .into_sorted()
-                .into_iter()
-                .map(|(_, id)| self.idmap.get(id).expect("a held id"))
-                .collect();
-            self.score_slots(&pq, &best, p.k, inner, Source::Exact)
-        };
-        let sel: Vec<TopK> = if queries.len() == 1 {
-            vec![one(queries[0], threads)?]
-        } else {
-            parallel::install(threads, || queries.par_iter().map(|q| one(q, 1)).collect::<Result<Vec<_>>>())?
-        };
-        Ok(Results::from_selections(sel, p.k, Metric::Dot))
     }
 
     /// MaxSim of each query over the given documents only (on the refine copy when there is one,
@@ -837,9 +626,217 @@ impl MultiVectorIndex {
             .collect::<Result<Vec<_>>>()?;
         Ok(Results::from_selections(sel, k, Metric::Dot))
     }
+}
+
+impl Index for MultiVectorIndex {
+    type Data<'a> = TokenDocs<'a>;
+    type Queries<'a> = &'a [&'a [f32]];
+    type Params<'a> = SearchParams;
+
+    const KIND: Kind = Kind::MultiVector;
+
+    /// Token dimension.
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// [`Metric::Dot`]: MaxSim sums inner products.
+    fn metric(&self) -> Metric {
+        Metric::Dot
+    }
+
+    /// Number of documents.
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when `id` is stored.
+    fn contains(&self, id: i64) -> bool {
+        self.idmap.contains(id)
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        self.ids.clone()
+    }
+
+    /// Decompressed tokens of the documents `ids`, back to back (`n_i x d` each).
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let slots = ids.iter().map(|&id| self.idmap.slot(id)).collect::<Result<Vec<usize>>>()?;
+        let mut out = Vec::new();
+        for s in slots {
+            self.decode_into(s, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Add documents: `tokens` holds all their token vectors back to back, document `i` being
+    /// rows `offsets[i]..offsets[i + 1]`. The first add trains the centroids. Returns the ids.
+    ///
+    /// Everything is checked before anything changes, so a failed add leaves the index as it was.
+    fn add(&mut self, docs: TokenDocs<'_>, ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
+        let TokenDocs { tokens, offsets } = docs;
+        let d = self.dim;
+        let n_tok = vectors::rows(tokens, d, "document tokens")?;
+        Docs::Packed { tokens: Tokens::F32(tokens), offsets }.validate(d)?;
+        vectors::check_finite(tokens, d, "document tokens")?;
+        let n = offsets.len() - 1;
+        let new_ids = self.idmap.assign(n, ids, "documents")?;
+        if self.ids.len() + n > u32::MAX as usize {
+            return Err(Error::InvalidArgument("a MultiVectorIndex holds at most 2^32 - 1 documents".into()));
+        }
+        if self.refine == Refine::F16 && tokens.iter().any(|x| x.abs() > 65504.0) {
+            return Err(Error::InvalidArgument(
+                "document tokens exceed the float16 range (|x| > 65504) of the f16 refine copy".into(),
+            ));
+        }
+        if n_tok > 0 && self.centroids.is_empty() {
+            self.train(tokens, threads)?;
+        }
+        let base = self.n_tokens() as u64;
+        match (self.nbits, self.refine) {
+            (0, _) => self.tokens.to_mut().extend_from_slice(tokens),
+            (_, Refine::F16) => self.exact16.to_mut().extend(tokens.iter().map(|&x| half::f32_to_f16(x))),
+            (_, Refine::F32) => self.exact32.to_mut().extend_from_slice(tokens),
+            (_, Refine::None) => {}
+        }
+        if n_tok > 0 {
+            let codes = self.assign(tokens, threads)?;
+            if self.nbits > 0 {
+                let res = self.encode(tokens, &codes, threads);
+                self.residuals.to_mut().extend_from_slice(&res);
+            }
+            let first = self.ids.len();
+            if self.lists.len() < self.n_centroids() {
+                self.lists.resize(self.n_centroids(), Vec::new());
+            }
+            let mut seen: Vec<u32> = Vec::new();
+            for i in 0..n {
+                seen.clear();
+                seen.extend(&codes[offsets[i] as usize..offsets[i + 1] as usize]);
+                seen.sort_unstable();
+                seen.dedup();
+                for &c in &seen {
+                    self.lists[c as usize].push((first + i) as u32);
+                }
+            }
+            self.codes.to_mut().extend_from_slice(&codes);
+        }
+        for (i, &id) in new_ids.iter().enumerate() {
+            self.idmap.insert(id, self.ids.len());
+            self.ids.push(id);
+            self.offsets.push(base + offsets[i + 1] as u64);
+        }
+        self.idmap.advance(&new_ids);
+        Ok(new_ids)
+    }
+
+    /// Remove documents by id; all must exist (else nothing changes). Returns how many.
+    fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+        let mut gone = HashSet::with_capacity(ids.len());
+        for &id in ids {
+            if !self.idmap.contains(id) {
+                return Err(Error::UnknownId(id));
+            }
+            gone.insert(id);
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let d = self.dim;
+        let rb = self.rbytes();
+        let (mut codes, mut res, mut toks) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ex16, mut ex32) = (Vec::new(), Vec::new());
+        let (mut new_ids, mut offsets) = (Vec::new(), vec![0u64]);
+        for (s, &id) in self.ids.iter().enumerate() {
+            if gone.contains(&id) {
+                continue;
+            }
+            let (a, z) = (self.offsets[s] as usize, self.offsets[s + 1] as usize);
+            if self.nbits == 0 {
+                toks.extend_from_slice(&self.tokens.as_slice()[a * d..z * d]);
+            } else {
+                res.extend_from_slice(&self.residuals.as_slice()[a * rb..z * rb]);
+            }
+            match self.refine {
+                Refine::F16 => ex16.extend_from_slice(&self.exact16.as_slice()[a * d..z * d]),
+                Refine::F32 => ex32.extend_from_slice(&self.exact32.as_slice()[a * d..z * d]),
+                Refine::None => {}
+            }
+            codes.extend_from_slice(&self.codes.as_slice()[a..z]);
+            new_ids.push(id);
+            offsets.push(*offsets.last().unwrap() + (z - a) as u64);
+        }
+        self.codes = Buf::Owned(codes);
+        self.residuals = Buf::Owned(res);
+        self.tokens = Buf::Owned(toks);
+        self.exact16 = Buf::Owned(ex16);
+        self.exact32 = Buf::Owned(ex32);
+        self.offsets = offsets;
+        self.idmap.reset_to(&new_ids);
+        self.ids = new_ids;
+        self.rebuild_lists();
+        Ok(gone.len())
+    }
+
+    /// Top-`k` documents of each query (`m_q x d` row-major each); `nq x k` results.
+    fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        p: &SearchParams,
+        allow: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Results> {
+        if k == 0 || p.candidates == 0 {
+            return Err(Error::InvalidArgument("k and candidates must be at least 1".into()));
+        }
+        if p.refine > 0 && self.nbits > 0 && self.refine == Refine::None {
+            return Err(Error::InvalidArgument(
+                "refine needs an exact copy of the tokens: create the index with refine_dtype=\"f16\" or \"f32\""
+                    .into(),
+            ));
+        }
+        for (qi, q) in queries.iter().enumerate() {
+            self.check_query(q, qi)?;
+        }
+        let allowed = self.allowed_mask(allow);
+        // An allow-list no longer than `candidates` is scored exactly in full (so a narrow
+        // filter never misses documents that the probed centroids do not reach).
+        let few: Option<Vec<usize>> = allowed.as_ref().and_then(|mask| {
+            let n = mask.iter().filter(|&&a| a).count();
+            (n <= p.candidates).then(|| (0..mask.len()).filter(|&s| mask[s]).collect())
+        });
+        let one = |q: &[f32], inner: usize| -> Result<TopK> {
+            if self.is_empty() || self.n_centroids() == 0 {
+                return Ok(TopK::new(k));
+            }
+            let pq = PackedQuery::new(q, self.dim, None);
+            if let Some(slots) = &few {
+                return self.score_slots(&pq, slots, k, inner, Source::Exact);
+            }
+            let slots = self.candidates(&pq, q.len() / self.dim, k, p, allowed.as_deref());
+            if p.refine == 0 || self.refine == Refine::None {
+                return self.score_slots(&pq, &slots, k, inner, Source::Decoded);
+            }
+            let depth = p.refine.saturating_mul(k).max(k);
+            let best = self.score_slots(&pq, &slots, depth, inner, Source::Decoded)?;
+            let best: Vec<usize> = best
+                .into_sorted()
+                .into_iter()
+                .map(|(_, id)| self.idmap.get(id).expect("a held id"))
+                .collect();
+            self.score_slots(&pq, &best, k, inner, Source::Exact)
+        };
+        let sel: Vec<TopK> = if queries.len() == 1 {
+            vec![one(queries[0], threads)?]
+        } else {
+            parallel::install(threads, || queries.par_iter().map(|q| one(q, 1)).collect::<Result<Vec<_>>>())?
+        };
+        Ok(Results::from_selections(sel, k, Metric::Dot))
+    }
 
     /// Save atomically to `path`.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    fn save(&self, path: &Path) -> Result<()> {
         let header = Header {
             kind: Kind::MultiVector,
             dim: self.dim,
@@ -873,7 +870,7 @@ impl MultiVectorIndex {
     }
 
     /// Load from an opened file; token data stays mapped when it was mmapped.
-    pub fn from_file(f: &IndexFile) -> Result<MultiVectorIndex> {
+    fn from_file(f: &IndexFile) -> Result<MultiVectorIndex> {
         let h = *f.header();
         if h.kind != Kind::MultiVector {
             return Err(f.corrupt(&format!("holds a {}, not a MultiVectorIndex", h.kind.name())));
@@ -947,9 +944,26 @@ impl MultiVectorIndex {
         Ok(idx)
     }
 
-    /// Open `path` and load it.
-    pub fn load(path: &Path, mmap: bool) -> Result<MultiVectorIndex> {
-        MultiVectorIndex::from_file(&IndexFile::open(path, mmap)?)
+    /// Heap bytes used: tokens, centroids, inverted lists, offsets and ids (mapped pages excluded).
+    fn memory_bytes(&self) -> usize {
+        self.codes.heap_bytes()
+            + self.residuals.heap_bytes()
+            + self.tokens.heap_bytes()
+            + self.exact16.heap_bytes()
+            + self.exact32.heap_bytes()
+            + 4 * (self.centroids.capacity() + self.cutoffs.capacity() + self.weights.capacity())
+            + self.lists.iter().map(|l| l.capacity() * 4 + 24).sum::<usize>()
+            + self.offsets.capacity() * 8
+            + self.ids.capacity() * 8
+            + self.idmap.capacity() * 24
+    }
+
+    /// True while the token data is read from an mmapped file.
+    fn is_mapped(&self) -> bool {
+        self.codes.is_mapped()
+            || self.tokens.is_mapped()
+            || self.exact16.is_mapped()
+            || self.exact32.is_mapped()
     }
 }
 

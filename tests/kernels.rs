@@ -6,7 +6,7 @@ use rankfunnel::layout::{self, BLOCK};
 use rankfunnel::simd::{self, Level};
 use rankfunnel::storage::IndexFile;
 use rankfunnel::topk::{self, TopK};
-use rankfunnel::{half, pack, Error, FlatIndex, Metric};
+use rankfunnel::{half, pack, Error, FlatIndex, Index, Metric};
 
 /// Small deterministic generator (xorshift) so tests need no extra crates.
 struct Rng(u64);
@@ -266,8 +266,8 @@ fn flat_index_add_remove_search_save_load() {
     let mut idx = FlatIndex::new(d, Metric::L2, true).unwrap();
     let x = rng.vec(200 * d);
     let ids: Vec<i64> = (0..200).map(|i| 1000 + 3 * i).collect();
-    idx.add(&x, Some(&ids)).unwrap();
-    assert!(idx.add(&x[..d], Some(&[1000])).is_err(), "duplicate id");
+    idx.add(&x, Some(&ids), 1).unwrap();
+    assert!(idx.add(&x[..d], Some(&[1000]), 1).is_err(), "duplicate id");
     assert!(matches!(idx.remove(&[1000, 7]), Err(Error::UnknownId(7))));
     assert_eq!(idx.len(), 200, "a failed remove removes nothing");
     assert_eq!(idx.remove(&[1000, 1003, 1597]).unwrap(), 3);
@@ -276,7 +276,7 @@ fn flat_index_add_remove_search_save_load() {
         if id == 1597 {
             continue;
         }
-        let r = idx.search(&x[i * d..(i + 1) * d], 1, 1, None).unwrap();
+        let r = idx.search(&x[i * d..(i + 1) * d], 1, &(), None, 1).unwrap();
         assert_eq!(r.ids[0], id);
     }
     let path = dir.path().join("flat.rf");
@@ -286,17 +286,17 @@ fn flat_index_add_remove_search_save_load() {
         assert_eq!(back.len(), idx.len());
         assert_eq!(back.is_mapped(), mmap);
         let q = rng.vec(3 * d);
-        assert_eq!(back.search(&q, 5, 2, None).unwrap(), idx.search(&q, 5, 2, None).unwrap());
+        assert_eq!(back.search(&q, 5, &(), None, 2).unwrap(), idx.search(&q, 5, &(), None, 2).unwrap());
     }
     // Default ids continue after the largest id ever given.
-    assert_eq!(idx.add(&x[..d], None).unwrap(), vec![1000 + 3 * 199 + 1]);
+    assert_eq!(idx.add(&x[..d], None, 1).unwrap(), vec![1000 + 3 * 199 + 1]);
 }
 
 #[test]
 fn damaged_files_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let mut idx = FlatIndex::new(8, Metric::Dot, true).unwrap();
-    idx.add(&Rng(9).vec(50 * 8), None).unwrap();
+    idx.add(&Rng(9).vec(50 * 8), None, 1).unwrap();
     let path = dir.path().join("i.rf");
     idx.save(&path).unwrap();
     let good = std::fs::read(&path).unwrap();

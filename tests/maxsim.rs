@@ -217,7 +217,8 @@ fn bad_input_is_an_error() {
 
 #[test]
 fn multivector_index_round_trip() {
-    use rankfunnel::multivector::{MultiVectorIndex, SearchParams};
+    use rankfunnel::multivector::{MultiVectorIndex, SearchParams, TokenDocs};
+    use rankfunnel::Index;
     let d = 16;
     let mut rng = Rng(9);
     let docs = ragged(&mut rng, 60, d, 12);
@@ -230,12 +231,12 @@ fn multivector_index_round_trip() {
     let q = rng.vec(5 * d);
     for nbits in [0, 2] {
         let mut mv = MultiVectorIndex::new(d, nbits, 8, 1).unwrap();
-        let ids = mv.add(&flat, &offsets, None, 2).unwrap();
+        let ids = mv.add(TokenDocs { tokens: &flat, offsets: &offsets }, None, 2).unwrap();
         assert_eq!(ids, (0..60).collect::<Vec<i64>>());
         assert_eq!(mv.n_centroids(), 8);
         // Probing every centroid and keeping every candidate is brute force on the stored tokens.
-        let p = SearchParams { k: 5, candidates: 60, nprobe: 8, allow: None, refine: 0 };
-        let r = mv.search(&[&q], &p, 2).unwrap();
+        let p = SearchParams { candidates: 60, nprobe: 8, refine: 0 };
+        let r = mv.search(&[&q], 5, &p, None, 2).unwrap();
         let all: Vec<i64> = (0..60).collect();
         let exact = mv.rerank(&[&q], &all, 5, 1).unwrap();
         // Empty documents are never candidates but score 0; compare the positive part.
@@ -258,7 +259,10 @@ fn multivector_index_round_trip() {
         for mmap in [false, true] {
             let back = MultiVectorIndex::load(&path, mmap).unwrap();
             assert_eq!(back.len(), 59);
-            assert_eq!(back.search(&[&q], &p, 1).unwrap(), mv.search(&[&q], &p, 1).unwrap());
+            assert_eq!(
+                back.search(&[&q], 5, &p, None, 1).unwrap(),
+                mv.search(&[&q], 5, &p, None, 1).unwrap()
+            );
         }
     }
 }

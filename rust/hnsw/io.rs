@@ -1,11 +1,13 @@
 //! Saving and loading an [`HnswIndex`]: one section per array, every structural invariant
 //! checked on load so a damaged or crafted file gives `CorruptFile`, never a panic.
 
-use crate::ids::IdMap;
 use std::path::Path;
 
 use super::{bit, HnswIndex, Shape, MAX_LEVEL, MAX_M};
 use crate::error::Result;
+use crate::ids::IdMap;
+#[cfg(doc)]
+use crate::index::Index;
 use crate::rng::Rng;
 use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
 
@@ -13,8 +15,8 @@ use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
 const LAYOUT: i64 = 1;
 
 impl HnswIndex {
-    /// Save atomically to `path`.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Save atomically to `path` ([`Index::save`]).
+    pub(super) fn write_file(&self, path: &Path) -> Result<()> {
         let header = Header {
             kind: Kind::Hnsw,
             dim: self.dim,
@@ -44,14 +46,9 @@ impl HnswIndex {
         w.write_atomic(path)
     }
 
-    /// Open `path` and load it; with `mmap`, vectors and links stay in the mapped file until an
-    /// add copies them.
-    pub fn load(path: &Path, mmap: bool) -> Result<HnswIndex> {
-        HnswIndex::from_file(&IndexFile::open(path, mmap)?)
-    }
-
-    /// Load from an opened file (see [`IndexFile::open`]).
-    pub fn from_file(f: &IndexFile) -> Result<HnswIndex> {
+    /// Load from an opened file ([`Index::from_file`]); with mmap, vectors and links stay in the
+    /// mapped file until an add copies them.
+    pub(super) fn read_file(f: &IndexFile) -> Result<HnswIndex> {
         let h = *f.header();
         if h.kind != Kind::Hnsw {
             return Err(f.corrupt(&format!("holds a {}, not an HNSWIndex", h.kind.name())));

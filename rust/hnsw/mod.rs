@@ -18,6 +18,7 @@ mod io;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
@@ -29,11 +30,12 @@ use self::graph::{
 };
 use crate::error::Result;
 use crate::ids::IdMap;
+use crate::index::Index;
 use crate::invalid;
 use crate::metric::Metric;
 use crate::parallel;
 use crate::rng::Rng;
-use crate::storage::Buf;
+use crate::storage::{Buf, IndexFile, Kind};
 use crate::topk::{self, Results, Source, TopK};
 use crate::vectors;
 
@@ -80,6 +82,24 @@ impl FilterMode {
                 Err(invalid!("unknown filter_mode {other:?}: expected \"auto\", \"graph\" or \"exact\""))
             }
         }
+    }
+}
+
+/// Search settings of an [`HnswIndex`].
+#[derive(Clone, Copy, Debug)]
+pub struct HnswParams<'a> {
+    /// Beam width of the walk (raised to `k`).
+    pub ef: usize,
+    /// How a filtered search runs.
+    pub mode: FilterMode,
+    /// One allow-list per query, used when the shared `allow` of [`Index::search`] is `None`.
+    pub allow_lists: Option<&'a [&'a [i64]]>,
+}
+
+impl HnswParams<'_> {
+    /// Beam width `ef`, [`FilterMode::Auto`], no per-query allow-lists.
+    pub fn ef(ef: usize) -> Self {
+        HnswParams { ef, mode: FilterMode::Auto, allow_lists: None }
     }
 }
 
@@ -172,16 +192,6 @@ impl HnswIndex {
         })
     }
 
-    /// Vector dimension.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-
-    /// Metric.
-    pub fn metric(&self) -> Metric {
-        self.metric
-    }
-
     /// True when the index keeps the bfloat16 copy its walks read.
     pub fn prefilter(&self) -> bool {
         self.prefilter
@@ -202,16 +212,6 @@ impl HnswIndex {
         self.seed
     }
 
-    /// Number of live (not removed) vectors.
-    pub fn len(&self) -> usize {
-        self.idmap.len()
-    }
-
-    /// True when no live vector is stored.
-    pub fn is_empty(&self) -> bool {
-        self.idmap.is_empty()
-    }
-
     /// Number of graph slots, live or deleted.
     pub fn slots(&self) -> usize {
         self.ids.len()
@@ -222,131 +222,10 @@ impl HnswIndex {
         self.max_level
     }
 
-    /// True when `id` is stored.
-    pub fn contains(&self, id: i64) -> bool {
-        self.idmap.contains(id)
-    }
-
-    /// Live ids in slot order.
-    pub fn ids(&self) -> Vec<i64> {
-        (0..self.ids.len() as u32).filter(|&s| !bit(&self.deleted, s)).map(|s| self.ids[s as usize]).collect()
-    }
-
-    /// True while vectors and links are read from an mmapped file.
-    pub fn is_mapped(&self) -> bool {
-        self.vectors.is_mapped() || self.links0.is_mapped()
-    }
-
-    /// Heap bytes used (vectors, links, ids, id map); a mapped file's pages are not counted.
-    pub fn memory_bytes(&self) -> usize {
-        self.vectors.heap_bytes()
-            + self.half.heap_bytes()
-            + self.links0.heap_bytes()
-            + self.upper.heap_bytes()
-            + self.up_off.capacity() * 4
-            + self.levels.capacity()
-            + self.ids.capacity() * 8
-            + self.deleted.capacity() * 8
-            + self.free.capacity() * 4
-            + self.idmap.capacity() * 17
-    }
-
-    /// The stored vectors of `ids` (unit length for cosine), row-major.
-    pub fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
-        let d = self.dim;
-        let mut out = vec![0f32; ids.len() * d];
-        let data = self.vectors.as_slice();
-        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
-            let s = self.idmap.slot(*id)? as usize;
-            row.copy_from_slice(&data[s * d..(s + 1) * d]);
-        }
-        Ok(out)
-    }
-
     fn draw_level(&mut self) -> usize {
         let mult = 1.0 / (self.shape.m as f64).ln();
         let u = 1.0 - self.rng.f64(); // (0, 1]
         ((-u.ln() * mult).floor() as usize).min(MAX_LEVEL)
-    }
-
-    /// Add `vectors` (`n x dim`, row-major) using up to `threads` threads; returns their ids.
-    ///
-    /// Deleted slots are reused first. Everything is checked before anything changes, so a
-    /// failed add leaves the index as it was.
-    pub fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
-        let d = self.dim;
-        let n = vectors::rows(vectors, d, "vectors")?;
-        vectors::check_finite(vectors, d, "vectors")?;
-        let new_ids = self.idmap.assign(n, ids, "vectors")?;
-        if n == 0 {
-            return Ok(new_ids);
-        }
-        let rows: Cow<[f32]> = if self.metric == Metric::Cosine {
-            Cow::Owned(vectors::normalized(vectors, d))
-        } else {
-            Cow::Borrowed(vectors)
-        };
-        let reuse = n.min(self.free.len());
-        let old_n = self.ids.len();
-        let total = old_n + (n - reuse);
-        if total >= u32::MAX as usize {
-            return Err(invalid!("an HnswIndex holds at most 2^32-2 vectors"));
-        }
-        let fresh_levels: Vec<usize> = (0..n - reuse).map(|_| self.draw_level()).collect();
-        let up_w = self.shape.m + 1;
-        let extra: usize = fresh_levels.iter().map(|&l| l * up_w).sum();
-        if self.upper.as_slice().len() + extra > u32::MAX as usize {
-            return Err(invalid!("too many upper-level links for one index"));
-        }
-
-        // Nothing fails from here on.
-        let mut order: Vec<u32> = Vec::with_capacity(n);
-        let mut old_links: HashMap<u32, Vec<Vec<u32>>> = HashMap::new();
-        for _ in 0..reuse {
-            let s = self.free.pop().expect("counted above");
-            let plain = self.plain();
-            let mut lists = Vec::new();
-            for l in 0..=self.levels[s as usize] as usize {
-                let mut v = Vec::new();
-                plain.get(s, l, &mut v);
-                lists.push(v);
-            }
-            old_links.insert(s, lists);
-            order.push(s);
-        }
-        order.extend(old_n as u32..total as u32);
-        let mut up_len = self.upper.as_slice().len();
-        for &l in &fresh_levels {
-            self.up_off.push(up_len as u32);
-            self.levels.push(l as u8);
-            up_len += l * up_w;
-        }
-        self.upper.to_mut().resize(up_len, 0);
-        self.links0.to_mut().resize(total * (self.shape.m0 + 1), 0);
-        self.ids.resize(total, -1);
-        self.deleted.resize(total.div_ceil(64), 0);
-        let data = self.vectors.to_mut();
-        data.resize(total * d, 0.0);
-        for ((&s, row), &id) in order.iter().zip(rows.chunks_exact(d)).zip(&new_ids) {
-            let s = s as usize;
-            data[s * d..(s + 1) * d].copy_from_slice(row);
-            self.ids[s] = id;
-            self.deleted[s / 64] &= !(1u64 << (s % 64));
-            self.idmap.insert(id, s as u32);
-        }
-        if self.prefilter {
-            let half = self.half.to_mut();
-            half.resize(total * d, 0);
-            for (&s, row) in order.iter().zip(rows.chunks_exact(d)) {
-                let s = s as usize;
-                for (h, &x) in half[s * d..(s + 1) * d].iter_mut().zip(row) {
-                    *h = crate::half::to_bf16(x);
-                }
-            }
-        }
-        self.idmap.advance(&new_ids);
-        self.build(&order, &old_links, threads);
-        Ok(new_ids)
     }
 
     fn plain(&self) -> Plain<'_> {
@@ -410,29 +289,14 @@ impl HnswIndex {
         self.max_level = level;
     }
 
-    /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.
-    ///
-    /// Removed nodes stay in the graph as waypoints (never returned) until an add reuses them.
-    pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
-        self.idmap.check_known(ids)?;
-        let mut removed = 0;
-        for id in ids {
-            if let Some(s) = self.idmap.remove(*id) {
-                self.deleted[s as usize / 64] |= 1u64 << (s % 64);
-                self.free.push(s);
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Approximate top-`k` for `queries` (`nq x dim`) with beam width `ef` (raised to `k`).
+    /// Approximate top-`k` for `queries` (`nq x dim`) with beam width `ef` (raised to `k`); the
+    /// [`Index::search`] of this index, with per-query allow-lists spelled as an [`Allow`].
     ///
     /// `allow` restricts results to some ids: the walk then skips other nodes when collecting
     /// results (it still routes through them); `mode` picks between that walk and an exact scan
     /// of the allowed vectors. A query whose walk finds fewer than `k` results while more exist
     /// falls back to the exact scan, so every query gets `min(k, allowed)` results.
-    pub fn search(
+    pub fn search_filtered(
         &self,
         queries: &[f32],
         k: usize,
@@ -620,6 +484,190 @@ impl HnswIndex {
             *id = self.ids[slots[*id as usize] as usize];
         }
         Ok(r)
+    }
+}
+
+impl Index for HnswIndex {
+    type Data<'a> = &'a [f32];
+    type Queries<'a> = &'a [f32];
+    type Params<'a> = HnswParams<'a>;
+
+    const KIND: Kind = Kind::Hnsw;
+
+    /// Vector dimension.
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Metric.
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// Number of live (not removed) vectors.
+    fn len(&self) -> usize {
+        self.idmap.len()
+    }
+
+    /// True when `id` is stored.
+    fn contains(&self, id: i64) -> bool {
+        self.idmap.contains(id)
+    }
+
+    /// Live ids in slot order.
+    fn ids(&self) -> Vec<i64> {
+        (0..self.ids.len() as u32).filter(|&s| !bit(&self.deleted, s)).map(|s| self.ids[s as usize]).collect()
+    }
+
+    /// The stored vectors of `ids` (unit length for cosine), row-major.
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let d = self.dim;
+        let mut out = vec![0f32; ids.len() * d];
+        let data = self.vectors.as_slice();
+        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
+            let s = self.idmap.slot(*id)? as usize;
+            row.copy_from_slice(&data[s * d..(s + 1) * d]);
+        }
+        Ok(out)
+    }
+
+    /// Add `vectors` (`n x dim`, row-major) using up to `threads` threads; returns their ids.
+    ///
+    /// Deleted slots are reused first. Everything is checked before anything changes, so a
+    /// failed add leaves the index as it was.
+    fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
+        let d = self.dim;
+        let n = vectors::rows(vectors, d, "vectors")?;
+        vectors::check_finite(vectors, d, "vectors")?;
+        let new_ids = self.idmap.assign(n, ids, "vectors")?;
+        if n == 0 {
+            return Ok(new_ids);
+        }
+        let rows: Cow<[f32]> = if self.metric == Metric::Cosine {
+            Cow::Owned(vectors::normalized(vectors, d))
+        } else {
+            Cow::Borrowed(vectors)
+        };
+        let reuse = n.min(self.free.len());
+        let old_n = self.ids.len();
+        let total = old_n + (n - reuse);
+        if total >= u32::MAX as usize {
+            return Err(invalid!("an HnswIndex holds at most 2^32-2 vectors"));
+        }
+        let fresh_levels: Vec<usize> = (0..n - reuse).map(|_| self.draw_level()).collect();
+        let up_w = self.shape.m + 1;
+        let extra: usize = fresh_levels.iter().map(|&l| l * up_w).sum();
+        if self.upper.as_slice().len() + extra > u32::MAX as usize {
+            return Err(invalid!("too many upper-level links for one index"));
+        }
+
+        // Nothing fails from here on.
+        let mut order: Vec<u32> = Vec::with_capacity(n);
+        let mut old_links: HashMap<u32, Vec<Vec<u32>>> = HashMap::new();
+        for _ in 0..reuse {
+            let s = self.free.pop().expect("counted above");
+            let plain = self.plain();
+            let mut lists = Vec::new();
+            for l in 0..=self.levels[s as usize] as usize {
+                let mut v = Vec::new();
+                plain.get(s, l, &mut v);
+                lists.push(v);
+            }
+            old_links.insert(s, lists);
+            order.push(s);
+        }
+        order.extend(old_n as u32..total as u32);
+        let mut up_len = self.upper.as_slice().len();
+        for &l in &fresh_levels {
+            self.up_off.push(up_len as u32);
+            self.levels.push(l as u8);
+            up_len += l * up_w;
+        }
+        self.upper.to_mut().resize(up_len, 0);
+        self.links0.to_mut().resize(total * (self.shape.m0 + 1), 0);
+        self.ids.resize(total, -1);
+        self.deleted.resize(total.div_ceil(64), 0);
+        let data = self.vectors.to_mut();
+        data.resize(total * d, 0.0);
+        for ((&s, row), &id) in order.iter().zip(rows.chunks_exact(d)).zip(&new_ids) {
+            let s = s as usize;
+            data[s * d..(s + 1) * d].copy_from_slice(row);
+            self.ids[s] = id;
+            self.deleted[s / 64] &= !(1u64 << (s % 64));
+            self.idmap.insert(id, s as u32);
+        }
+        if self.prefilter {
+            let half = self.half.to_mut();
+            half.resize(total * d, 0);
+            for (&s, row) in order.iter().zip(rows.chunks_exact(d)) {
+                let s = s as usize;
+                for (h, &x) in half[s * d..(s + 1) * d].iter_mut().zip(row) {
+                    *h = crate::half::to_bf16(x);
+                }
+            }
+        }
+        self.idmap.advance(&new_ids);
+        self.build(&order, &old_links, threads);
+        Ok(new_ids)
+    }
+
+    /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.
+    ///
+    /// Removed nodes stay in the graph as waypoints (never returned) until an add reuses them.
+    fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+        self.idmap.check_known(ids)?;
+        let mut removed = 0;
+        for id in ids {
+            if let Some(s) = self.idmap.remove(*id) {
+                self.deleted[s as usize / 64] |= 1u64 << (s % 64);
+                self.free.push(s);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &HnswParams<'_>,
+        allow: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Results> {
+        let allow = match (allow, params.allow_lists) {
+            (Some(ids), _) => Allow::Shared(ids),
+            (None, Some(lists)) => Allow::PerQuery(lists),
+            (None, None) => Allow::All,
+        };
+        self.search_filtered(queries, k, params.ef, threads, allow, params.mode)
+    }
+
+    /// Heap bytes used (vectors, links, ids, id map); a mapped file's pages are not counted.
+    fn memory_bytes(&self) -> usize {
+        self.vectors.heap_bytes()
+            + self.half.heap_bytes()
+            + self.links0.heap_bytes()
+            + self.upper.heap_bytes()
+            + self.up_off.capacity() * 4
+            + self.levels.capacity()
+            + self.ids.capacity() * 8
+            + self.deleted.capacity() * 8
+            + self.free.capacity() * 4
+            + self.idmap.capacity() * 17
+    }
+
+    /// True while vectors and links are read from an mmapped file.
+    fn is_mapped(&self) -> bool {
+        self.vectors.is_mapped() || self.links0.is_mapped()
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        self.write_file(path)
+    }
+
+    fn from_file(f: &IndexFile) -> Result<HnswIndex> {
+        HnswIndex::read_file(f)
     }
 }
 
