@@ -1,41 +1,11 @@
 //! cargo tests of the HNSW index: recall against exact search, removal and slot reuse, filters,
 //! determinism, persistence and damaged files.
 
+mod common;
+
+use common::{clustered, recall};
 use rankfunnel::hnsw::{Allow, FilterMode};
 use rankfunnel::{Error, FlatIndex, HnswIndex, Index, Metric};
-
-/// Small deterministic generator (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
-/// `n` vectors around 20 centres.
-fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut r = Rng(seed | 1);
-    let centres: Vec<f32> = (0..20 * d).map(|_| r.f32()).collect();
-    let mut out = Vec::with_capacity(n * d);
-    for i in 0..n {
-        let c = (i * 7919) % 20;
-        for t in 0..d {
-            out.push(centres[c * d + t] + 0.3 * r.f32());
-        }
-    }
-    out
-}
-
-fn recall(got: &[i64], want: &[i64], k: usize) -> f64 {
-    let mut hit = 0;
-    for (g, w) in got.chunks(k).zip(want.chunks(k)) {
-        hit += g.iter().filter(|x| **x >= 0 && w.contains(x)).count();
-    }
-    hit as f64 / want.len() as f64
-}
 
 fn build(n: usize, d: usize, metric: Metric, threads: usize) -> (HnswIndex, FlatIndex, Vec<f32>) {
     let x = clustered(n, d, 3);

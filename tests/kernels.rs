@@ -1,26 +1,15 @@
 //! cargo tests of the core: every SIMD level against the scalar reference, exact top-k against a
-//! naive f64 search, FlatIndex edits and the file format.
+//! naive f64 search, the bfloat16 and u8 kernels.
 #![allow(clippy::needless_range_loop)]
+
+mod common;
+
+use common::Rng;
 
 use rankfunnel::layout::{self, BLOCK};
 use rankfunnel::simd::{self, Level};
-use rankfunnel::storage::IndexFile;
 use rankfunnel::topk::{self, TopK};
-use rankfunnel::{half, pack, Error, FlatIndex, Index, Metric};
-
-/// Small deterministic generator (xorshift) so tests need no extra crates.
-struct Rng(u64);
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f32()).collect()
-    }
-}
+use rankfunnel::{half, pack, Error, Metric};
 
 fn close(a: f32, b: f64, scale: f64) -> bool {
     (a as f64 - b).abs() <= 1e-5 * scale.max(1.0)
@@ -256,63 +245,4 @@ fn non_finite_corpus_is_an_error() {
     for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
         assert!(matches!(topk::topk(&q, &x, 4, metric, 3, 1), Err(Error::InvalidArgument(_))));
     }
-}
-
-#[test]
-fn flat_index_add_remove_search_save_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(5);
-    let d = 24;
-    let mut idx = FlatIndex::new(d, Metric::L2, true).unwrap();
-    let x = rng.vec(200 * d);
-    let ids: Vec<i64> = (0..200).map(|i| 1000 + 3 * i).collect();
-    idx.add(&x, Some(&ids), 1).unwrap();
-    assert!(idx.add(&x[..d], Some(&[1000]), 1).is_err(), "duplicate id");
-    assert!(matches!(idx.remove(&[1000, 7]), Err(Error::UnknownId(7))));
-    assert_eq!(idx.len(), 200, "a failed remove removes nothing");
-    assert_eq!(idx.remove(&[1000, 1003, 1597]).unwrap(), 3);
-    // Every remaining vector finds itself first.
-    for (i, &id) in ids.iter().enumerate().skip(2).take(100) {
-        if id == 1597 {
-            continue;
-        }
-        let r = idx.search(&x[i * d..(i + 1) * d], 1, &(), None, 1).unwrap();
-        assert_eq!(r.ids[0], id);
-    }
-    let path = dir.path().join("flat.rf");
-    idx.save(&path).unwrap();
-    for mmap in [false, true] {
-        let back = FlatIndex::load(&path, mmap).unwrap();
-        assert_eq!(back.len(), idx.len());
-        assert_eq!(back.is_mapped(), mmap);
-        let q = rng.vec(3 * d);
-        assert_eq!(back.search(&q, 5, &(), None, 2).unwrap(), idx.search(&q, 5, &(), None, 2).unwrap());
-    }
-    // Default ids continue after the largest id ever given.
-    assert_eq!(idx.add(&x[..d], None, 1).unwrap(), vec![1000 + 3 * 199 + 1]);
-}
-
-#[test]
-fn damaged_files_are_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut idx = FlatIndex::new(8, Metric::Dot, true).unwrap();
-    idx.add(&Rng(9).vec(50 * 8), None, 1).unwrap();
-    let path = dir.path().join("i.rf");
-    idx.save(&path).unwrap();
-    let good = std::fs::read(&path).unwrap();
-    let bad = dir.path().join("bad.rf");
-    for cut in [0, 10, 63, 100, good.len() - 1] {
-        std::fs::write(&bad, &good[..cut]).unwrap();
-        assert!(matches!(IndexFile::open(&bad, false), Err(Error::CorruptFile(_))), "cut {cut}");
-    }
-    for pos in [0, 9, 20, 70, 200, good.len() - 5] {
-        let mut b = good.clone();
-        b[pos] ^= 0x40;
-        std::fs::write(&bad, &b).unwrap();
-        assert!(FlatIndex::load(&bad, true).is_err(), "flip at {pos}");
-    }
-    let mut newer = good.clone();
-    newer[8] = 99;
-    std::fs::write(&bad, &newer).unwrap();
-    assert!(matches!(IndexFile::open(&bad, false), Err(Error::UnsupportedVersion { found: 99, .. })));
 }

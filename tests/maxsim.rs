@@ -2,6 +2,9 @@
 //! f16 / int8 tokens, conversions and bad input.
 #![allow(clippy::needless_range_loop)]
 
+mod common;
+
+use common::Rng;
 use rankfunnel::maxsim::{self, Docs, Scale, Tokens};
 use rankfunnel::Error;
 use rankfunnel::{half, simd};
@@ -11,22 +14,6 @@ static LEVELS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     LEVELS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct Rng(u64);
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f32()).collect()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        ((self.f32() + 1.0) * 0.5 * n as f32) as usize % n.max(1)
-    }
 }
 
 /// float64 MaxSim and the magnitude bound `sum_i max_j |q_i| |d_j|` used for tolerances.
