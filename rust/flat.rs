@@ -17,6 +17,16 @@ const PREFILTER_MAX_QUERIES: usize = 2;
 const PREFILTER_MIN_VECTORS: usize = 1024;
 use crate::vectors;
 
+/// Positions of the settings in a FlatIndex file's `meta` section (`i64` each).
+mod meta {
+    /// The next automatic id.
+    pub const NEXT_ID: usize = 0;
+    /// 1 when the bfloat16 prefilter copy is kept.
+    pub const PREFILTER: usize = 1;
+    /// Number of entries.
+    pub const LEN: usize = 2;
+}
+
 /// Exact (brute-force) index: every search scores every stored vector.
 ///
 /// Cosine indexes store unit-length vectors. Ids are non-negative `i64` labels.
@@ -245,7 +255,9 @@ impl Index for FlatIndex {
             dtype: Dtype::F32,
             count: self.len() as u64,
         };
-        let meta = [self.idmap.next_id(), self.prefilter as i64];
+        let mut meta = [0i64; meta::LEN];
+        meta[meta::NEXT_ID] = self.idmap.next_id();
+        meta[meta::PREFILTER] = self.prefilter as i64;
         let mut w = Writer::new(header);
         w.add("vectors", self.data.as_slice());
         w.add("ids", &self.ids);
@@ -267,23 +279,23 @@ impl Index for FlatIndex {
         }
         let ids: Vec<i64> = f.vec("ids")?;
         let data: Buf<f32> = f.buf("vectors")?;
-        let meta: Vec<i64> = f.vec("meta")?;
+        let settings: Vec<i64> = f.vec("meta")?;
         let half: Buf<u16> = f.buf("half")?;
         let resid: Buf<f32> = f.buf("resid")?;
         let norms: Buf<f32> = f.buf("norms")?;
         let n = ids.len();
-        let prefilter = meta.get(1) == Some(&1);
+        let prefilter = settings.get(meta::PREFILTER) == Some(&1);
         let aux_n = if prefilter { n } else { 0 };
         if n as u64 != h.count
             || data.as_slice().len() != pack::packed_len(n, h.dim)
-            || meta.len() != 2
+            || settings.len() != meta::LEN
             || half.as_slice().len() != pack::packed_len(aux_n, h.dim)
             || resid.as_slice().len() != aux_n
             || norms.as_slice().len() != aux_n
         {
             return Err(f.corrupt("section sizes do not match the header"));
         }
-        let mut idmap = IdMap::with_capacity(ids.len(), meta[0]);
+        let mut idmap = IdMap::with_capacity(ids.len(), settings[meta::NEXT_ID]);
         for (s, &id) in ids.iter().enumerate() {
             if !idmap.insert_loaded(id, s) {
                 return Err(f.corrupt("invalid or duplicate id"));

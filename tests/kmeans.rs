@@ -41,8 +41,8 @@ fn separated_clusters_are_recovered() {
         assert_eq!(r.centroids.len(), k * d);
         assert_eq!(r.assignments.len(), k * per);
         let mut labels: Vec<u32> = (0..k).map(|c| r.assignments[c * per]).collect();
-        for c in 0..k {
-            assert!(r.assignments[c * per..(c + 1) * per].iter().all(|&a| a == labels[c]), "cluster {c}");
+        for (c, &label) in labels.iter().enumerate() {
+            assert!(r.assignments[c * per..(c + 1) * per].iter().all(|&a| a == label), "cluster {c}");
         }
         labels.sort_unstable();
         labels.dedup();

@@ -3,13 +3,28 @@
 
 use super::*;
 
+/// Positions of the settings in an IVFIndex file's `meta` section (`i64` each).
+mod meta {
+    /// Number of lists.
+    pub const NLIST: usize = 0;
+    /// 1 once trained.
+    pub const TRAINED: usize = 1;
+    /// The next automatic id.
+    pub const NEXT_ID: usize = 2;
+    /// Number of entries.
+    pub const LEN: usize = 3;
+}
+
 impl IvfIndex {
     /// Save atomically to `path`.
     pub(super) fn write_file(&self, path: &Path) -> Result<()> {
         let dtype = if self.storage == Storage::Int8 { Dtype::U8 } else { Dtype::F32 };
         let header =
             Header { kind: Kind::Ivf, dim: self.dim, metric: self.metric, dtype, count: self.len() as u64 };
-        let meta = [self.nlist as i64, self.is_trained() as i64, self.idmap.next_id()];
+        let mut meta = [0i64; meta::LEN];
+        meta[meta::NLIST] = self.nlist as i64;
+        meta[meta::TRAINED] = self.is_trained() as i64;
+        meta[meta::NEXT_ID] = self.idmap.next_id();
         // Lists are written back to back; slots are renumbered in that order, so `raw` is too.
         let mut offsets = Vec::with_capacity(self.nlist + 1);
         let mut labels = Vec::with_capacity(self.len());
@@ -56,13 +71,13 @@ impl IvfIndex {
             Dtype::U8 => Storage::Int8,
             _ => return Err(f.corrupt("bad dtype for an IVFIndex")),
         };
-        let meta: Vec<i64> = f.vec("meta")?;
-        if meta.len() != 3 || meta[0] <= 0 || h.dim == 0 {
+        let settings: Vec<i64> = f.vec("meta")?;
+        if settings.len() != meta::LEN || settings[meta::NLIST] <= 0 || h.dim == 0 {
             return Err(f.corrupt("bad IVF parameters"));
         }
-        let (d, nlist) = (h.dim, meta[0] as usize);
+        let (d, nlist) = (h.dim, settings[meta::NLIST] as usize);
         let mut idx = IvfIndex::new(d, nlist, h.metric, storage)?;
-        idx.idmap = IdMap::with_capacity(0, meta[2]);
+        idx.idmap = IdMap::with_capacity(0, settings[meta::NEXT_ID]);
         let centroids: Vec<f32> = f.vec("centroid")?;
         let offsets: Vec<u64> = f.vec("offsets")?;
         let labels: Vec<i64> = f.vec("ids")?;
@@ -74,7 +89,7 @@ impl IvfIndex {
         let raw: Buf<f32> = f.buf("raw")?;
         let n = labels.len();
         let bad = || f.corrupt("section sizes do not match the header");
-        if meta[1] == 0 {
+        if settings[meta::TRAINED] == 0 {
             return if n == 0 && centroids.is_empty() { Ok(idx) } else { Err(bad()) };
         }
         let int8 = storage == Storage::Int8;

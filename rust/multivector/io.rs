@@ -2,6 +2,22 @@
 
 use super::*;
 
+/// Positions of the settings in a MultiVectorIndex file's `meta` section (`i64` each).
+mod meta {
+    /// The next automatic id.
+    pub const NEXT_ID: usize = 0;
+    /// Residual bits per dimension.
+    pub const NBITS: usize = 1;
+    /// Centroids asked for (0: chosen on the first add).
+    pub const CENTROIDS: usize = 2;
+    /// Seed of the k-means training.
+    pub const SEED: usize = 3;
+    /// 1 when tokens are L2-normalised on the way in.
+    pub const NORMALIZE: usize = 4;
+    /// Number of entries.
+    pub const LEN: usize = 5;
+}
+
 impl MultiVectorIndex {
     /// Save atomically to `path`.
     pub(super) fn write_file(&self, path: &Path) -> Result<()> {
@@ -12,13 +28,12 @@ impl MultiVectorIndex {
             dtype: if self.nbits == 0 { Dtype::F32 } else { Dtype::U8 },
             count: self.len() as u64,
         };
-        let meta = [
-            self.idmap.next_id(),
-            self.nbits as i64,
-            self.want_centroids as i64,
-            self.seed as i64,
-            self.normalize as i64,
-        ];
+        let mut meta = [0i64; meta::LEN];
+        meta[meta::NEXT_ID] = self.idmap.next_id();
+        meta[meta::NBITS] = self.nbits as i64;
+        meta[meta::CENTROIDS] = self.want_centroids as i64;
+        meta[meta::SEED] = self.seed as i64;
+        meta[meta::NORMALIZE] = self.normalize as i64;
         let mut w = Writer::new(header);
         w.add("meta", &meta);
         w.add("ids", &self.ids);
@@ -43,18 +58,23 @@ impl MultiVectorIndex {
         if h.kind != Kind::MultiVector {
             return Err(f.corrupt(&format!("holds a {}, not a MultiVectorIndex", h.kind.name())));
         }
-        let meta: Vec<i64> = f.vec("meta")?;
-        if meta.len() != 5 || h.dim == 0 || meta[4] > 1 || meta[4] < 0 {
+        let settings: Vec<i64> = f.vec("meta")?;
+        if settings.len() != meta::LEN || h.dim == 0 || !(0..=1).contains(&settings[meta::NORMALIZE]) {
             return Err(f.corrupt("bad metadata"));
         }
-        if (meta[1] == 0) != (h.dtype == Dtype::F32) {
+        if (settings[meta::NBITS] == 0) != (h.dtype == Dtype::F32) {
             return Err(f.corrupt("the header dtype does not match nbits"));
         }
-        let nbits = meta[1] as usize;
-        let mut idx = MultiVectorIndex::new(h.dim, nbits, meta[2].max(0) as usize, meta[3] as u64)
-            .map_err(|e| f.corrupt(&e.to_string()))?;
+        let nbits = settings[meta::NBITS] as usize;
+        let mut idx = MultiVectorIndex::new(
+            h.dim,
+            nbits,
+            settings[meta::CENTROIDS].max(0) as usize,
+            settings[meta::SEED] as u64,
+        )
+        .map_err(|e| f.corrupt(&e.to_string()))?;
         let d = h.dim;
-        idx.normalize = meta[4] == 1;
+        idx.normalize = settings[meta::NORMALIZE] == 1;
         idx.ids = f.vec("ids")?;
         idx.offsets = f.vec("offsets")?;
         idx.centroids = f.vec("centroid")?;
@@ -101,7 +121,7 @@ impl MultiVectorIndex {
         {
             return Err(f.corrupt("section sizes or centroid ids do not match"));
         }
-        idx.idmap = IdMap::with_capacity(idx.ids.len(), meta[0]);
+        idx.idmap = IdMap::with_capacity(idx.ids.len(), settings[meta::NEXT_ID]);
         for (s, &id) in idx.ids.iter().enumerate() {
             if !idx.idmap.insert_loaded(id, s) {
                 return Err(f.corrupt("invalid or duplicate id"));
