@@ -4,9 +4,9 @@
 //! query values broadcast, through the top-k tile kernels). `make bench-rust` runs them.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rankfunnel::simd;
 use rankfunnel::topk;
 use rankfunnel::Metric;
+use rankfunnel::{layout, simd};
 
 fn data(n: usize) -> Vec<f32> {
     let mut s = 0x2545F4914F6CDD1Du64;
@@ -97,19 +97,19 @@ fn maxsim_layouts(c: &mut Criterion) {
         });
         let k = simd::kernels_for(level);
         g.bench_with_input(BenchmarkId::new("doc_panels_transposed", level.name()), &(), |bch, _| {
-            let mut out = vec![0f32; k.max_rows * simd::BLOCK];
+            let mut out = vec![0f32; k.max_rows * layout::BLOCK];
             bch.iter(|| {
                 let mut scores = Vec::with_capacity(lens.len());
                 for (i, b) in blocks.iter().enumerate() {
                     let mut best = [f32::NEG_INFINITY; 32];
-                    for (bi, block) in b.chunks_exact(simd::BLOCK * d).enumerate() {
-                        let valid = (lens[i] - bi * simd::BLOCK).min(simd::BLOCK);
+                    for (bi, block) in b.chunks_exact(layout::BLOCK * d).enumerate() {
+                        let valid = (lens[i] - bi * layout::BLOCK).min(layout::BLOCK);
                         let mut r0 = 0;
                         while r0 < 32 {
                             let rows = k.max_rows.min(32 - r0);
                             simd::score_block(k, false, rows, &q[r0 * d..], d, block, &mut out);
                             for r in 0..rows {
-                                let row = &out[r * simd::BLOCK..r * simd::BLOCK + valid];
+                                let row = &out[r * layout::BLOCK..r * layout::BLOCK + valid];
                                 best[r0 + r] = row.iter().fold(best[r0 + r], |m, &x| m.max(x));
                             }
                             r0 += rows;

@@ -1,9 +1,11 @@
 //! `FlatIndex`: exact search over vectors kept in block layout (see [`crate::pack`]).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::half;
+use crate::ids::IdMap;
+use crate::index::Index;
 use crate::metric::Metric;
 use crate::pack;
 use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
@@ -14,6 +16,16 @@ const PREFILTER_MAX_QUERIES: usize = 2;
 /// ... on indexes of at least this many vectors.
 const PREFILTER_MIN_VECTORS: usize = 1024;
 use crate::vectors;
+
+/// Positions of the settings in a FlatIndex file's `meta` section (`i64` each).
+mod meta {
+    /// The next automatic id.
+    pub const NEXT_ID: usize = 0;
+    /// 1 when the bfloat16 prefilter copy is kept.
+    pub const PREFILTER: usize = 1;
+    /// Number of entries.
+    pub const LEN: usize = 2;
+}
 
 /// Exact (brute-force) index: every search scores every stored vector.
 ///
@@ -28,8 +40,7 @@ pub struct FlatIndex {
     norms: Buf<f32>,
     prefilter: bool,
     ids: Vec<i64>,
-    slots: HashMap<i64, usize>,
-    next_id: i64,
+    idmap: IdMap,
 }
 
 impl FlatIndex {
@@ -50,8 +61,7 @@ impl FlatIndex {
             norms: Buf::default(),
             prefilter,
             ids: Vec::new(),
-            slots: HashMap::new(),
-            next_id: 0,
+            idmap: IdMap::new(),
         })
     }
 
@@ -61,68 +71,66 @@ impl FlatIndex {
     }
 
     fn write_half(&mut self, slot: usize, row: &[f32]) {
-        let half: Vec<u16> = row.iter().map(|&x| pack::to_bf16(x)).collect();
+        let half: Vec<u16> = row.iter().map(|&x| half::to_bf16(x)).collect();
         let resid: f64 =
-            row.iter().zip(&half).map(|(&x, &h)| (x as f64 - pack::from_bf16(h) as f64).powi(2)).sum();
+            row.iter().zip(&half).map(|(&x, &h)| (x as f64 - half::from_bf16(h) as f64).powi(2)).sum();
         let norm: f64 = row.iter().map(|&x| (x as f64).powi(2)).sum();
         pack::write_vector(self.half.to_mut(), self.dim, slot, &half);
         self.resid.to_mut()[slot] = (resid.sqrt() * (1.0 + 1e-6)) as f32;
         self.norms.to_mut()[slot] = (norm.sqrt() * (1.0 + 1e-6)) as f32;
     }
+}
+
+impl Index for FlatIndex {
+    type Data<'a> = &'a [f32];
+    type Queries<'a> = &'a [f32];
+    type Params<'a> = ();
+
+    const KIND: Kind = Kind::Flat;
 
     /// Vector dimension.
-    pub fn dim(&self) -> usize {
+    fn dim(&self) -> usize {
         self.dim
     }
 
     /// Metric.
-    pub fn metric(&self) -> Metric {
+    fn metric(&self) -> Metric {
         self.metric
     }
 
     /// Number of stored vectors.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.ids.len()
     }
 
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// Stored ids in slot order.
-    pub fn ids(&self) -> &[i64] {
-        &self.ids
-    }
-
     /// True when `id` is stored.
-    pub fn contains(&self, id: i64) -> bool {
-        self.slots.contains_key(&id)
+    fn contains(&self, id: i64) -> bool {
+        self.idmap.contains(id)
     }
 
-    /// Heap bytes used (vectors, ids, id map); a mapped file's pages are not counted.
-    pub fn memory_bytes(&self) -> usize {
-        self.data.heap_bytes()
-            + self.half.heap_bytes()
-            + self.resid.heap_bytes()
-            + self.norms.heap_bytes()
-            + self.ids.capacity() * 8
-            + self.slots.capacity() * 24
+    fn ids(&self) -> Vec<i64> {
+        self.ids.clone()
     }
 
-    /// True while the vectors are read from an mmapped file.
-    pub fn is_mapped(&self) -> bool {
-        self.data.is_mapped()
+    /// The stored vectors of `ids` (unit length for cosine), row-major.
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let d = self.dim;
+        let mut out = vec![0f32; ids.len() * d];
+        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
+            let slot = self.idmap.slot(*id)?;
+            pack::read_vector(self.data.as_slice(), d, slot, row);
+        }
+        Ok(out)
     }
 
     /// Add `vectors` (`n x dim`, row-major); returns the ids given to them.
     ///
     /// Everything is checked before anything changes, so a failed add leaves the index as it was.
-    pub fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>) -> Result<Vec<i64>> {
+    fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>, _threads: usize) -> Result<Vec<i64>> {
         let d = self.dim;
         let n = vectors::rows(vectors, d, "vectors")?;
         vectors::check_finite(vectors, d, "vectors")?;
-        let new_ids = vectors::new_ids(n, ids, self.next_id, "vectors", |id| self.slots.contains_key(&id))?;
+        let new_ids = self.idmap.assign(n, ids, "vectors")?;
         let normalized;
         let rows = if self.metric == Metric::Cosine {
             normalized = vectors::normalized(vectors, d);
@@ -145,26 +153,22 @@ impl FlatIndex {
             }
         }
         for (i, &id) in new_ids.iter().enumerate() {
-            self.slots.insert(id, start + i);
+            self.idmap.insert(id, start + i);
         }
         self.ids.extend_from_slice(&new_ids);
-        if let Some(&m) = new_ids.iter().max() {
-            self.next_id = self.next_id.max(m + 1);
-        }
+        self.idmap.advance(&new_ids);
         Ok(new_ids)
     }
 
     /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.
-    pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
-        if let Some(&bad) = ids.iter().find(|id| !self.slots.contains_key(id)) {
-            return Err(Error::UnknownId(bad));
-        }
+    fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+        self.idmap.check_known(ids)?;
         let d = self.dim;
         let mut removed = 0;
         let mut row = vec![0f32; d];
         let zero = vec![0f32; d];
         for &id in ids {
-            let Some(slot) = self.slots.remove(&id) else { continue };
+            let Some(slot) = self.idmap.remove(id) else { continue };
             let last = self.ids.len() - 1;
             let data = self.data.to_mut();
             if slot != last {
@@ -172,7 +176,7 @@ impl FlatIndex {
                 pack::write_vector(data, d, slot, &row);
                 let moved = self.ids[last];
                 self.ids[slot] = moved;
-                self.slots.insert(moved, slot);
+                self.idmap.insert(moved, slot);
             }
             pack::write_vector(data, d, last, &zero);
             self.ids.pop();
@@ -191,24 +195,14 @@ impl FlatIndex {
         Ok(removed)
     }
 
-    /// The stored vectors of `ids` (unit length for cosine), row-major.
-    pub fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
-        let d = self.dim;
-        let mut out = vec![0f32; ids.len() * d];
-        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
-            let slot = *self.slots.get(id).ok_or(Error::UnknownId(*id))?;
-            pack::read_vector(self.data.as_slice(), d, slot, row);
-        }
-        Ok(out)
-    }
-
     /// Exact top-`k` for `queries` (`nq x dim`); `allow` restricts results to those ids.
-    pub fn search(
+    fn search(
         &self,
         queries: &[f32],
         k: usize,
-        threads: usize,
+        _params: &(),
         allow: Option<&[i64]>,
+        threads: usize,
     ) -> Result<Results> {
         if k == 0 {
             return Err(Error::InvalidArgument("k must be at least 1".into()));
@@ -219,7 +213,7 @@ impl FlatIndex {
         let bitmap = allow.map(|ids| {
             let mut bits = vec![0u64; self.len().div_ceil(64)];
             for id in ids {
-                if let Some(&s) = self.slots.get(id) {
+                if let Some(s) = self.idmap.get(*id) {
                     bits[s / 64] |= 1 << (s % 64);
                 }
             }
@@ -253,7 +247,7 @@ impl FlatIndex {
     }
 
     /// Save atomically to `path`.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    fn save(&self, path: &Path) -> Result<()> {
         let header = Header {
             kind: Kind::Flat,
             dim: self.dim,
@@ -261,7 +255,9 @@ impl FlatIndex {
             dtype: Dtype::F32,
             count: self.len() as u64,
         };
-        let meta = [self.next_id, self.prefilter as i64];
+        let mut meta = [0i64; meta::LEN];
+        meta[meta::NEXT_ID] = self.idmap.next_id();
+        meta[meta::PREFILTER] = self.prefilter as i64;
         let mut w = Writer::new(header);
         w.add("vectors", self.data.as_slice());
         w.add("ids", &self.ids);
@@ -273,7 +269,7 @@ impl FlatIndex {
     }
 
     /// Load from an opened file (see [`IndexFile::open`]); vectors stay mapped when it was mmapped.
-    pub fn from_file(f: &IndexFile) -> Result<FlatIndex> {
+    fn from_file(f: &IndexFile) -> Result<FlatIndex> {
         let h = *f.header();
         if h.kind != Kind::Flat {
             return Err(f.corrupt(&format!("holds a {}, not a FlatIndex", h.kind.name())));
@@ -283,44 +279,43 @@ impl FlatIndex {
         }
         let ids: Vec<i64> = f.vec("ids")?;
         let data: Buf<f32> = f.buf("vectors")?;
-        let meta: Vec<i64> = f.vec("meta")?;
+        let settings: Vec<i64> = f.vec("meta")?;
         let half: Buf<u16> = f.buf("half")?;
         let resid: Buf<f32> = f.buf("resid")?;
         let norms: Buf<f32> = f.buf("norms")?;
         let n = ids.len();
-        let prefilter = meta.get(1) == Some(&1);
+        let prefilter = settings.get(meta::PREFILTER) == Some(&1);
         let aux_n = if prefilter { n } else { 0 };
         if n as u64 != h.count
             || data.as_slice().len() != pack::packed_len(n, h.dim)
-            || meta.len() != 2
+            || settings.len() != meta::LEN
             || half.as_slice().len() != pack::packed_len(aux_n, h.dim)
             || resid.as_slice().len() != aux_n
             || norms.as_slice().len() != aux_n
         {
             return Err(f.corrupt("section sizes do not match the header"));
         }
-        let mut slots = HashMap::with_capacity(ids.len());
+        let mut idmap = IdMap::with_capacity(ids.len(), settings[meta::NEXT_ID]);
         for (s, &id) in ids.iter().enumerate() {
-            if id < 0 || slots.insert(id, s).is_some() {
+            if !idmap.insert_loaded(id, s) {
                 return Err(f.corrupt("invalid or duplicate id"));
             }
         }
-        Ok(FlatIndex {
-            dim: h.dim,
-            metric: h.metric,
-            data,
-            half,
-            resid,
-            norms,
-            prefilter,
-            ids,
-            slots,
-            next_id: meta[0],
-        })
+        Ok(FlatIndex { dim: h.dim, metric: h.metric, data, half, resid, norms, prefilter, ids, idmap })
     }
 
-    /// Open `path` and load it.
-    pub fn load(path: &Path, mmap: bool) -> Result<FlatIndex> {
-        FlatIndex::from_file(&IndexFile::open(path, mmap)?)
+    /// Heap bytes used (vectors, ids, id map); a mapped file's pages are not counted.
+    fn memory_bytes(&self) -> usize {
+        self.data.heap_bytes()
+            + self.half.heap_bytes()
+            + self.resid.heap_bytes()
+            + self.norms.heap_bytes()
+            + self.ids.capacity() * 8
+            + self.idmap.capacity() * 24
+    }
+
+    /// True while the vectors are read from an mmapped file.
+    fn is_mapped(&self) -> bool {
+        self.data.is_mapped()
     }
 }

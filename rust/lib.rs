@@ -3,11 +3,17 @@
 //! This crate is pure Rust. The Python binding lives in [`python`] behind the `python` feature, so
 //! `cargo test` and the criterion benches link the core without a Python interpreter.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod error;
 pub mod flat;
+pub mod half;
 pub mod hnsw;
+pub mod ids;
+pub mod index;
 pub mod ivf;
 pub mod kmeans;
+pub mod layout;
 pub mod maxsim;
 pub mod metric;
 pub mod multivector;
@@ -25,5 +31,7 @@ pub mod python;
 pub use error::{Error, Result};
 pub use flat::FlatIndex;
 pub use hnsw::HnswIndex;
+pub use index::Index;
+pub use ivf::IvfIndex;
 pub use metric::Metric;
 pub use multivector::MultiVectorIndex;

@@ -1,7 +1,7 @@
 //! The block layout of stored vectors: blocks of [`BLOCK`] vectors, each made of panels of
 //! [`PANEL`] vectors stored dimension-major, so the tile kernels stream them with unit stride.
 
-use crate::simd::{BLOCK, PANEL, QUAD};
+use crate::layout::{BLOCK, PANEL, QUAD};
 
 /// Number of `f32` a buffer needs to hold `n` vectors of dimension `d` in block layout.
 #[inline]
@@ -88,18 +88,4 @@ pub fn unpack_rows(buf: &[f32], d: usize, n: usize) -> Vec<f32> {
         read_vector(buf, d, slot, row);
     }
     out
-}
-
-/// Round to the nearest bfloat16 (ties to even), as its bit pattern.
-#[inline]
-pub fn to_bf16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let round = 0x7FFF + ((b >> 16) & 1);
-    (b.wrapping_add(round) >> 16) as u16
-}
-
-/// The `f32` value of a bfloat16 bit pattern.
-#[inline]
-pub fn from_bf16(h: u16) -> f32 {
-    f32::from_bits((h as u32) << 16)
 }

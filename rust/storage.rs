@@ -109,12 +109,20 @@ pub struct Header {
 /// # Safety
 /// Implementors must have no padding and accept every bit pattern.
 pub unsafe trait Pod: Copy + Send + Sync + 'static {}
+// SAFETY (all impls below): primitive integers and IEEE floats have no padding bytes, and every
+// bit pattern of their size is a valid value (a float's NaN patterns included).
 unsafe impl Pod for f32 {}
+// SAFETY: see above.
 unsafe impl Pod for i64 {}
+// SAFETY: see above.
 unsafe impl Pod for u64 {}
+// SAFETY: see above.
 unsafe impl Pod for u32 {}
+// SAFETY: see above.
 unsafe impl Pod for u16 {}
+// SAFETY: see above.
 unsafe impl Pod for u8 {}
+// SAFETY: see above.
 unsafe impl Pod for i8 {}
 
 /// The bytes of a slice of plain data (little-endian hosts only, see [`IndexFile::open`]).

@@ -4,10 +4,11 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::layout::BLOCK;
 use crate::metric::Metric;
 use crate::pack;
 use crate::parallel;
-use crate::simd::{self, Kernels, BLOCK};
+use crate::simd::{self, Kernels};
 
 /// A `(key, id)` candidate; keys are "higher is better" (L2 distances are negated).
 pub type Hit = (f32, i64);

@@ -1,48 +1,18 @@
 //! cargo tests of the HNSW index: recall against exact search, removal and slot reuse, filters,
 //! determinism, persistence and damaged files.
 
+mod common;
+
+use common::{clustered, recall};
 use rankfunnel::hnsw::{Allow, FilterMode};
-use rankfunnel::{Error, FlatIndex, HnswIndex, Metric};
-
-/// Small deterministic generator (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
-/// `n` vectors around 20 centres.
-fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut r = Rng(seed | 1);
-    let centres: Vec<f32> = (0..20 * d).map(|_| r.f32()).collect();
-    let mut out = Vec::with_capacity(n * d);
-    for i in 0..n {
-        let c = (i * 7919) % 20;
-        for t in 0..d {
-            out.push(centres[c * d + t] + 0.3 * r.f32());
-        }
-    }
-    out
-}
-
-fn recall(got: &[i64], want: &[i64], k: usize) -> f64 {
-    let mut hit = 0;
-    for (g, w) in got.chunks(k).zip(want.chunks(k)) {
-        hit += g.iter().filter(|x| **x >= 0 && w.contains(x)).count();
-    }
-    hit as f64 / want.len() as f64
-}
+use rankfunnel::{Error, FlatIndex, HnswIndex, Index, Metric};
 
 fn build(n: usize, d: usize, metric: Metric, threads: usize) -> (HnswIndex, FlatIndex, Vec<f32>) {
     let x = clustered(n, d, 3);
     let mut h = HnswIndex::new(d, metric, 12, 100, 7, true).unwrap();
     h.add(&x, None, threads).unwrap();
     let mut f = FlatIndex::new(d, metric, false).unwrap();
-    f.add(&x, None).unwrap();
+    f.add(&x, None, 1).unwrap();
     (h, f, x)
 }
 
@@ -52,8 +22,8 @@ fn recall_against_exact_for_every_metric() {
         // One build thread: deterministic, so the bounds below are not flaky.
         let (h, f, _) = build(3000, 24, metric, 1);
         let q = clustered(100, 24, 99);
-        let want = f.search(&q, 10, 1, None).unwrap();
-        let got = h.search(&q, 10, 128, 2, Allow::All, FilterMode::Auto).unwrap();
+        let want = f.search(&q, 10, &(), None, 1).unwrap();
+        let got = h.search_filtered(&q, 10, 128, 2, Allow::All, FilterMode::Auto).unwrap();
         let r = recall(&got.ids, &want.ids, 10);
         eprintln!("{metric:?}: recall {r}");
         // Inner product on vectors of unequal norms is not a metric; graphs serve it less well.
@@ -79,7 +49,7 @@ fn removed_ids_never_return_and_slots_are_reused() {
     assert!(matches!(h.remove(&[5, 100_000]), Err(Error::UnknownId(100_000))));
     assert_eq!(h.len(), 1000);
     assert_eq!(h.remove(&gone).unwrap(), gone.len());
-    let r = h.search(&x, 10, 64, 2, Allow::All, FilterMode::Auto).unwrap();
+    let r = h.search_filtered(&x, 10, 64, 2, Allow::All, FilterMode::Auto).unwrap();
     assert!(r.ids.iter().all(|id| *id >= 0 && id % 3 != 0));
     let slots = h.slots();
     let more = clustered(300, 16, 11);
@@ -87,10 +57,10 @@ fn removed_ids_never_return_and_slots_are_reused() {
     assert_eq!(h.slots(), slots, "deleted slots are reused");
     // Every live vector finds itself.
     for (row, id) in more.chunks_exact(16).zip(&new_ids) {
-        let r = h.search(row, 1, 64, 1, Allow::All, FilterMode::Auto).unwrap();
+        let r = h.search_filtered(row, 1, 64, 1, Allow::All, FilterMode::Auto).unwrap();
         assert_eq!(r.ids[0], *id);
     }
-    let r = h.search(&x, 10, 64, 2, Allow::All, FilterMode::Auto).unwrap();
+    let r = h.search_filtered(&x, 10, 64, 2, Allow::All, FilterMode::Auto).unwrap();
     assert!(r.ids.iter().all(|id| !(*id < 1000 && id % 3 == 0)));
 }
 
@@ -100,18 +70,18 @@ fn filters_return_only_allowed_ids() {
     let q = clustered(20, 16, 5);
     let allow: Vec<i64> = (0..2000).step_by(97).collect();
     for mode in [FilterMode::Auto, FilterMode::Graph, FilterMode::Exact] {
-        let r = h.search(&q, 10, 32, 2, Allow::Shared(&allow), mode).unwrap();
+        let r = h.search_filtered(&q, 10, 32, 2, Allow::Shared(&allow), mode).unwrap();
         assert!(r.ids.iter().all(|id| allow.contains(id)), "{mode:?}");
         let mut bits = vec![0u64; 2000usize.div_ceil(64)];
         for &a in &allow {
             bits[a as usize / 64] |= 1 << (a % 64);
         }
-        let want = f.search(&q, 10, 1, Some(&allow)).unwrap();
+        let want = f.search(&q, 10, &(), Some(&allow), 1).unwrap();
         assert!(recall(&r.ids, &want.ids, 10) >= 0.9, "{mode:?}");
     }
     let lists: Vec<Vec<i64>> = (0..20).map(|i| vec![i, i + 1, i + 2]).collect();
     let refs: Vec<&[i64]> = lists.iter().map(|l| &l[..]).collect();
-    let r = h.search(&q, 5, 32, 2, Allow::PerQuery(&refs), FilterMode::Graph).unwrap();
+    let r = h.search_filtered(&q, 5, 32, 2, Allow::PerQuery(&refs), FilterMode::Graph).unwrap();
     for (i, row) in r.ids.chunks(5).enumerate() {
         let mut got: Vec<i64> = row[..3].to_vec();
         got.sort();
@@ -132,8 +102,8 @@ fn save_load_roundtrip_and_mmap() {
         let mut g = HnswIndex::load(&p, mmap).unwrap();
         assert_eq!(g.is_mapped(), mmap);
         assert_eq!(g.len(), h.len());
-        let a = h.search(&x, 5, 32, 1, Allow::All, FilterMode::Auto).unwrap();
-        let b = g.search(&x, 5, 32, 1, Allow::All, FilterMode::Auto).unwrap();
+        let a = h.search_filtered(&x, 5, 32, 1, Allow::All, FilterMode::Auto).unwrap();
+        let b = g.search_filtered(&x, 5, 32, 1, Allow::All, FilterMode::Auto).unwrap();
         assert_eq!(a, b);
         g.add(&x[..16], None, 2).unwrap();
         assert!(!g.is_mapped());
@@ -162,7 +132,7 @@ fn damaged_files_are_rejected() {
     }
     // A FlatIndex file is not an HNSW file.
     let mut f = FlatIndex::new(8, Metric::L2, false).unwrap();
-    f.add(&[0.0; 8], None).unwrap();
+    f.add(&[0.0; 8], None, 1).unwrap();
     f.save(&q).unwrap();
     assert!(matches!(HnswIndex::load(&q, false), Err(Error::CorruptFile(_))));
 }
@@ -211,11 +181,11 @@ fn bad_input_is_an_error_and_changes_nothing() {
     assert!(h.add(&[1.0, f32::NAN, 3.0, 4.0], None, 1).is_err());
     assert!(h.add(&[1.0; 8], Some(&[3, 3]), 1).is_err());
     assert!(h.add(&[1.0; 4], Some(&[0]), 1).is_err());
-    assert!(h.search(&[1.0; 4], 0, 10, 1, Allow::All, FilterMode::Auto).is_err());
+    assert!(h.search_filtered(&[1.0; 4], 0, 10, 1, Allow::All, FilterMode::Auto).is_err());
     assert_eq!(h.len(), 50);
     assert!(HnswIndex::new(4, Metric::L2, 1, 10, 0, true).is_err());
     // ef < k is raised to k; k > n pads.
-    let r = h.search(&[1.0; 4], 60, 1, 1, Allow::All, FilterMode::Auto).unwrap();
+    let r = h.search_filtered(&[1.0; 4], 60, 1, 1, Allow::All, FilterMode::Auto).unwrap();
     assert_eq!(r.ids.iter().filter(|i| **i >= 0).count(), 50);
     assert!(r.ids[50..].iter().all(|i| *i == -1));
     assert!(r.scores[50..].iter().all(|s| *s == f32::NEG_INFINITY));

@@ -1,25 +1,15 @@
 //! cargo tests of the core: every SIMD level against the scalar reference, exact top-k against a
-//! naive f64 search, FlatIndex edits and the file format.
+//! naive f64 search, the bfloat16 and u8 kernels.
 #![allow(clippy::needless_range_loop)]
 
-use rankfunnel::simd::{self, Level, BLOCK};
-use rankfunnel::storage::IndexFile;
-use rankfunnel::topk::{self, TopK};
-use rankfunnel::{pack, Error, FlatIndex, Metric};
+mod common;
 
-/// Small deterministic generator (xorshift) so tests need no extra crates.
-struct Rng(u64);
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f32()).collect()
-    }
-}
+use common::Rng;
+
+use rankfunnel::layout::{self, BLOCK};
+use rankfunnel::simd::{self, Level};
+use rankfunnel::topk::{self, TopK};
+use rankfunnel::{half, pack, Error, Metric};
 
 fn close(a: f32, b: f64, scale: f64) -> bool {
     (a as f64 - b).abs() <= 1e-5 * scale.max(1.0)
@@ -50,7 +40,7 @@ fn bf16_pair_kernels_match_f64_at_every_level() {
         let k = simd::kernels_for(level);
         for d in [1, 7, 15, 16, 17, 31, 32, 33, 100, 389] {
             let q = rng.vec(d);
-            let x: Vec<u16> = rng.vec(d).iter().map(|&v| pack::to_bf16(v)).collect();
+            let x: Vec<u16> = rng.vec(d).iter().map(|&v| half::to_bf16(v)).collect();
             let wide: Vec<f64> = x.iter().map(|&h| f32::from_bits((h as u32) << 16) as f64).collect();
             let dot: f64 = q.iter().zip(&wide).map(|(a, b)| *a as f64 * b).sum();
             let l2: f64 = q.iter().zip(&wide).map(|(a, b)| (*a as f64 - b).powi(2)).sum();
@@ -104,9 +94,9 @@ fn u8_kernels_are_exact_at_every_level_with_and_without_vnni() {
         }
         for d in [1, 3, 4, 5, 8, 12, 33, 384] {
             let dp = pack::quad_dim(d);
-            assert!(dp.is_multiple_of(simd::QUAD) && dp >= d && dp < d + simd::QUAD);
+            assert!(dp.is_multiple_of(layout::QUAD) && dp >= d && dp < d + layout::QUAD);
             // Two panels of codes, extremes included; row-major originals to check against.
-            let rows: Vec<Vec<u8>> = (0..2 * simd::PANEL)
+            let rows: Vec<Vec<u8>> = (0..2 * layout::PANEL)
                 .map(|j| {
                     (0..d)
                         .map(|t| {
@@ -121,7 +111,7 @@ fn u8_kernels_are_exact_at_every_level_with_and_without_vnni() {
                         .collect()
                 })
                 .collect();
-            let mut codes = vec![0u8; pack::packed_len(2 * simd::PANEL, dp)];
+            let mut codes = vec![0u8; pack::packed_len(2 * layout::PANEL, dp)];
             for (j, v) in rows.iter().enumerate() {
                 pack::write_quad(&mut codes, dp, j, v);
                 let mut back = vec![0u8; d];
@@ -140,13 +130,13 @@ fn u8_kernels_are_exact_at_every_level_with_and_without_vnni() {
                     }
                 }
                 for p in 0..2 {
-                    let panel = &codes[p * simd::PANEL * dp..];
+                    let panel = &codes[p * layout::PANEL * dp..];
                     for (name, table) in &variants {
                         let mut out = vec![i32::MIN; r * 20];
                         (table[r - 1])(&w, dp, panel, &mut out, 20);
                         for i in 0..r {
-                            for j in 0..simd::PANEL {
-                                let x = &rows[p * simd::PANEL + j];
+                            for j in 0..layout::PANEL {
+                                let x = &rows[p * layout::PANEL + j];
                                 let want: i64 = (0..d).map(|t| w[i * dp + t] as i64 * x[t] as i64).sum();
                                 assert_eq!(
                                     out[i * 20 + j] as i64,
@@ -255,63 +245,4 @@ fn non_finite_corpus_is_an_error() {
     for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
         assert!(matches!(topk::topk(&q, &x, 4, metric, 3, 1), Err(Error::InvalidArgument(_))));
     }
-}
-
-#[test]
-fn flat_index_add_remove_search_save_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(5);
-    let d = 24;
-    let mut idx = FlatIndex::new(d, Metric::L2, true).unwrap();
-    let x = rng.vec(200 * d);
-    let ids: Vec<i64> = (0..200).map(|i| 1000 + 3 * i).collect();
-    idx.add(&x, Some(&ids)).unwrap();
-    assert!(idx.add(&x[..d], Some(&[1000])).is_err(), "duplicate id");
-    assert!(matches!(idx.remove(&[1000, 7]), Err(Error::UnknownId(7))));
-    assert_eq!(idx.len(), 200, "a failed remove removes nothing");
-    assert_eq!(idx.remove(&[1000, 1003, 1597]).unwrap(), 3);
-    // Every remaining vector finds itself first.
-    for (i, &id) in ids.iter().enumerate().skip(2).take(100) {
-        if id == 1597 {
-            continue;
-        }
-        let r = idx.search(&x[i * d..(i + 1) * d], 1, 1, None).unwrap();
-        assert_eq!(r.ids[0], id);
-    }
-    let path = dir.path().join("flat.rf");
-    idx.save(&path).unwrap();
-    for mmap in [false, true] {
-        let back = FlatIndex::load(&path, mmap).unwrap();
-        assert_eq!(back.len(), idx.len());
-        assert_eq!(back.is_mapped(), mmap);
-        let q = rng.vec(3 * d);
-        assert_eq!(back.search(&q, 5, 2, None).unwrap(), idx.search(&q, 5, 2, None).unwrap());
-    }
-    // Default ids continue after the largest id ever given.
-    assert_eq!(idx.add(&x[..d], None).unwrap(), vec![1000 + 3 * 199 + 1]);
-}
-
-#[test]
-fn damaged_files_are_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut idx = FlatIndex::new(8, Metric::Dot, true).unwrap();
-    idx.add(&Rng(9).vec(50 * 8), None).unwrap();
-    let path = dir.path().join("i.rf");
-    idx.save(&path).unwrap();
-    let good = std::fs::read(&path).unwrap();
-    let bad = dir.path().join("bad.rf");
-    for cut in [0, 10, 63, 100, good.len() - 1] {
-        std::fs::write(&bad, &good[..cut]).unwrap();
-        assert!(matches!(IndexFile::open(&bad, false), Err(Error::CorruptFile(_))), "cut {cut}");
-    }
-    for pos in [0, 9, 20, 70, 200, good.len() - 5] {
-        let mut b = good.clone();
-        b[pos] ^= 0x40;
-        std::fs::write(&bad, &b).unwrap();
-        assert!(FlatIndex::load(&bad, true).is_err(), "flip at {pos}");
-    }
-    let mut newer = good.clone();
-    newer[8] = 99;
-    std::fs::write(&bad, &newer).unwrap();
-    assert!(matches!(IndexFile::open(&bad, false), Err(Error::UnsupportedVersion { found: 99, .. })));
 }

@@ -2,31 +2,18 @@
 //! f16 / int8 tokens, conversions and bad input.
 #![allow(clippy::needless_range_loop)]
 
+mod common;
+
+use common::Rng;
 use rankfunnel::maxsim::{self, Docs, Scale, Tokens};
-use rankfunnel::simd;
 use rankfunnel::Error;
+use rankfunnel::{half, simd};
 
 /// Tests that force SIMD levels (a process-wide setting) run one at a time.
 static LEVELS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     LEVELS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct Rng(u64);
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f32()).collect()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        ((self.f32() + 1.0) * 0.5 * n as f32) as usize % n.max(1)
-    }
 }
 
 /// float64 MaxSim and the magnitude bound `sum_i max_j |q_i| |d_j|` used for tolerances.
@@ -101,17 +88,17 @@ fn every_level_matches_f64_on_ragged_docs() {
 #[test]
 fn f16_conversion_is_exact_and_round_trips() {
     for h in 0..=u16::MAX {
-        let x = maxsim::f16_to_f32(h);
+        let x = half::f16_to_f32(h);
         if x.is_nan() {
-            assert!(maxsim::f32_to_f16(x) & 0x7c00 == 0x7c00);
+            assert!(half::f32_to_f16(x) & 0x7c00 == 0x7c00);
             continue;
         }
-        assert_eq!(maxsim::f32_to_f16(x), h, "round trip of {h:#06x} ({x})");
+        assert_eq!(half::f32_to_f16(x), h, "round trip of {h:#06x} ({x})");
     }
-    assert_eq!(maxsim::f16_to_f32(0x3c00), 1.0);
-    assert_eq!(maxsim::f16_to_f32(0x0001), 2f32.powi(-24));
-    assert_eq!(maxsim::f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00); // tie to even
-    assert_eq!(maxsim::f32_to_f16(70000.0), 0x7c00);
+    assert_eq!(half::f16_to_f32(0x3c00), 1.0);
+    assert_eq!(half::f16_to_f32(0x0001), 2f32.powi(-24));
+    assert_eq!(half::f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00); // tie to even
+    assert_eq!(half::f32_to_f16(70000.0), 0x7c00);
     for &level in simd::available() {
         let k = maxsim::kernels_for(level);
         let src: Vec<u16> = (0..1000u16).map(|i| i.wrapping_mul(65)).collect();
@@ -143,8 +130,8 @@ fn f16_and_int8_tokens_score_their_decoded_values() {
     }
     let n = flat.len() / d;
     let q = rng.vec(20 * d);
-    let half: Vec<u16> = flat.iter().map(|&x| maxsim::f32_to_f16(x)).collect();
-    let half_dec: Vec<f32> = half.iter().map(|&h| maxsim::f16_to_f32(h)).collect();
+    let half: Vec<u16> = flat.iter().map(|&x| half::f32_to_f16(x)).collect();
+    let half_dec: Vec<f32> = half.iter().map(|&h| half::f16_to_f32(h)).collect();
     let tok_scale: Vec<f32> = (0..n).map(|j| 0.01 + 0.001 * (j % 7) as f32).collect();
     let dim_scale: Vec<f32> = (0..d).map(|t| 0.02 + 0.001 * (t % 5) as f32).collect();
     let codes: Vec<i8> = (0..n * d).map(|i| (i * 31 % 255) as i32 - 127).map(|c| c as i8).collect();
@@ -217,7 +204,8 @@ fn bad_input_is_an_error() {
 
 #[test]
 fn multivector_index_round_trip() {
-    use rankfunnel::multivector::{MultiVectorIndex, SearchParams};
+    use rankfunnel::multivector::{MultiVectorIndex, SearchParams, TokenDocs};
+    use rankfunnel::Index;
     let d = 16;
     let mut rng = Rng(9);
     let docs = ragged(&mut rng, 60, d, 12);
@@ -230,12 +218,12 @@ fn multivector_index_round_trip() {
     let q = rng.vec(5 * d);
     for nbits in [0, 2] {
         let mut mv = MultiVectorIndex::new(d, nbits, 8, 1).unwrap();
-        let ids = mv.add(&flat, &offsets, None, 2).unwrap();
+        let ids = mv.add(TokenDocs { tokens: &flat, offsets: &offsets }, None, 2).unwrap();
         assert_eq!(ids, (0..60).collect::<Vec<i64>>());
         assert_eq!(mv.n_centroids(), 8);
         // Probing every centroid and keeping every candidate is brute force on the stored tokens.
-        let p = SearchParams { k: 5, candidates: 60, nprobe: 8, allow: None, refine: 0 };
-        let r = mv.search(&[&q], &p, 2).unwrap();
+        let p = SearchParams { candidates: 60, nprobe: 8, refine: 0 };
+        let r = mv.search(&[&q], 5, &p, None, 2).unwrap();
         let all: Vec<i64> = (0..60).collect();
         let exact = mv.rerank(&[&q], &all, 5, 1).unwrap();
         // Empty documents are never candidates but score 0; compare the positive part.
@@ -258,7 +246,10 @@ fn multivector_index_round_trip() {
         for mmap in [false, true] {
             let back = MultiVectorIndex::load(&path, mmap).unwrap();
             assert_eq!(back.len(), 59);
-            assert_eq!(back.search(&[&q], &p, 1).unwrap(), mv.search(&[&q], &p, 1).unwrap());
+            assert_eq!(
+                back.search(&[&q], 5, &p, None, 1).unwrap(),
+                mv.search(&[&q], 5, &p, None, 1).unwrap()
+            );
         }
     }
 }

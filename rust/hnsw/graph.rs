@@ -198,14 +198,14 @@ impl Links for Plain<'_> {
 /// Link lists shared between build threads: readers load without locking (every value ever
 /// stored is a valid slot, so a read racing a write sees a usable, if mixed, list); writers hold
 /// the node's lock.
-pub(crate) struct Shared<'a> {
+pub(crate) struct AtomicLinks<'a> {
     pub l0: &'a [AtomicU32],
     pub up: &'a [AtomicU32],
     pub up_off: &'a [u32],
     pub shape: Shape,
 }
 
-impl Shared<'_> {
+impl AtomicLinks<'_> {
     fn list(&self, s: u32, level: usize) -> &[AtomicU32] {
         let (at, w) = self.shape.range(self.up_off, s, level);
         if level == 0 {
@@ -226,7 +226,7 @@ impl Shared<'_> {
     }
 }
 
-impl Links for Shared<'_> {
+impl Links for AtomicLinks<'_> {
     #[inline]
     fn get(&self, s: u32, level: usize, out: &mut Vec<u32>) {
         out.clear();

@@ -1,11 +1,13 @@
 //! Saving and loading an [`HnswIndex`]: one section per array, every structural invariant
 //! checked on load so a damaged or crafted file gives `CorruptFile`, never a panic.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use super::{bit, HnswIndex, Shape, MAX_LEVEL, MAX_M};
 use crate::error::Result;
+use crate::ids::IdMap;
+#[cfg(doc)]
+use crate::index::Index;
 use crate::rng::Rng;
 use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
 
@@ -13,8 +15,8 @@ use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
 const LAYOUT: i64 = 1;
 
 impl HnswIndex {
-    /// Save atomically to `path`.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Save atomically to `path` ([`Index::save`]).
+    pub(super) fn write_file(&self, path: &Path) -> Result<()> {
         let header = Header {
             kind: Kind::Hnsw,
             dim: self.dim,
@@ -29,7 +31,7 @@ impl HnswIndex {
             self.seed as i64,
             self.entry.map_or(-1, |e| e as i64),
             self.max_level as i64,
-            self.next_id,
+            self.idmap.next_id(),
             self.prefilter as i64,
         ];
         let mut w = Writer::new(header);
@@ -44,14 +46,9 @@ impl HnswIndex {
         w.write_atomic(path)
     }
 
-    /// Open `path` and load it; with `mmap`, vectors and links stay in the mapped file until an
-    /// add copies them.
-    pub fn load(path: &Path, mmap: bool) -> Result<HnswIndex> {
-        HnswIndex::from_file(&IndexFile::open(path, mmap)?)
-    }
-
-    /// Load from an opened file (see [`IndexFile::open`]).
-    pub fn from_file(f: &IndexFile) -> Result<HnswIndex> {
+    /// Load from an opened file ([`Index::from_file`]); with mmap, vectors and links stay in the
+    /// mapped file until an add copies them.
+    pub(super) fn read_file(f: &IndexFile) -> Result<HnswIndex> {
         let h = *f.header();
         if h.kind != Kind::Hnsw {
             return Err(f.corrupt(&format!("holds a {}, not an HNSWIndex", h.kind.name())));
@@ -130,7 +127,7 @@ impl HnswIndex {
             }
             _ => return Err(f.corrupt("bad entry point")),
         };
-        let mut slots = HashMap::with_capacity(n);
+        let mut idmap = IdMap::with_capacity(n, next_id);
         let mut free = Vec::new();
         for s in (0..n as u32).rev() {
             if bit(&deleted, s) {
@@ -141,7 +138,7 @@ impl HnswIndex {
             if bit(&deleted, s as u32) {
                 continue;
             }
-            if id < 0 || id >= next_id || slots.insert(id, s as u32).is_some() {
+            if id >= next_id || !idmap.insert_loaded(id, s as u32) {
                 return Err(f.corrupt("invalid or duplicate id"));
             }
         }
@@ -162,10 +159,9 @@ impl HnswIndex {
             ids,
             deleted,
             free,
-            slots,
+            idmap,
             entry,
             max_level: max_level as usize,
-            next_id,
         })
     }
 }

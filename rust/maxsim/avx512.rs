@@ -6,8 +6,10 @@
 
 use std::arch::x86_64::*;
 
-use super::{f16_to_f32, MaxSimKernels};
-use crate::simd::{Level, PANEL};
+use super::MaxSimKernels;
+use crate::half::f16_to_f32;
+use crate::layout::PANEL;
+use crate::simd::Level;
 
 #[inline]
 #[allow(clippy::needless_range_loop)]
@@ -20,36 +22,40 @@ unsafe fn tile<const P: usize, const J: usize, const PREFETCH: bool>(
     mx: *mut f32,
     chk: &mut __m512,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); J]; P];
-    // The next tile's rows (J * d floats, contiguous) are fetched while this one computes: a
-    // line every other step covers J * d * 4 bytes when J <= 8, and the hardware prefetcher
-    // does not cross 4 KiB pages.
-    let next = doc.wrapping_add(J * d);
-    for t in 0..d {
-        if PREFETCH {
-            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(t * 8) as *const i8);
-        }
-        let mut q = [_mm512_setzero_ps(); P];
-        for (p, v) in q.iter_mut().enumerate() {
-            *v = _mm512_loadu_ps(qp.add((p * d + t) * PANEL));
-        }
-        for j in 0..J {
-            let b = _mm512_set1_ps(*doc.add(j * d + t));
-            for p in 0..P {
-                acc[p][j] = _mm512_fmadd_ps(q[p], b, acc[p][j]);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); J]; P];
+        // The next tile's rows (J * d floats, contiguous) are fetched while this one computes: a
+        // line every other step covers J * d * 4 bytes when J <= 8, and the hardware prefetcher
+        // does not cross 4 KiB pages.
+        let next = doc.wrapping_add(J * d);
+        for t in 0..d {
+            if PREFETCH {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(t * 8) as *const i8);
+            }
+            let mut q = [_mm512_setzero_ps(); P];
+            for (p, v) in q.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(qp.add((p * d + t) * PANEL));
+            }
+            for j in 0..J {
+                let b = _mm512_set1_ps(*doc.add(j * d + t));
+                for p in 0..P {
+                    acc[p][j] = _mm512_fmadd_ps(q[p], b, acc[p][j]);
+                }
             }
         }
-    }
-    let zero = _mm512_setzero_ps();
-    for (p, row) in acc.iter().enumerate() {
-        let mut m = _mm512_loadu_ps(mx.add(p * PANEL));
-        for (j, &a) in row.iter().enumerate() {
-            let a = if scale.is_null() { a } else { _mm512_mul_ps(a, _mm512_set1_ps(*scale.add(j))) };
-            // Stays zero unless a score is NaN or infinite (x * 0 is NaN then).
-            *chk = _mm512_fmadd_ps(a, zero, *chk);
-            m = _mm512_max_ps(m, a);
+        let zero = _mm512_setzero_ps();
+        for (p, row) in acc.iter().enumerate() {
+            let mut m = _mm512_loadu_ps(mx.add(p * PANEL));
+            for (j, &a) in row.iter().enumerate() {
+                let a = if scale.is_null() { a } else { _mm512_mul_ps(a, _mm512_set1_ps(*scale.add(j))) };
+                // Stays zero unless a score is NaN or infinite (x * 0 is NaN then).
+                *chk = _mm512_fmadd_ps(a, zero, *chk);
+                m = _mm512_max_ps(m, a);
+            }
+            _mm512_storeu_ps(mx.add(p * PANEL), m);
         }
-        _mm512_storeu_ps(mx.add(p * PANEL), m);
     }
 }
 
@@ -62,25 +68,29 @@ unsafe fn run<const P: usize, const J: usize>(
     scale: *const f32,
     mx: *mut f32,
 ) -> bool {
-    let mut chk = _mm512_setzero_ps();
-    let sp = |j: usize| if scale.is_null() { scale } else { scale.add(j) };
-    if n >= J {
-        let mut j = 0;
-        while j + J <= n {
-            tile::<P, J, true>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
-            j += J;
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let mut chk = _mm512_setzero_ps();
+        let sp = |j: usize| if scale.is_null() { scale } else { scale.add(j) };
+        if n >= J {
+            let mut j = 0;
+            while j + J <= n {
+                tile::<P, J, true>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
+                j += J;
+            }
+            if j < n {
+                // The tail overlaps tokens already folded in: the maximum is idempotent.
+                let j = n - J;
+                tile::<P, J, true>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
+            }
+        } else {
+            for j in 0..n {
+                tile::<P, 1, false>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
+            }
         }
-        if j < n {
-            // The tail overlaps tokens already folded in: the maximum is idempotent.
-            let j = n - J;
-            tile::<P, J, true>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
-        }
-    } else {
-        for j in 0..n {
-            tile::<P, 1, false>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
-        }
+        _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(chk, chk) == 0
     }
-    _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(chk, chk) == 0
 }
 
 /// Fused block kernel (see [`super::BlockFn`]).
@@ -111,17 +121,21 @@ pub fn block(
 
 #[target_feature(enable = "avx512f")]
 unsafe fn f16_impl(src: &[u16], dst: &mut [f32]) {
-    let n = src.len();
-    let mut i = 0;
-    while i + 16 <= n {
-        // Stream ahead across 4 KiB pages, where the hardware prefetcher stops.
-        _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().wrapping_add(i + 1024) as *const i8);
-        let h = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
-        _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
-        i += 16;
-    }
-    for j in i..n {
-        dst[j] = f16_to_f32(src[j]);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = src.len();
+        let mut i = 0;
+        while i + 16 <= n {
+            // Stream ahead across 4 KiB pages, where the hardware prefetcher stops.
+            _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().wrapping_add(i + 1024) as *const i8);
+            let h = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+            i += 16;
+        }
+        for j in i..n {
+            dst[j] = f16_to_f32(src[j]);
+        }
     }
 }
 
@@ -134,16 +148,20 @@ pub fn f16(src: &[u16], dst: &mut [f32]) {
 
 #[target_feature(enable = "avx512f")]
 unsafe fn i8_impl(src: &[i8], dst: &mut [f32]) {
-    let n = src.len();
-    let mut i = 0;
-    while i + 16 <= n {
-        _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().wrapping_add(i + 2048));
-        let c = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
-        _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c)));
-        i += 16;
-    }
-    for j in i..n {
-        dst[j] = src[j] as f32;
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = src.len();
+        let mut i = 0;
+        while i + 16 <= n {
+            _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().wrapping_add(i + 2048));
+            let c = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c)));
+            i += 16;
+        }
+        for j in i..n {
+            dst[j] = src[j] as f32;
+        }
     }
 }
 

@@ -6,8 +6,10 @@
 
 use std::arch::aarch64::*;
 
-use super::{f16_to_f32, MaxSimKernels};
-use crate::simd::{Level, PANEL};
+use super::MaxSimKernels;
+use crate::half::f16_to_f32;
+use crate::layout::PANEL;
+use crate::simd::Level;
 
 const J: usize = 6;
 
@@ -21,58 +23,66 @@ unsafe fn tile<const J: usize>(
     mx: *mut f32,
     chk: &mut float32x4_t,
 ) {
-    let mut acc = [[vdupq_n_f32(0.0); 4]; J];
-    for t in 0..d {
-        let q = [
-            vld1q_f32(qp.add(t * PANEL)),
-            vld1q_f32(qp.add(t * PANEL + 4)),
-            vld1q_f32(qp.add(t * PANEL + 8)),
-            vld1q_f32(qp.add(t * PANEL + 12)),
-        ];
-        for (j, a) in acc.iter_mut().enumerate() {
-            let b = vdupq_n_f32(*doc.add(j * d + t));
-            for u in 0..4 {
-                a[u] = vfmaq_f32(a[u], q[u], b);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let mut acc = [[vdupq_n_f32(0.0); 4]; J];
+        for t in 0..d {
+            let q = [
+                vld1q_f32(qp.add(t * PANEL)),
+                vld1q_f32(qp.add(t * PANEL + 4)),
+                vld1q_f32(qp.add(t * PANEL + 8)),
+                vld1q_f32(qp.add(t * PANEL + 12)),
+            ];
+            for (j, a) in acc.iter_mut().enumerate() {
+                let b = vdupq_n_f32(*doc.add(j * d + t));
+                for u in 0..4 {
+                    a[u] = vfmaq_f32(a[u], q[u], b);
+                }
             }
         }
-    }
-    let zero = vdupq_n_f32(0.0);
-    let mut m = [vld1q_f32(mx), vld1q_f32(mx.add(4)), vld1q_f32(mx.add(8)), vld1q_f32(mx.add(12))];
-    for (j, a) in acc.iter().enumerate() {
-        for u in 0..4 {
-            let v = if scale.is_null() { a[u] } else { vmulq_n_f32(a[u], *scale.add(j)) };
-            // Stays zero unless a score is NaN or infinite (x * 0 is NaN then).
-            *chk = vfmaq_f32(*chk, v, zero);
-            m[u] = vmaxq_f32(m[u], v);
+        let zero = vdupq_n_f32(0.0);
+        let mut m = [vld1q_f32(mx), vld1q_f32(mx.add(4)), vld1q_f32(mx.add(8)), vld1q_f32(mx.add(12))];
+        for (j, a) in acc.iter().enumerate() {
+            for u in 0..4 {
+                let v = if scale.is_null() { a[u] } else { vmulq_n_f32(a[u], *scale.add(j)) };
+                // Stays zero unless a score is NaN or infinite (x * 0 is NaN then).
+                *chk = vfmaq_f32(*chk, v, zero);
+                m[u] = vmaxq_f32(m[u], v);
+            }
         }
-    }
-    for (u, v) in m.iter().enumerate() {
-        vst1q_f32(mx.add(4 * u), *v);
+        for (u, v) in m.iter().enumerate() {
+            vst1q_f32(mx.add(4 * u), *v);
+        }
     }
 }
 
 #[target_feature(enable = "neon")]
 unsafe fn run(qp: *const f32, d: usize, doc: *const f32, n: usize, scale: *const f32, mx: *mut f32) -> bool {
-    let mut chk = vdupq_n_f32(0.0);
-    let sp = |j: usize| if scale.is_null() { scale } else { scale.add(j) };
-    if n >= J {
-        let mut j = 0;
-        while j + J <= n {
-            tile::<J>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
-            j += J;
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let mut chk = vdupq_n_f32(0.0);
+        let sp = |j: usize| if scale.is_null() { scale } else { scale.add(j) };
+        if n >= J {
+            let mut j = 0;
+            while j + J <= n {
+                tile::<J>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
+                j += J;
+            }
+            if j < n {
+                // The tail overlaps tokens already folded in: the maximum is idempotent.
+                let j = n - J;
+                tile::<J>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
+            }
+        } else {
+            for j in 0..n {
+                tile::<1>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
+            }
         }
-        if j < n {
-            // The tail overlaps tokens already folded in: the maximum is idempotent.
-            let j = n - J;
-            tile::<J>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
-        }
-    } else {
-        for j in 0..n {
-            tile::<1>(qp, d, doc.add(j * d), sp(j), mx, &mut chk);
-        }
+        // chk == chk fails in every NaN lane.
+        vminvq_u32(vceqq_f32(chk, chk)) == u32::MAX
     }
-    // chk == chk fails in every NaN lane.
-    vminvq_u32(vceqq_f32(chk, chk)) == u32::MAX
 }
 
 /// Fused block kernel (see [`super::BlockFn`]); one query panel per call.
@@ -103,18 +113,22 @@ pub fn f16(src: &[u16], dst: &mut [f32]) {
 
 #[target_feature(enable = "neon")]
 unsafe fn i8_impl(src: &[i8], dst: &mut [f32]) {
-    let n = src.len();
-    let mut i = 0;
-    while i + 8 <= n {
-        let w = vmovl_s8(vld1_s8(src.as_ptr().add(i)));
-        let lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)));
-        let hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(w)));
-        vst1q_f32(dst.as_mut_ptr().add(i), lo);
-        vst1q_f32(dst.as_mut_ptr().add(i + 4), hi);
-        i += 8;
-    }
-    for j in i..n {
-        dst[j] = src[j] as f32;
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = src.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            let w = vmovl_s8(vld1_s8(src.as_ptr().add(i)));
+            let lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)));
+            let hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(w)));
+            vst1q_f32(dst.as_mut_ptr().add(i), lo);
+            vst1q_f32(dst.as_mut_ptr().add(i + 4), hi);
+            i += 8;
+        }
+        for j in i..n {
+            dst[j] = src[j] as f32;
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Portable reference MaxSim kernels; every SIMD level is tested against these.
 
-use super::{f16_to_f32, MaxSimKernels};
-use crate::simd::{Level, PANEL};
+use super::MaxSimKernels;
+use crate::half::f16_to_f32;
+use crate::layout::PANEL;
+use crate::simd::Level;
 
 /// Fused block kernel (see [`super::BlockFn`]): one dot product per (query token, doc token),
 /// summed in dimension order.

@@ -1,11 +1,15 @@
 //! The PyO3 binding: borrow numpy arrays, release the GIL, call the core, return numpy arrays.
 //!
 //! Inputs arrive already normalised by the Python layer (C-contiguous float32 / int64); this
-//! module only checks shapes, and maps core errors to Python exceptions in [`to_py`].
+//! module only checks shapes, and maps core errors to Python exceptions in [`to_py`]. The
+//! methods every index class shares are written once, in [`index_class!`].
 
 use std::path::PathBuf;
 
-use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -22,39 +26,36 @@ use ivf::IVFIndex;
 use multivector::MultiVectorIndex;
 
 use crate::error::Error;
+use crate::index::Index;
 use crate::metric::Metric;
 use crate::storage::{IndexFile, Kind};
 use crate::topk::Results;
 use crate::{parallel, simd};
 
-/// Convert a core error into the matching Python exception (defined in `rankfunnel.errors`).
+pyo3::import_exception!(rankfunnel.errors, RankfunnelError);
+pyo3::import_exception!(rankfunnel.errors, UnknownIdError);
+pyo3::import_exception!(rankfunnel.errors, CorruptFileError);
+pyo3::import_exception!(rankfunnel.errors, UnsupportedVersionError);
+
+/// Convert a core error into the matching Python exception (defined in `rankfunnel.errors`;
+/// I/O errors become the usual `OSError` subclasses).
 pub(crate) fn to_py(e: Error) -> PyErr {
-    let class = match &e {
-        Error::Io(_) => {
-            let Error::Io(io) = e else { unreachable!() };
-            return PyErr::from(io);
-        }
-        Error::InvalidArgument(_) => "RankfunnelError",
-        Error::UnknownId(_) => "UnknownIdError",
-        Error::CorruptFile(_) => "CorruptFileError",
-        Error::UnsupportedVersion { .. } => "UnsupportedVersionError",
-    };
     let msg = e.to_string();
-    Python::attach(|py| match py.import("rankfunnel.errors").and_then(|m| m.getattr(class)) {
-        Ok(cls) => match cls.call1((msg.clone(),)) {
-            Ok(inst) => PyErr::from_value(inst),
-            Err(err) => err,
-        },
-        Err(_) => PyValueError::new_err(msg),
-    })
+    match e {
+        Error::Io(io) => PyErr::from(io),
+        Error::InvalidArgument(_) => RankfunnelError::new_err(msg),
+        Error::UnknownId(_) => UnknownIdError::new_err(msg),
+        Error::CorruptFile(_) => CorruptFileError::new_err(msg),
+        Error::UnsupportedVersion { .. } => UnsupportedVersionError::new_err(msg),
+    }
 }
 
 /// A core index behind a lock that survives a panic: searches share it, edits take it alone.
-pub(crate) struct Shared<T>(std::sync::RwLock<T>);
+pub(crate) struct Locked<T>(std::sync::RwLock<T>);
 
-impl<T> Shared<T> {
+impl<T> Locked<T> {
     pub(crate) fn new(v: T) -> Self {
-        Shared(std::sync::RwLock::new(v))
+        Locked(std::sync::RwLock::new(v))
     }
     pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, T> {
         self.0.read().unwrap_or_else(|e| e.into_inner())
@@ -62,6 +63,126 @@ impl<T> Shared<T> {
     pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, T> {
         self.0.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Declares a `#[pyclass]` named `$name` around the core index `$core` (any [`Index`]) and one
+/// `#[pymethods]` block with the methods every index class has: the `dim`, `metric` and
+/// `is_mapped` properties, `__len__`, `contains`, `ids`, `remove`, `memory_bytes`, `save` and
+/// the static `load`, followed by the class's own methods (`$own`). It also gives the class
+/// `wrap` (around a core index) and `from_file` (for [`load`]).
+macro_rules! index_class {
+    ($(#[$attr:meta])* $name:ident($core:ty) { $($own:tt)* }) => {
+        $(#[$attr])*
+        #[pyclass(frozen, module = "rankfunnel._core")]
+        pub(crate) struct $name {
+            inner: $crate::python::Locked<$core>,
+        }
+
+        impl $name {
+            fn wrap(idx: $core) -> Self {
+                $name { inner: $crate::python::Locked::new(idx) }
+            }
+
+            pub(crate) fn from_file(py: Python<'_>, f: &$crate::storage::IndexFile) -> PyResult<Self> {
+                let idx = $crate::python::detached(py, || <$core as $crate::index::Index>::from_file(f))?;
+                Ok(Self::wrap(idx))
+            }
+        }
+
+        #[pymethods]
+        impl $name {
+            #[getter]
+            fn dim(&self) -> usize {
+                $crate::index::Index::dim(&*self.inner.read())
+            }
+
+            #[getter]
+            fn metric(&self) -> &'static str {
+                $crate::index::Index::metric(&*self.inner.read()).name()
+            }
+
+            #[getter]
+            fn is_mapped(&self) -> bool {
+                $crate::index::Index::is_mapped(&*self.inner.read())
+            }
+
+            fn __len__(&self) -> usize {
+                $crate::index::Index::len(&*self.inner.read())
+            }
+
+            fn contains(&self, id: i64) -> bool {
+                $crate::index::Index::contains(&*self.inner.read(), id)
+            }
+
+            fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, numpy::PyArray1<i64>> {
+                numpy::IntoPyArray::into_pyarray($crate::index::Index::ids(&*self.inner.read()), py)
+            }
+
+            fn remove(&self, py: Python<'_>, ids: numpy::PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
+                let ids = $crate::python::slice1(&ids, "ids")?;
+                $crate::python::detached(py, || $crate::index::Index::remove(&mut *self.inner.write(), ids))
+            }
+
+            fn memory_bytes(&self) -> usize {
+                $crate::index::Index::memory_bytes(&*self.inner.read())
+            }
+
+            fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+                $crate::python::detached(py, || $crate::index::Index::save(&*self.inner.read(), &path))
+            }
+
+            #[staticmethod]
+            #[pyo3(signature = (path, mmap=false))]
+            fn load(py: Python<'_>, path: std::path::PathBuf, mmap: bool) -> PyResult<Self> {
+                let idx = $crate::python::detached(py, || <$core as $crate::index::Index>::load(&path, mmap))?;
+                Ok(Self::wrap(idx))
+            }
+
+            $($own)*
+        }
+    };
+}
+pub(crate) use index_class;
+
+/// `add` of an index of vectors: check the width, release the GIL, return the ids given.
+pub(crate) fn add_rows<'py, T>(
+    py: Python<'py>,
+    inner: &Locked<T>,
+    vectors: PyReadonlyArray2<'py, f32>,
+    ids: Option<PyReadonlyArray1<'py, i64>>,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray1<i64>>>
+where
+    T: for<'a> Index<Data<'a> = &'a [f32]> + Send + Sync,
+{
+    check_dim(vectors.shape()[1], inner.read().dim(), "vectors")?;
+    let v = slice(&vectors, "vectors")?;
+    let ids = optional(&ids, "ids")?;
+    let t = parallel::resolve(threads);
+    let out = detached(py, || inner.write().add(v, ids, t))?;
+    Ok(out.into_pyarray(py))
+}
+
+/// `get` of an index of vectors: the stored vectors of `ids` as an `(n, dim)` array.
+pub(crate) fn get_rows<'py, T: Index>(
+    py: Python<'py>,
+    inner: &Locked<T>,
+    ids: PyReadonlyArray1<'py, i64>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let ids = slice1(&ids, "ids")?;
+    let idx = inner.read();
+    let d = idx.dim();
+    let v = idx.get(ids).map_err(to_py)?;
+    drop(idx);
+    v.into_pyarray(py).reshape([ids.len(), d])
+}
+
+/// Borrow an optional 1-d array (ids, an allow-list) as a slice.
+pub(crate) fn optional<'a, T: numpy::Element>(
+    a: &'a Option<PyReadonlyArray1<'_, T>>,
+    what: &str,
+) -> PyResult<Option<&'a [T]>> {
+    a.as_ref().map(|a| slice1(a, what)).transpose()
 }
 
 /// Error unless `got` (the width of `what`) equals the index dimension `dim`.

@@ -1,7 +1,5 @@
 //! Binding of [`crate::multivector::MultiVectorIndex`].
 
-use std::path::PathBuf;
-
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
     PyUntypedArrayMethods,
@@ -9,209 +7,154 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{check_k, detached, results, slice, slice1, to_py, Shared};
+use super::{check_k, detached, index_class, optional, results, slice, slice1, to_py, Locked};
 use crate::error::Error;
-use crate::multivector::{self, SearchParams};
+use crate::index::Index;
+use crate::multivector::{self, SearchParams, TokenDocs};
 use crate::parallel;
-use crate::storage::IndexFile;
 
-/// Late-interaction index (see `rankfunnel.MultiVectorIndex` for the documented API).
-#[pyclass(frozen, module = "rankfunnel._core")]
-pub(crate) struct MultiVectorIndex {
-    inner: Shared<multivector::MultiVectorIndex>,
+/// The query token matrices as slices, each checked against the index dimension.
+fn queries<'a>(
+    inner: &Locked<multivector::MultiVectorIndex>,
+    queries: &'a [PyReadonlyArray2<'_, f32>],
+) -> PyResult<Vec<&'a [f32]>> {
+    let d = inner.read().dim();
+    queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            if q.shape()[1] != d {
+                return Err(to_py(Error::InvalidArgument(format!(
+                    "dimension mismatch: query {i} has {} dimensions, the index has {d}",
+                    q.shape()[1]
+                ))));
+            }
+            slice(q, "queries")
+        })
+        .collect()
 }
 
-impl MultiVectorIndex {
-    pub(crate) fn from_file(py: Python<'_>, f: &IndexFile) -> PyResult<Self> {
-        let idx = detached(py, || multivector::MultiVectorIndex::from_file(f))?;
-        Ok(MultiVectorIndex { inner: Shared::new(idx) })
-    }
-
-    fn queries<'a>(&self, queries: &'a [PyReadonlyArray2<'_, f32>]) -> PyResult<Vec<&'a [f32]>> {
-        let d = self.inner.read().dim();
-        queries
-            .iter()
-            .enumerate()
-            .map(|(i, q)| {
-                if q.shape()[1] != d {
-                    return Err(to_py(Error::InvalidArgument(format!(
-                        "dimension mismatch: query {i} has {} dimensions, the index has {d}",
-                        q.shape()[1]
-                    ))));
-                }
-                slice(q, "queries")
-            })
-            .collect()
-    }
-}
-
-#[pymethods]
-impl MultiVectorIndex {
-    #[new]
-    #[pyo3(signature = (dim, nbits=2, n_centroids=0, seed=0, refine_dtype="none"))]
-    fn new(dim: i64, nbits: i64, n_centroids: i64, seed: u64, refine_dtype: &str) -> PyResult<Self> {
-        if dim <= 0 || nbits < 0 || n_centroids < 0 {
-            return Err(to_py(Error::InvalidArgument(format!(
-                "dim must be at least 1 and nbits, n_centroids non-negative (got {dim}, {nbits}, {n_centroids})"
-            ))));
+index_class! {
+    /// Late-interaction index (see `rankfunnel.MultiVectorIndex` for the documented API).
+    MultiVectorIndex(multivector::MultiVectorIndex) {
+        #[new]
+        #[pyo3(signature = (dim, nbits=2, n_centroids=0, seed=0, refine_dtype="none"))]
+        fn new(dim: i64, nbits: i64, n_centroids: i64, seed: u64, refine_dtype: &str) -> PyResult<Self> {
+            if dim <= 0 || nbits < 0 || n_centroids < 0 {
+                return Err(to_py(Error::InvalidArgument(format!(
+                    "dim must be at least 1 and nbits, n_centroids non-negative (got {dim}, {nbits}, {n_centroids})"
+                ))));
+            }
+            let refine = multivector::Refine::parse(refine_dtype).map_err(to_py)?;
+            let idx =
+                multivector::MultiVectorIndex::new(dim as usize, nbits as usize, n_centroids as usize, seed)
+                    .and_then(|i| i.with_refine(refine))
+                    .map_err(to_py)?;
+            Ok(Self::wrap(idx))
         }
-        let refine = multivector::Refine::parse(refine_dtype).map_err(to_py)?;
-        let idx =
-            multivector::MultiVectorIndex::new(dim as usize, nbits as usize, n_centroids as usize, seed)
-                .and_then(|i| i.with_refine(refine))
-                .map_err(to_py)?;
-        Ok(MultiVectorIndex { inner: Shared::new(idx) })
-    }
 
-    #[getter]
-    fn dim(&self) -> usize {
-        self.inner.read().dim()
-    }
-
-    #[getter]
-    fn nbits(&self) -> usize {
-        self.inner.read().nbits()
-    }
-
-    #[getter]
-    fn n_centroids(&self) -> usize {
-        self.inner.read().n_centroids()
-    }
-
-    #[getter]
-    fn n_tokens(&self) -> usize {
-        self.inner.read().n_tokens()
-    }
-
-    #[getter]
-    fn bytes_per_token(&self) -> usize {
-        self.inner.read().bytes_per_token()
-    }
-
-    #[getter]
-    fn refine_dtype(&self) -> &'static str {
-        self.inner.read().refine().name()
-    }
-
-    #[getter]
-    fn refine_bytes_per_token(&self) -> usize {
-        self.inner.read().refine_bytes_per_token()
-    }
-
-    #[getter]
-    fn is_mapped(&self) -> bool {
-        self.inner.read().is_mapped()
-    }
-
-    fn __len__(&self) -> usize {
-        self.inner.read().len()
-    }
-
-    #[pyo3(signature = (tokens, offsets, ids=None, threads=None))]
-    fn add<'py>(
-        &self,
-        py: Python<'py>,
-        tokens: PyReadonlyArray2<'py, f32>,
-        offsets: PyReadonlyArray1<'py, i64>,
-        ids: Option<PyReadonlyArray1<'py, i64>>,
-        threads: Option<usize>,
-    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let d = self.inner.read().dim();
-        if tokens.shape()[1] != d {
-            return Err(to_py(Error::InvalidArgument(format!(
-                "dimension mismatch: document tokens have {} dimensions, the index has {d}",
-                tokens.shape()[1]
-            ))));
+        #[getter]
+        fn nbits(&self) -> usize {
+            self.inner.read().nbits()
         }
-        let x = slice(&tokens, "tokens")?;
-        let o = slice1(&offsets, "offsets")?;
-        let ids_slice = match &ids {
-            Some(a) => Some(slice1(a, "ids")?),
-            None => None,
-        };
-        let t = parallel::resolve(threads);
-        let out = detached(py, || self.inner.write().add(x, o, ids_slice, t))?;
-        Ok(out.into_pyarray(py))
-    }
 
-    fn remove(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
-        let ids = slice1(&ids, "ids")?;
-        detached(py, || self.inner.write().remove(ids))
-    }
+        #[getter]
+        fn n_centroids(&self) -> usize {
+            self.inner.read().n_centroids()
+        }
 
-    #[pyo3(signature = (queries, k, candidates, nprobe, threads=None, allow=None, refine=0))]
-    #[allow(clippy::too_many_arguments)]
-    fn search<'py>(
-        &self,
-        py: Python<'py>,
-        queries: Vec<PyReadonlyArray2<'py, f32>>,
-        k: i64,
-        candidates: i64,
-        nprobe: i64,
-        threads: Option<usize>,
-        allow: Option<PyReadonlyArray1<'py, i64>>,
-        refine: usize,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        let k = check_k(k)?;
-        let candidates = check_k(candidates)?;
-        let nprobe = check_k(nprobe)?;
-        let qs = self.queries(&queries)?;
-        let allow = match &allow {
-            Some(a) => Some(slice1(a, "filter")?),
-            None => None,
-        };
-        let p = SearchParams { k, candidates, nprobe, allow, refine };
-        let t = parallel::resolve(threads);
-        let r = detached(py, || self.inner.read().search(&qs, &p, t))?;
-        results(py, r, qs.len(), k)
-    }
+        #[getter]
+        fn n_tokens(&self) -> usize {
+            self.inner.read().n_tokens()
+        }
 
-    #[pyo3(signature = (queries, ids, k, threads=None))]
-    fn rerank<'py>(
-        &self,
-        py: Python<'py>,
-        queries: Vec<PyReadonlyArray2<'py, f32>>,
-        ids: PyReadonlyArray1<'py, i64>,
-        k: i64,
-        threads: Option<usize>,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        let k = check_k(k)?;
-        let qs = self.queries(&queries)?;
-        let ids = slice1(&ids, "candidate_ids")?;
-        let t = parallel::resolve(threads);
-        let r = detached(py, || self.inner.read().rerank(&qs, ids, k, t))?;
-        results(py, r, qs.len(), k)
-    }
+        #[getter]
+        fn bytes_per_token(&self) -> usize {
+            self.inner.read().bytes_per_token()
+        }
 
-    fn get<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let idx = self.inner.read();
-        let d = idx.dim();
-        let v = idx.get(id).map_err(to_py)?;
-        drop(idx);
-        let n = v.len() / d;
-        v.into_pyarray(py).reshape([n, d])
-    }
+        #[getter]
+        fn refine_dtype(&self) -> &'static str {
+            self.inner.read().refine().name()
+        }
 
-    fn contains(&self, id: i64) -> bool {
-        self.inner.read().contains(id)
-    }
+        #[getter]
+        fn refine_bytes_per_token(&self) -> usize {
+            self.inner.read().refine_bytes_per_token()
+        }
 
-    fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        self.inner.read().ids().to_vec().into_pyarray(py)
-    }
+        #[pyo3(signature = (tokens, offsets, ids=None, threads=None))]
+        fn add<'py>(
+            &self,
+            py: Python<'py>,
+            tokens: PyReadonlyArray2<'py, f32>,
+            offsets: PyReadonlyArray1<'py, i64>,
+            ids: Option<PyReadonlyArray1<'py, i64>>,
+            threads: Option<usize>,
+        ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+            let d = self.inner.read().dim();
+            if tokens.shape()[1] != d {
+                return Err(to_py(Error::InvalidArgument(format!(
+                    "dimension mismatch: document tokens have {} dimensions, the index has {d}",
+                    tokens.shape()[1]
+                ))));
+            }
+            let docs = TokenDocs { tokens: slice(&tokens, "tokens")?, offsets: slice1(&offsets, "offsets")? };
+            let ids = optional(&ids, "ids")?;
+            let t = parallel::resolve(threads);
+            let out = detached(py, || self.inner.write().add(docs, ids, t))?;
+            Ok(out.into_pyarray(py))
+        }
 
-    fn memory_bytes(&self) -> usize {
-        self.inner.read().memory_bytes()
-    }
+        #[pyo3(signature = (queries, k, candidates, nprobe, threads=None, allow=None, refine=0))]
+        #[allow(clippy::too_many_arguments)]
+        fn search<'py>(
+            &self,
+            py: Python<'py>,
+            queries: Vec<PyReadonlyArray2<'py, f32>>,
+            k: i64,
+            candidates: i64,
+            nprobe: i64,
+            threads: Option<usize>,
+            allow: Option<PyReadonlyArray1<'py, i64>>,
+            refine: usize,
+        ) -> PyResult<Bound<'py, PyTuple>> {
+            let k = check_k(k)?;
+            let candidates = check_k(candidates)?;
+            let nprobe = check_k(nprobe)?;
+            let qs = self::queries(&self.inner, &queries)?;
+            let allow = optional(&allow, "filter")?;
+            let p = SearchParams { candidates, nprobe, refine };
+            let t = parallel::resolve(threads);
+            let r = detached(py, || self.inner.read().search(&qs, k, &p, allow, t))?;
+            results(py, r, qs.len(), k)
+        }
 
-    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        detached(py, || self.inner.read().save(&path))
-    }
+        #[pyo3(signature = (queries, ids, k, threads=None))]
+        fn rerank<'py>(
+            &self,
+            py: Python<'py>,
+            queries: Vec<PyReadonlyArray2<'py, f32>>,
+            ids: PyReadonlyArray1<'py, i64>,
+            k: i64,
+            threads: Option<usize>,
+        ) -> PyResult<Bound<'py, PyTuple>> {
+            let k = check_k(k)?;
+            let qs = self::queries(&self.inner, &queries)?;
+            let ids = slice1(&ids, "candidate_ids")?;
+            let t = parallel::resolve(threads);
+            let r = detached(py, || self.inner.read().rerank(&qs, ids, k, t))?;
+            results(py, r, qs.len(), k)
+        }
 
-    #[staticmethod]
-    #[pyo3(signature = (path, mmap=false))]
-    fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Self> {
-        let idx = detached(py, || multivector::MultiVectorIndex::load(&path, mmap))?;
-        Ok(MultiVectorIndex { inner: Shared::new(idx) })
+        /// The decompressed tokens of one document, `(n_tokens, dim)`.
+        fn get<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyArray2<f32>>> {
+            let idx = self.inner.read();
+            let d = idx.dim();
+            let v = idx.get(&[id]).map_err(to_py)?;
+            drop(idx);
+            let n = v.len() / d;
+            v.into_pyarray(py).reshape([n, d])
+        }
     }
 }

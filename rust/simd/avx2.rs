@@ -2,7 +2,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kernels, Level, TileFn, PANEL, QUAD};
+use super::{Kernels, Level, TileFn};
+use crate::layout::{PANEL, QUAD};
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn hsum(v: __m256) -> f32 {
@@ -16,55 +17,67 @@ unsafe fn hsum(v: __m256) -> f32 {
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (u, s) in acc.iter_mut().enumerate() {
-            *s = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8 * u)), _mm256_loadu_ps(pb.add(i + 8 * u)), *s);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (u, s) in acc.iter_mut().enumerate() {
+                *s = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i + 8 * u)),
+                    _mm256_loadu_ps(pb.add(i + 8 * u)),
+                    *s,
+                );
+            }
+            i += 32;
         }
-        i += 32;
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+            i += 8;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut total = hsum(s);
+        while i < n {
+            total += *pa.add(i) * *pb.add(i);
+            i += 1;
+        }
+        total
     }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
-        i += 8;
-    }
-    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut total = hsum(s);
-    while i < n {
-        total += *pa.add(i) * *pb.add(i);
-        i += 1;
-    }
-    total
 }
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn l2sq_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (u, s) in acc.iter_mut().enumerate() {
-            let t = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 8 * u)), _mm256_loadu_ps(pb.add(i + 8 * u)));
-            *s = _mm256_fmadd_ps(t, t, *s);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (u, s) in acc.iter_mut().enumerate() {
+                let t = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 8 * u)), _mm256_loadu_ps(pb.add(i + 8 * u)));
+                *s = _mm256_fmadd_ps(t, t, *s);
+            }
+            i += 32;
         }
-        i += 32;
+        while i + 8 <= n {
+            let t = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+            acc[0] = _mm256_fmadd_ps(t, t, acc[0]);
+            i += 8;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut total = hsum(s);
+        while i < n {
+            let t = *pa.add(i) - *pb.add(i);
+            total += t * t;
+            i += 1;
+        }
+        total
     }
-    while i + 8 <= n {
-        let t = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
-        acc[0] = _mm256_fmadd_ps(t, t, acc[0]);
-        i += 8;
-    }
-    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut total = hsum(s);
-    while i < n {
-        let t = *pa.add(i) - *pb.add(i);
-        total += t * t;
-        i += 1;
-    }
-    total
 }
 
 /// Inner product (AVX2).
@@ -95,27 +108,31 @@ unsafe fn tile_impl<const R: usize, const L2: bool>(
     out: *mut f32,
     ldo: usize,
 ) {
-    let mut a0 = [_mm256_setzero_ps(); R];
-    let mut a1 = [_mm256_setzero_ps(); R];
-    for t in 0..d {
-        let b0 = _mm256_loadu_ps(p.add(t * PANEL));
-        let b1 = _mm256_loadu_ps(p.add(t * PANEL + 8));
-        for r in 0..R {
-            let a = _mm256_set1_ps(*q.add(r * d + t));
-            if L2 {
-                let t0 = _mm256_sub_ps(a, b0);
-                let t1 = _mm256_sub_ps(a, b1);
-                a0[r] = _mm256_fmadd_ps(t0, t0, a0[r]);
-                a1[r] = _mm256_fmadd_ps(t1, t1, a1[r]);
-            } else {
-                a0[r] = _mm256_fmadd_ps(a, b0, a0[r]);
-                a1[r] = _mm256_fmadd_ps(a, b1, a1[r]);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let mut a0 = [_mm256_setzero_ps(); R];
+        let mut a1 = [_mm256_setzero_ps(); R];
+        for t in 0..d {
+            let b0 = _mm256_loadu_ps(p.add(t * PANEL));
+            let b1 = _mm256_loadu_ps(p.add(t * PANEL + 8));
+            for r in 0..R {
+                let a = _mm256_set1_ps(*q.add(r * d + t));
+                if L2 {
+                    let t0 = _mm256_sub_ps(a, b0);
+                    let t1 = _mm256_sub_ps(a, b1);
+                    a0[r] = _mm256_fmadd_ps(t0, t0, a0[r]);
+                    a1[r] = _mm256_fmadd_ps(t1, t1, a1[r]);
+                } else {
+                    a0[r] = _mm256_fmadd_ps(a, b0, a0[r]);
+                    a1[r] = _mm256_fmadd_ps(a, b1, a1[r]);
+                }
             }
         }
-    }
-    for r in 0..R {
-        _mm256_storeu_ps(out.add(r * ldo), a0[r]);
-        _mm256_storeu_ps(out.add(r * ldo + 8), a1[r]);
+        for r in 0..R {
+            _mm256_storeu_ps(out.add(r * ldo), a0[r]);
+            _mm256_storeu_ps(out.add(r * ldo + 8), a1[r]);
+        }
     }
 }
 
@@ -128,30 +145,38 @@ fn tile<const R: usize, const L2: bool>(q: &[f32], d: usize, panels: &[f32], out
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn load_bf16(p: *const u16) -> __m256 {
-    let h = _mm_loadu_si128(p as *const __m128i);
-    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let h = _mm_loadu_si128(p as *const __m128i);
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+    }
 }
 
 /// One query x 1 bfloat16 panel, widened to f32 in registers.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_bf16_impl<const L2: bool>(q: *const f32, d: usize, p: *const u16, out: *mut f32) {
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for t in 0..d {
-        let b0 = load_bf16(p.add(t * PANEL));
-        let b1 = load_bf16(p.add(t * PANEL + 8));
-        let a = _mm256_set1_ps(*q.add(t));
-        if L2 {
-            let t0 = _mm256_sub_ps(a, b0);
-            let t1 = _mm256_sub_ps(a, b1);
-            a0 = _mm256_fmadd_ps(t0, t0, a0);
-            a1 = _mm256_fmadd_ps(t1, t1, a1);
-        } else {
-            a0 = _mm256_fmadd_ps(a, b0, a0);
-            a1 = _mm256_fmadd_ps(a, b1, a1);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for t in 0..d {
+            let b0 = load_bf16(p.add(t * PANEL));
+            let b1 = load_bf16(p.add(t * PANEL + 8));
+            let a = _mm256_set1_ps(*q.add(t));
+            if L2 {
+                let t0 = _mm256_sub_ps(a, b0);
+                let t1 = _mm256_sub_ps(a, b1);
+                a0 = _mm256_fmadd_ps(t0, t0, a0);
+                a1 = _mm256_fmadd_ps(t1, t1, a1);
+            } else {
+                a0 = _mm256_fmadd_ps(a, b0, a0);
+                a1 = _mm256_fmadd_ps(a, b1, a1);
+            }
         }
+        _mm256_storeu_ps(out, a0);
+        _mm256_storeu_ps(out.add(8), a1);
     }
-    _mm256_storeu_ps(out, a0);
-    _mm256_storeu_ps(out.add(8), a1);
 }
 
 fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], _ldo: usize) {
@@ -165,26 +190,30 @@ fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32
 /// i32 lane sums two dimensions, so lane pairs are added at the end. Exact.
 #[target_feature(enable = "avx2")]
 unsafe fn tile_u8_impl<const R: usize>(w: *const i8, dp: usize, p: *const u8, out: *mut i32, ldo: usize) {
-    // Two passes of 8 vectors keep 2R accumulators and 2 code registers in the 16 ymm.
-    for half in 0..2 {
-        let mut a0 = [_mm256_setzero_si256(); R];
-        let mut a1 = [_mm256_setzero_si256(); R];
-        for g in 0..dp / QUAD {
-            let base = p.add(g * QUAD * PANEL + half * 2 * QUAD * 4);
-            let c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(base as *const __m128i));
-            let c1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(base.add(16) as *const __m128i));
-            for r in 0..R {
-                let w4 = (w.add(r * dp + g * QUAD) as *const i32).read_unaligned();
-                let b = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(w4)));
-                a0[r] = _mm256_add_epi32(a0[r], _mm256_madd_epi16(c0, b));
-                a1[r] = _mm256_add_epi32(a1[r], _mm256_madd_epi16(c1, b));
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        // Two passes of 8 vectors keep 2R accumulators and 2 code registers in the 16 ymm.
+        for half in 0..2 {
+            let mut a0 = [_mm256_setzero_si256(); R];
+            let mut a1 = [_mm256_setzero_si256(); R];
+            for g in 0..dp / QUAD {
+                let base = p.add(g * QUAD * PANEL + half * 2 * QUAD * 4);
+                let c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(base as *const __m128i));
+                let c1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(base.add(16) as *const __m128i));
+                for r in 0..R {
+                    let w4 = (w.add(r * dp + g * QUAD) as *const i32).read_unaligned();
+                    let b = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(w4)));
+                    a0[r] = _mm256_add_epi32(a0[r], _mm256_madd_epi16(c0, b));
+                    a1[r] = _mm256_add_epi32(a1[r], _mm256_madd_epi16(c1, b));
+                }
             }
-        }
-        for r in 0..R {
-            // [v0 v0 v1 v1 | v2 v2 v3 v3] and the same for v4..v7: add lane pairs, restore order.
-            let h = _mm256_hadd_epi32(a0[r], a1[r]); // [v0 v1 v4 v5 | v2 v3 v6 v7]
-            let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(h);
-            _mm256_storeu_si256(out.add(r * ldo + half * 8) as *mut __m256i, s);
+            for r in 0..R {
+                // [v0 v0 v1 v1 | v2 v2 v3 v3] and the same for v4..v7: add lane pairs, restore order.
+                let h = _mm256_hadd_epi32(a0[r], a1[r]); // [v0 v1 v4 v5 | v2 v3 v6 v7]
+                let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(h);
+                _mm256_storeu_si256(out.add(r * ldo + half * 8) as *mut __m256i, s);
+            }
         }
     }
 }
@@ -198,21 +227,25 @@ unsafe fn tile_u8_vnni_impl<const R: usize>(
     out: *mut i32,
     ldo: usize,
 ) {
-    let mut a0 = [_mm256_setzero_si256(); R];
-    let mut a1 = [_mm256_setzero_si256(); R];
-    for g in 0..dp / QUAD {
-        let base = p.add(g * QUAD * PANEL);
-        let c0 = _mm256_loadu_si256(base as *const __m256i);
-        let c1 = _mm256_loadu_si256(base.add(32) as *const __m256i);
-        for r in 0..R {
-            let b = _mm256_set1_epi32((w.add(r * dp + g * QUAD) as *const i32).read_unaligned());
-            a0[r] = _mm256_dpbusd_avx_epi32(a0[r], c0, b);
-            a1[r] = _mm256_dpbusd_avx_epi32(a1[r], c1, b);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let mut a0 = [_mm256_setzero_si256(); R];
+        let mut a1 = [_mm256_setzero_si256(); R];
+        for g in 0..dp / QUAD {
+            let base = p.add(g * QUAD * PANEL);
+            let c0 = _mm256_loadu_si256(base as *const __m256i);
+            let c1 = _mm256_loadu_si256(base.add(32) as *const __m256i);
+            for r in 0..R {
+                let b = _mm256_set1_epi32((w.add(r * dp + g * QUAD) as *const i32).read_unaligned());
+                a0[r] = _mm256_dpbusd_avx_epi32(a0[r], c0, b);
+                a1[r] = _mm256_dpbusd_avx_epi32(a1[r], c1, b);
+            }
         }
-    }
-    for r in 0..R {
-        _mm256_storeu_si256(out.add(r * ldo) as *mut __m256i, a0[r]);
-        _mm256_storeu_si256(out.add(r * ldo + 8) as *mut __m256i, a1[r]);
+        for r in 0..R {
+            _mm256_storeu_si256(out.add(r * ldo) as *mut __m256i, a0[r]);
+            _mm256_storeu_si256(out.add(r * ldo + 8) as *mut __m256i, a1[r]);
+        }
     }
 }
 
@@ -248,37 +281,41 @@ static TILE_L2: [TileFn; 6] =
 /// Pair kernel body: widen bfloat16 by a 16-bit shift, two accumulators.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pair_bf16_impl<const L2: bool>(q: &[f32], x: &[u16]) -> f32 {
-    let n = q.len().min(x.len());
-    let (pq, px) = (q.as_ptr(), x.as_ptr());
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 16 <= n {
-        let h0 = _mm_loadu_si128(px.add(i) as *const __m128i);
-        let h1 = _mm_loadu_si128(px.add(i + 8) as *const __m128i);
-        let x0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h0)));
-        let x1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h1)));
-        let q0 = _mm256_loadu_ps(pq.add(i));
-        let q1 = _mm256_loadu_ps(pq.add(i + 8));
-        if L2 {
-            let t0 = _mm256_sub_ps(q0, x0);
-            let t1 = _mm256_sub_ps(q1, x1);
-            acc0 = _mm256_fmadd_ps(t0, t0, acc0);
-            acc1 = _mm256_fmadd_ps(t1, t1, acc1);
-        } else {
-            acc0 = _mm256_fmadd_ps(q0, x0, acc0);
-            acc1 = _mm256_fmadd_ps(q1, x1, acc1);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = q.len().min(x.len());
+        let (pq, px) = (q.as_ptr(), x.as_ptr());
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 16 <= n {
+            let h0 = _mm_loadu_si128(px.add(i) as *const __m128i);
+            let h1 = _mm_loadu_si128(px.add(i + 8) as *const __m128i);
+            let x0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h0)));
+            let x1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h1)));
+            let q0 = _mm256_loadu_ps(pq.add(i));
+            let q1 = _mm256_loadu_ps(pq.add(i + 8));
+            if L2 {
+                let t0 = _mm256_sub_ps(q0, x0);
+                let t1 = _mm256_sub_ps(q1, x1);
+                acc0 = _mm256_fmadd_ps(t0, t0, acc0);
+                acc1 = _mm256_fmadd_ps(t1, t1, acc1);
+            } else {
+                acc0 = _mm256_fmadd_ps(q0, x0, acc0);
+                acc1 = _mm256_fmadd_ps(q1, x1, acc1);
+            }
+            i += 16;
         }
-        i += 16;
+        let mut total = hsum(_mm256_add_ps(acc0, acc1));
+        while i < n {
+            let b = f32::from_bits((*px.add(i) as u32) << 16);
+            let a = *pq.add(i);
+            total += if L2 { (a - b) * (a - b) } else { a * b };
+            i += 1;
+        }
+        total
     }
-    let mut total = hsum(_mm256_add_ps(acc0, acc1));
-    while i < n {
-        let b = f32::from_bits((*px.add(i) as u32) << 16);
-        let a = *pq.add(i);
-        total += if L2 { (a - b) * (a - b) } else { a * b };
-        i += 1;
-    }
-    total
 }
 
 /// One query against one bfloat16 row (inner product, or squared L2 with `L2`).

@@ -3,61 +3,71 @@
 use std::arch::x86_64::*;
 
 use super::avx2::tile_u8;
-use super::{Kernels, Level, TileFn, PANEL, QUAD};
+use super::{Kernels, Level, TileFn};
+use crate::layout::{PANEL, QUAD};
 
 #[target_feature(enable = "avx512f")]
 unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 64 <= n {
-        for (u, s) in acc.iter_mut().enumerate() {
-            let x = _mm512_loadu_ps(pa.add(i + 16 * u));
-            let y = _mm512_loadu_ps(pb.add(i + 16 * u));
-            *s = _mm512_fmadd_ps(x, y, *s);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 64 <= n {
+            for (u, s) in acc.iter_mut().enumerate() {
+                let x = _mm512_loadu_ps(pa.add(i + 16 * u));
+                let y = _mm512_loadu_ps(pb.add(i + 16 * u));
+                *s = _mm512_fmadd_ps(x, y, *s);
+            }
+            i += 64;
         }
-        i += 64;
+        while i + 16 <= n {
+            acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc[0]);
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = (1u16 << (n - i)) - 1;
+            let x = _mm512_maskz_loadu_ps(m, pa.add(i));
+            let y = _mm512_maskz_loadu_ps(m, pb.add(i));
+            acc[1] = _mm512_fmadd_ps(x, y, acc[1]);
+        }
+        let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        _mm512_reduce_add_ps(s)
     }
-    while i + 16 <= n {
-        acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc[0]);
-        i += 16;
-    }
-    if i < n {
-        let m: __mmask16 = (1u16 << (n - i)) - 1;
-        let x = _mm512_maskz_loadu_ps(m, pa.add(i));
-        let y = _mm512_maskz_loadu_ps(m, pb.add(i));
-        acc[1] = _mm512_fmadd_ps(x, y, acc[1]);
-    }
-    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(s)
 }
 
 #[target_feature(enable = "avx512f")]
 unsafe fn l2sq_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 64 <= n {
-        for (u, s) in acc.iter_mut().enumerate() {
-            let t = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i + 16 * u)), _mm512_loadu_ps(pb.add(i + 16 * u)));
-            *s = _mm512_fmadd_ps(t, t, *s);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 64 <= n {
+            for (u, s) in acc.iter_mut().enumerate() {
+                let t =
+                    _mm512_sub_ps(_mm512_loadu_ps(pa.add(i + 16 * u)), _mm512_loadu_ps(pb.add(i + 16 * u)));
+                *s = _mm512_fmadd_ps(t, t, *s);
+            }
+            i += 64;
         }
-        i += 64;
+        while i + 16 <= n {
+            let t = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
+            acc[0] = _mm512_fmadd_ps(t, t, acc[0]);
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = (1u16 << (n - i)) - 1;
+            let t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, pa.add(i)), _mm512_maskz_loadu_ps(m, pb.add(i)));
+            acc[1] = _mm512_fmadd_ps(t, t, acc[1]);
+        }
+        let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        _mm512_reduce_add_ps(s)
     }
-    while i + 16 <= n {
-        let t = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
-        acc[0] = _mm512_fmadd_ps(t, t, acc[0]);
-        i += 16;
-    }
-    if i < n {
-        let m: __mmask16 = (1u16 << (n - i)) - 1;
-        let t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, pa.add(i)), _mm512_maskz_loadu_ps(m, pb.add(i)));
-        acc[1] = _mm512_fmadd_ps(t, t, acc[1]);
-    }
-    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(s)
 }
 
 /// Inner product (AVX-512).
@@ -88,28 +98,32 @@ unsafe fn tile_impl<const R: usize, const L2: bool>(
     out: *mut f32,
     ldo: usize,
 ) {
-    let p1 = p.add(PANEL * d);
-    let mut a0 = [_mm512_setzero_ps(); R];
-    let mut a1 = [_mm512_setzero_ps(); R];
-    for t in 0..d {
-        let b0 = _mm512_loadu_ps(p.add(t * PANEL));
-        let b1 = _mm512_loadu_ps(p1.add(t * PANEL));
-        for r in 0..R {
-            let a = _mm512_set1_ps(*q.add(r * d + t));
-            if L2 {
-                let t0 = _mm512_sub_ps(a, b0);
-                let t1 = _mm512_sub_ps(a, b1);
-                a0[r] = _mm512_fmadd_ps(t0, t0, a0[r]);
-                a1[r] = _mm512_fmadd_ps(t1, t1, a1[r]);
-            } else {
-                a0[r] = _mm512_fmadd_ps(a, b0, a0[r]);
-                a1[r] = _mm512_fmadd_ps(a, b1, a1[r]);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let p1 = p.add(PANEL * d);
+        let mut a0 = [_mm512_setzero_ps(); R];
+        let mut a1 = [_mm512_setzero_ps(); R];
+        for t in 0..d {
+            let b0 = _mm512_loadu_ps(p.add(t * PANEL));
+            let b1 = _mm512_loadu_ps(p1.add(t * PANEL));
+            for r in 0..R {
+                let a = _mm512_set1_ps(*q.add(r * d + t));
+                if L2 {
+                    let t0 = _mm512_sub_ps(a, b0);
+                    let t1 = _mm512_sub_ps(a, b1);
+                    a0[r] = _mm512_fmadd_ps(t0, t0, a0[r]);
+                    a1[r] = _mm512_fmadd_ps(t1, t1, a1[r]);
+                } else {
+                    a0[r] = _mm512_fmadd_ps(a, b0, a0[r]);
+                    a1[r] = _mm512_fmadd_ps(a, b1, a1[r]);
+                }
             }
         }
-    }
-    for r in 0..R {
-        _mm512_storeu_ps(out.add(r * ldo), a0[r]);
-        _mm512_storeu_ps(out.add(r * ldo + PANEL), a1[r]);
+        for r in 0..R {
+            _mm512_storeu_ps(out.add(r * ldo), a0[r]);
+            _mm512_storeu_ps(out.add(r * ldo + PANEL), a1[r]);
+        }
     }
 }
 
@@ -122,43 +136,51 @@ fn tile<const R: usize, const L2: bool>(q: &[f32], d: usize, panels: &[f32], out
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn load_bf16(p: *const u16) -> __m512 {
-    let h = _mm256_loadu_si256(p as *const __m256i);
-    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let h = _mm256_loadu_si256(p as *const __m256i);
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    }
 }
 
 /// One query x 2 bfloat16 panels, widened to f32 in registers; even and odd steps go to
 /// separate accumulators so the FMA latency does not bound a memory-bound scan.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_bf16_impl<const L2: bool>(q: *const f32, d: usize, p: *const u16, out: *mut f32) {
-    let p1 = p.add(PANEL * d);
-    let mut acc = [_mm512_setzero_ps(); 4];
-    macro_rules! step {
-        ($t:expr, $x:literal, $y:literal) => {{
-            let b0 = load_bf16(p.add($t * PANEL));
-            let b1 = load_bf16(p1.add($t * PANEL));
-            let a = _mm512_set1_ps(*q.add($t));
-            if L2 {
-                let t0 = _mm512_sub_ps(a, b0);
-                let t1 = _mm512_sub_ps(a, b1);
-                acc[$x] = _mm512_fmadd_ps(t0, t0, acc[$x]);
-                acc[$y] = _mm512_fmadd_ps(t1, t1, acc[$y]);
-            } else {
-                acc[$x] = _mm512_fmadd_ps(a, b0, acc[$x]);
-                acc[$y] = _mm512_fmadd_ps(a, b1, acc[$y]);
-            }
-        }};
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let p1 = p.add(PANEL * d);
+        let mut acc = [_mm512_setzero_ps(); 4];
+        macro_rules! step {
+            ($t:expr, $x:literal, $y:literal) => {{
+                let b0 = load_bf16(p.add($t * PANEL));
+                let b1 = load_bf16(p1.add($t * PANEL));
+                let a = _mm512_set1_ps(*q.add($t));
+                if L2 {
+                    let t0 = _mm512_sub_ps(a, b0);
+                    let t1 = _mm512_sub_ps(a, b1);
+                    acc[$x] = _mm512_fmadd_ps(t0, t0, acc[$x]);
+                    acc[$y] = _mm512_fmadd_ps(t1, t1, acc[$y]);
+                } else {
+                    acc[$x] = _mm512_fmadd_ps(a, b0, acc[$x]);
+                    acc[$y] = _mm512_fmadd_ps(a, b1, acc[$y]);
+                }
+            }};
+        }
+        let mut t = 0;
+        while t + 2 <= d {
+            step!(t, 0, 1);
+            step!(t + 1, 2, 3);
+            t += 2;
+        }
+        if t < d {
+            step!(t, 0, 1);
+        }
+        _mm512_storeu_ps(out, _mm512_add_ps(acc[0], acc[2]));
+        _mm512_storeu_ps(out.add(PANEL), _mm512_add_ps(acc[1], acc[3]));
     }
-    let mut t = 0;
-    while t + 2 <= d {
-        step!(t, 0, 1);
-        step!(t + 1, 2, 3);
-        t += 2;
-    }
-    if t < d {
-        step!(t, 0, 1);
-    }
-    _mm512_storeu_ps(out, _mm512_add_ps(acc[0], acc[2]));
-    _mm512_storeu_ps(out.add(PANEL), _mm512_add_ps(acc[1], acc[3]));
 }
 
 fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], _ldo: usize) {
@@ -178,29 +200,33 @@ unsafe fn tile_u8_vnni_impl<const R: usize>(
     out: *mut i32,
     ldo: usize,
 ) {
-    let mut a0 = [_mm512_setzero_si512(); R];
-    let mut a1 = [_mm512_setzero_si512(); R];
-    let quads = dp / QUAD;
-    let wq =
-        |r: usize, g: usize| _mm512_set1_epi32((w.add(r * dp + g * QUAD) as *const i32).read_unaligned());
-    let mut g = 0;
-    while g + 2 <= quads {
-        let c0 = _mm512_loadu_si512(p.add(g * QUAD * PANEL) as *const _);
-        let c1 = _mm512_loadu_si512(p.add((g + 1) * QUAD * PANEL) as *const _);
-        for r in 0..R {
-            a0[r] = _mm512_dpbusd_epi32(a0[r], c0, wq(r, g));
-            a1[r] = _mm512_dpbusd_epi32(a1[r], c1, wq(r, g + 1));
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let mut a0 = [_mm512_setzero_si512(); R];
+        let mut a1 = [_mm512_setzero_si512(); R];
+        let quads = dp / QUAD;
+        let wq =
+            |r: usize, g: usize| _mm512_set1_epi32((w.add(r * dp + g * QUAD) as *const i32).read_unaligned());
+        let mut g = 0;
+        while g + 2 <= quads {
+            let c0 = _mm512_loadu_si512(p.add(g * QUAD * PANEL) as *const _);
+            let c1 = _mm512_loadu_si512(p.add((g + 1) * QUAD * PANEL) as *const _);
+            for r in 0..R {
+                a0[r] = _mm512_dpbusd_epi32(a0[r], c0, wq(r, g));
+                a1[r] = _mm512_dpbusd_epi32(a1[r], c1, wq(r, g + 1));
+            }
+            g += 2;
         }
-        g += 2;
-    }
-    if g < quads {
-        let c0 = _mm512_loadu_si512(p.add(g * QUAD * PANEL) as *const _);
-        for r in 0..R {
-            a0[r] = _mm512_dpbusd_epi32(a0[r], c0, wq(r, g));
+        if g < quads {
+            let c0 = _mm512_loadu_si512(p.add(g * QUAD * PANEL) as *const _);
+            for r in 0..R {
+                a0[r] = _mm512_dpbusd_epi32(a0[r], c0, wq(r, g));
+            }
         }
-    }
-    for r in 0..R {
-        _mm512_storeu_si512(out.add(r * ldo) as *mut _, _mm512_add_epi32(a0[r], a1[r]));
+        for r in 0..R {
+            _mm512_storeu_si512(out.add(r * ldo) as *mut _, _mm512_add_epi32(a0[r], a1[r]));
+        }
     }
 }
 
@@ -235,37 +261,41 @@ static TILE_L2: [TileFn; 8] = [
 /// Pair kernel body: widen bfloat16 by a 16-bit shift, two accumulators.
 #[target_feature(enable = "avx512f")]
 unsafe fn pair_bf16_impl<const L2: bool>(q: &[f32], x: &[u16]) -> f32 {
-    let n = q.len().min(x.len());
-    let (pq, px) = (q.as_ptr(), x.as_ptr());
-    let mut acc0 = _mm512_setzero_ps();
-    let mut acc1 = _mm512_setzero_ps();
-    let mut i = 0;
-    while i + 32 <= n {
-        let h0 = _mm256_loadu_si256(px.add(i) as *const __m256i);
-        let h1 = _mm256_loadu_si256(px.add(i + 16) as *const __m256i);
-        let x0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h0)));
-        let x1 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h1)));
-        let q0 = _mm512_loadu_ps(pq.add(i));
-        let q1 = _mm512_loadu_ps(pq.add(i + 16));
-        if L2 {
-            let t0 = _mm512_sub_ps(q0, x0);
-            let t1 = _mm512_sub_ps(q1, x1);
-            acc0 = _mm512_fmadd_ps(t0, t0, acc0);
-            acc1 = _mm512_fmadd_ps(t1, t1, acc1);
-        } else {
-            acc0 = _mm512_fmadd_ps(q0, x0, acc0);
-            acc1 = _mm512_fmadd_ps(q1, x1, acc1);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = q.len().min(x.len());
+        let (pq, px) = (q.as_ptr(), x.as_ptr());
+        let mut acc0 = _mm512_setzero_ps();
+        let mut acc1 = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 32 <= n {
+            let h0 = _mm256_loadu_si256(px.add(i) as *const __m256i);
+            let h1 = _mm256_loadu_si256(px.add(i + 16) as *const __m256i);
+            let x0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h0)));
+            let x1 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h1)));
+            let q0 = _mm512_loadu_ps(pq.add(i));
+            let q1 = _mm512_loadu_ps(pq.add(i + 16));
+            if L2 {
+                let t0 = _mm512_sub_ps(q0, x0);
+                let t1 = _mm512_sub_ps(q1, x1);
+                acc0 = _mm512_fmadd_ps(t0, t0, acc0);
+                acc1 = _mm512_fmadd_ps(t1, t1, acc1);
+            } else {
+                acc0 = _mm512_fmadd_ps(q0, x0, acc0);
+                acc1 = _mm512_fmadd_ps(q1, x1, acc1);
+            }
+            i += 32;
         }
-        i += 32;
+        let mut total = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        while i < n {
+            let b = f32::from_bits((*px.add(i) as u32) << 16);
+            let a = *pq.add(i);
+            total += if L2 { (a - b) * (a - b) } else { a * b };
+            i += 1;
+        }
+        total
     }
-    let mut total = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-    while i < n {
-        let b = f32::from_bits((*px.add(i) as u32) << 16);
-        let a = *pq.add(i);
-        total += if L2 { (a - b) * (a - b) } else { a * b };
-        i += 1;
-    }
-    total
 }
 
 /// One query against one bfloat16 row (inner product, or squared L2 with `L2`).

@@ -21,14 +21,13 @@ use crate::error::{Error, Result};
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
-pub mod avx2;
+pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
-pub mod avx512;
+pub(crate) mod avx512;
 #[cfg(target_arch = "aarch64")]
-pub mod neon;
+pub(crate) mod neon;
 
-/// Vectors per panel in the dimension-major layout used by the tile kernels.
-pub const PANEL: usize = 16;
+use crate::layout::{BLOCK, PANEL};
 
 /// An instruction-set level, ordered from the portable reference up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -177,17 +176,14 @@ pub type TileBf16Fn = fn(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], l
 pub type PairBf16Fn = fn(q: &[f32], x: &[u16]) -> f32;
 
 /// `R` rows of int8 weights (stride `dp`) against one panel of [`PANEL`] u8 codes in quad
-/// layout ([`QUAD`] consecutive dimensions of a vector per 32-bit lane:
-/// `codes[g * QUAD * PANEL + j * QUAD + u] = code_j[QUAD * g + u]`, `dp` a multiple of [`QUAD`]):
+/// layout ([`QUAD`](crate::layout::QUAD) consecutive dimensions of a vector per 32-bit lane:
+/// `codes[g * QUAD * PANEL + j * QUAD + u] = code_j[QUAD * g + u]`, `dp` a multiple of [`QUAD`](crate::layout::QUAD)):
 /// `out[r * ldo + j] = sum_t w[r][t] * code_j[t]`, exact in i32 (the scalar-quantized scan of
 /// `IVFIndex`).
 pub type TileU8Fn = fn(w: &[i8], dp: usize, codes: &[u8], out: &mut [i32], ldo: usize);
 
 /// Widest row tile of the u8 kernels.
 pub const U8_ROWS: usize = 4;
-
-/// Dimensions per 32-bit lane in the quad layout of u8 codes (what `vpdpbusd` consumes).
-pub const QUAD: usize = 4;
 
 /// The kernels of one level.
 pub struct Kernels {
@@ -325,9 +321,6 @@ pub fn prefetch_row<T>(row: &[T]) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = row;
 }
-
-/// Vectors per block: the unit of the panel storage (two panels), a multiple of every `P`.
-pub const BLOCK: usize = 2 * PANEL;
 
 /// Scores one query against one block of bfloat16 vectors (approximate: see `FlatIndex`).
 #[inline]

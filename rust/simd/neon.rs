@@ -2,59 +2,68 @@
 
 use std::arch::aarch64::*;
 
-use super::{Kernels, Level, TileFn, PANEL};
+use super::{Kernels, Level, TileFn};
+use crate::layout::PANEL;
 
 #[target_feature(enable = "neon")]
 unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [vdupq_n_f32(0.0); 4];
-    let mut i = 0;
-    while i + 16 <= n {
-        for (u, s) in acc.iter_mut().enumerate() {
-            *s = vfmaq_f32(*s, vld1q_f32(pa.add(i + 4 * u)), vld1q_f32(pb.add(i + 4 * u)));
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        let mut i = 0;
+        while i + 16 <= n {
+            for (u, s) in acc.iter_mut().enumerate() {
+                *s = vfmaq_f32(*s, vld1q_f32(pa.add(i + 4 * u)), vld1q_f32(pb.add(i + 4 * u)));
+            }
+            i += 16;
         }
-        i += 16;
+        while i + 4 <= n {
+            acc[0] = vfmaq_f32(acc[0], vld1q_f32(pa.add(i)), vld1q_f32(pb.add(i)));
+            i += 4;
+        }
+        let s = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
+        let mut total = vaddvq_f32(s);
+        while i < n {
+            total += *pa.add(i) * *pb.add(i);
+            i += 1;
+        }
+        total
     }
-    while i + 4 <= n {
-        acc[0] = vfmaq_f32(acc[0], vld1q_f32(pa.add(i)), vld1q_f32(pb.add(i)));
-        i += 4;
-    }
-    let s = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
-    let mut total = vaddvq_f32(s);
-    while i < n {
-        total += *pa.add(i) * *pb.add(i);
-        i += 1;
-    }
-    total
 }
 
 #[target_feature(enable = "neon")]
 unsafe fn l2sq_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [vdupq_n_f32(0.0); 4];
-    let mut i = 0;
-    while i + 16 <= n {
-        for (u, s) in acc.iter_mut().enumerate() {
-            let t = vsubq_f32(vld1q_f32(pa.add(i + 4 * u)), vld1q_f32(pb.add(i + 4 * u)));
-            *s = vfmaq_f32(*s, t, t);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        let mut i = 0;
+        while i + 16 <= n {
+            for (u, s) in acc.iter_mut().enumerate() {
+                let t = vsubq_f32(vld1q_f32(pa.add(i + 4 * u)), vld1q_f32(pb.add(i + 4 * u)));
+                *s = vfmaq_f32(*s, t, t);
+            }
+            i += 16;
         }
-        i += 16;
+        while i + 4 <= n {
+            let t = vsubq_f32(vld1q_f32(pa.add(i)), vld1q_f32(pb.add(i)));
+            acc[0] = vfmaq_f32(acc[0], t, t);
+            i += 4;
+        }
+        let s = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
+        let mut total = vaddvq_f32(s);
+        while i < n {
+            let t = *pa.add(i) - *pb.add(i);
+            total += t * t;
+            i += 1;
+        }
+        total
     }
-    while i + 4 <= n {
-        let t = vsubq_f32(vld1q_f32(pa.add(i)), vld1q_f32(pb.add(i)));
-        acc[0] = vfmaq_f32(acc[0], t, t);
-        i += 4;
-    }
-    let s = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
-    let mut total = vaddvq_f32(s);
-    while i < n {
-        let t = *pa.add(i) - *pb.add(i);
-        total += t * t;
-        i += 1;
-    }
-    total
 }
 
 /// Inner product (NEON).
@@ -85,29 +94,33 @@ unsafe fn tile_impl<const R: usize, const L2: bool>(
     out: *mut f32,
     ldo: usize,
 ) {
-    let mut acc = [[vdupq_n_f32(0.0); 4]; R];
-    for t in 0..d {
-        let b = [
-            vld1q_f32(p.add(t * PANEL)),
-            vld1q_f32(p.add(t * PANEL + 4)),
-            vld1q_f32(p.add(t * PANEL + 8)),
-            vld1q_f32(p.add(t * PANEL + 12)),
-        ];
-        for r in 0..R {
-            let a = vdupq_n_f32(*q.add(r * d + t));
-            for u in 0..4 {
-                if L2 {
-                    let x = vsubq_f32(a, b[u]);
-                    acc[r][u] = vfmaq_f32(acc[r][u], x, x);
-                } else {
-                    acc[r][u] = vfmaq_f32(acc[r][u], a, b[u]);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+        for t in 0..d {
+            let b = [
+                vld1q_f32(p.add(t * PANEL)),
+                vld1q_f32(p.add(t * PANEL + 4)),
+                vld1q_f32(p.add(t * PANEL + 8)),
+                vld1q_f32(p.add(t * PANEL + 12)),
+            ];
+            for r in 0..R {
+                let a = vdupq_n_f32(*q.add(r * d + t));
+                for u in 0..4 {
+                    if L2 {
+                        let x = vsubq_f32(a, b[u]);
+                        acc[r][u] = vfmaq_f32(acc[r][u], x, x);
+                    } else {
+                        acc[r][u] = vfmaq_f32(acc[r][u], a, b[u]);
+                    }
                 }
             }
         }
-    }
-    for r in 0..R {
-        for u in 0..4 {
-            vst1q_f32(out.add(r * ldo + 4 * u), acc[r][u]);
+        for r in 0..R {
+            for u in 0..4 {
+                vst1q_f32(out.add(r * ldo + 4 * u), acc[r][u]);
+            }
         }
     }
 }
@@ -121,28 +134,32 @@ fn tile<const R: usize, const L2: bool>(q: &[f32], d: usize, panels: &[f32], out
 /// One query x 1 bfloat16 panel, widened to f32 by a 16-bit shift.
 #[target_feature(enable = "neon")]
 unsafe fn tile_bf16_impl<const L2: bool>(q: *const f32, d: usize, p: *const u16, out: *mut f32) {
-    let mut acc = [vdupq_n_f32(0.0); 4];
-    for t in 0..d {
-        let h0 = vld1q_u16(p.add(t * PANEL));
-        let h1 = vld1q_u16(p.add(t * PANEL + 8));
-        let b = [
-            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h0))),
-            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_high_u16(h0))),
-            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h1))),
-            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_high_u16(h1))),
-        ];
-        let a = vdupq_n_f32(*q.add(t));
-        for u in 0..4 {
-            if L2 {
-                let x = vsubq_f32(a, b[u]);
-                acc[u] = vfmaq_f32(acc[u], x, x);
-            } else {
-                acc[u] = vfmaq_f32(acc[u], a, b[u]);
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for the lengths read or written.
+    unsafe {
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        for t in 0..d {
+            let h0 = vld1q_u16(p.add(t * PANEL));
+            let h1 = vld1q_u16(p.add(t * PANEL + 8));
+            let b = [
+                vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h0))),
+                vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_high_u16(h0))),
+                vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h1))),
+                vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_high_u16(h1))),
+            ];
+            let a = vdupq_n_f32(*q.add(t));
+            for u in 0..4 {
+                if L2 {
+                    let x = vsubq_f32(a, b[u]);
+                    acc[u] = vfmaq_f32(acc[u], x, x);
+                } else {
+                    acc[u] = vfmaq_f32(acc[u], a, b[u]);
+                }
             }
         }
-    }
-    for u in 0..4 {
-        vst1q_f32(out.add(4 * u), acc[u]);
+        for u in 0..4 {
+            vst1q_f32(out.add(4 * u), acc[u]);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Portable reference kernels. Every SIMD level is tested against these.
 
-use super::{Kernels, Level, TileFn, PANEL, QUAD};
+use super::{Kernels, Level, TileFn};
+use crate::layout::{PANEL, QUAD};
 
 /// Inner product.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -52,7 +53,7 @@ fn tile_bf16<const L2: bool>(q: &[f32], d: usize, panels: &[u16], out: &mut [f32
     for (t, &a) in q[..d].iter().enumerate() {
         let b = &panels[t * PANEL..(t + 1) * PANEL];
         for j in 0..PANEL {
-            let x = crate::pack::from_bf16(b[j]);
+            let x = crate::half::from_bf16(b[j]);
             if L2 {
                 let diff = a - x;
                 acc[j] += diff * diff;

@@ -1,0 +1,510 @@
+//! `IvfIndex`: an inverted-file index. k-means centroids partition the vectors into lists;
+//! a search scores the `nprobe` lists nearest to each query. Lists hold float32 vectors or
+//! 8-bit scalar-quantized codes (per-dimension min/step, like FAISS SQ8), both in block layout.
+//!
+//! Batched searches group queries by list, so each probed list is streamed once for all the
+//! queries that probe it through the register-blocked tile kernels.
+
+mod io;
+mod scan;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::ids::IdMap;
+use crate::index::Index;
+use crate::kmeans::{self, Init};
+use crate::layout::PANEL;
+use crate::metric::Metric;
+use crate::pack;
+use crate::parallel;
+use crate::rng::Rng;
+use crate::simd::{self, U8_ROWS};
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
+use crate::topk::{self, Blocks, Results, Scan, Source, TopK};
+use crate::vectors;
+
+/// How list entries are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// float32 vectors: exact scores within the probed lists.
+    F32,
+    /// One byte per dimension; float32 originals kept for `refine`.
+    Int8,
+}
+
+impl Storage {
+    /// Parse `"f32"` / `"int8"`.
+    pub fn parse(s: &str) -> Result<Storage> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" | "flat" => Ok(Storage::F32),
+            "int8" | "sq8" | "i8" | "u8" => Ok(Storage::Int8),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown storage {other:?}: expected \"f32\" or \"int8\""
+            ))),
+        }
+    }
+
+    /// Canonical name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::F32 => "f32",
+            Storage::Int8 => "int8",
+        }
+    }
+}
+
+/// Candidates whose float32 rows `refine` prefetches ahead of the one it scores.
+const REFINE_AHEAD: usize = 4;
+
+/// Training subsamples to this many points per list (as FAISS does).
+const MAX_POINTS_PER_LIST: usize = 256;
+
+#[derive(Default)]
+pub(super) struct List {
+    labels: Vec<i64>,
+    slots: Vec<u32>,
+    /// Block layout: f32 vectors (F32), or u8 codes (Int8) in the quad layout of width
+    /// `quad_dim(dim)` that the `tile_u8` kernels read.
+    data: Vec<f32>,
+    codes: Vec<u8>,
+    /// `||decoded||^2` per entry (Int8).
+    norms: Vec<f32>,
+}
+
+impl List {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+}
+
+/// Search settings of an [`IvfIndex`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IvfParams {
+    /// Lists scanned per query (capped at `nlist`).
+    pub nprobe: usize,
+    /// With int8 storage, rescore the best `refine * k` with the float32 vectors (0: off).
+    pub refine: usize,
+}
+
+/// Inverted-file index (see the module docs).
+pub struct IvfIndex {
+    dim: usize,
+    metric: Metric,
+    nlist: usize,
+    storage: Storage,
+    centroids: Vec<f32>,
+    packed_centroids: Vec<f32>,
+    vmin: Vec<f32>,
+    step: Vec<f32>,
+    lists: Vec<List>,
+    /// Per global slot: (list, position), and the float32 row (Int8 only).
+    loc: Vec<(u32, u32)>,
+    raw: Buf<f32>,
+    idmap: IdMap<u32>,
+}
+
+impl IvfIndex {
+    /// An untrained index with `nlist` lists.
+    pub fn new(dim: usize, nlist: usize, metric: Metric, storage: Storage) -> Result<IvfIndex> {
+        if dim == 0 || dim > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!("dim must be at least 1, got {dim}")));
+        }
+        if nlist == 0 {
+            return Err(Error::InvalidArgument("nlist must be at least 1".into()));
+        }
+        Ok(IvfIndex {
+            dim,
+            metric,
+            nlist,
+            storage,
+            centroids: Vec::new(),
+            packed_centroids: Vec::new(),
+            vmin: Vec::new(),
+            step: Vec::new(),
+            lists: Vec::new(),
+            loc: Vec::new(),
+            raw: Buf::default(),
+            idmap: IdMap::new(),
+        })
+    }
+
+    /// Number of lists.
+    pub fn nlist(&self) -> usize {
+        self.nlist
+    }
+    /// Storage of list entries.
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+    /// True once `train` has run.
+    pub fn is_trained(&self) -> bool {
+        !self.centroids.is_empty()
+    }
+    /// The `nlist x dim` centroids (empty before training).
+    pub fn centroids(&self) -> &[f32] {
+        &self.centroids
+    }
+    /// Number of vectors in each list.
+    pub fn list_sizes(&self) -> Vec<usize> {
+        self.lists.iter().map(List::len).collect()
+    }
+
+    /// Heap bytes of the float32 vectors kept for `refine` (0 when mmapped or f32 storage).
+    pub fn refine_bytes(&self) -> usize {
+        self.raw.heap_bytes()
+    }
+
+    fn spherical(&self) -> bool {
+        self.metric != Metric::L2
+    }
+
+    pub(super) fn prepare<'a>(&self, v: &'a [f32], owned: &'a mut Vec<f32>) -> &'a [f32] {
+        if self.metric == Metric::Cosine {
+            *owned = vectors::normalized(v, self.dim);
+            owned
+        } else {
+            v
+        }
+    }
+
+    /// Learn the centroids (k-means, `iters` iterations, `seed`) and the int8 ranges from `sample`.
+    pub fn train(&mut self, sample: &[f32], iters: usize, seed: u64, threads: usize) -> Result<()> {
+        let d = self.dim;
+        let n = vectors::rows(sample, d, "training vectors")?;
+        vectors::check_finite(sample, d, "training vectors")?;
+        if !self.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the index already holds vectors: train before adding".into(),
+            ));
+        }
+        if n < self.nlist {
+            return Err(Error::InvalidArgument(format!(
+                "nlist = {} needs at least that many training vectors, got {n}",
+                self.nlist
+            )));
+        }
+        let mut owned = Vec::new();
+        let x = self.prepare(sample, &mut owned);
+        let cap = self.nlist * MAX_POINTS_PER_LIST;
+        let sub: Vec<f32>;
+        let train = if n > cap {
+            let mut rng = Rng::new(seed ^ 0x5EED);
+            let mut pick = rng.sample(n, cap);
+            pick.sort_unstable();
+            sub = pick.iter().flat_map(|&i| x[i * d..(i + 1) * d].to_vec()).collect();
+            &sub[..]
+        } else {
+            x
+        };
+        let km = kmeans::kmeans(
+            train,
+            d,
+            self.nlist,
+            iters,
+            seed,
+            Init::KMeansPlusPlus,
+            self.spherical(),
+            threads,
+        )?;
+        if self.storage == Storage::Int8 {
+            let mut lo = vec![f32::INFINITY; d];
+            let mut hi = vec![f32::NEG_INFINITY; d];
+            for row in x.chunks_exact(d) {
+                for t in 0..d {
+                    lo[t] = lo[t].min(row[t]);
+                    hi[t] = hi[t].max(row[t]);
+                }
+            }
+            self.step = lo.iter().zip(&hi).map(|(l, h)| if h > l { (h - l) / 255.0 } else { 1.0 }).collect();
+            self.vmin = lo;
+        }
+        self.set_centroids(km.centroids);
+        Ok(())
+    }
+
+    pub(super) fn set_centroids(&mut self, c: Vec<f32>) {
+        self.packed_centroids = vec![0f32; pack::packed_len(self.nlist, self.dim)];
+        pack::pack_rows(&c, self.dim, None, &mut self.packed_centroids);
+        self.centroids = c;
+        self.lists = (0..self.nlist).map(|_| List::default()).collect();
+    }
+
+    fn coarse_metric(&self) -> Metric {
+        if self.spherical() {
+            Metric::Dot
+        } else {
+            Metric::L2
+        }
+    }
+
+    /// The `nprobe` nearest lists of each row of `x` (already prepared).
+    pub(super) fn probe(&self, x: &[f32], nprobe: usize, threads: usize) -> Result<Vec<i64>> {
+        let b = Blocks {
+            data: &self.packed_centroids,
+            n: self.nlist,
+            d: self.dim,
+            ids: None,
+            base: 0,
+            allow: None,
+        };
+        Ok(topk::search(x, Source::Packed(b), self.coarse_metric(), nprobe, threads)?.ids)
+    }
+
+    fn encode(&self, row: &[f32], codes: &mut [u8]) -> f32 {
+        let mut norm = 0f32;
+        for t in 0..self.dim {
+            let q = ((row[t] - self.vmin[t]) / self.step[t]).round().clamp(0.0, 255.0);
+            codes[t] = q as u8;
+            let dec = self.vmin[t] + q * self.step[t];
+            norm += dec * dec;
+        }
+        norm
+    }
+}
+
+impl Index for IvfIndex {
+    type Data<'a> = &'a [f32];
+    type Queries<'a> = &'a [f32];
+    type Params<'a> = IvfParams;
+
+    const KIND: Kind = Kind::Ivf;
+
+    /// Vector dimension.
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Metric.
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// Number of stored vectors.
+    fn len(&self) -> usize {
+        self.loc.len()
+    }
+
+    /// True when `id` is stored.
+    fn contains(&self, id: i64) -> bool {
+        self.idmap.contains(id)
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        self.loc.iter().map(|&(l, p)| self.lists[l as usize].labels[p as usize]).collect()
+    }
+
+    /// The stored vectors of `ids`: the float32 rows, or the int8 codes decoded
+    /// (`min + step * code` per dimension).
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let d = self.dim;
+        let dp = pack::quad_dim(d);
+        let mut out = vec![0f32; ids.len() * d];
+        let mut codes = vec![0u8; d];
+        for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
+            let (l, p) = self.loc[self.idmap.slot(id)? as usize];
+            let list = &self.lists[l as usize];
+            match self.storage {
+                Storage::F32 => pack::read_vector(&list.data, d, p as usize, row),
+                Storage::Int8 => {
+                    pack::read_quad(&list.codes, dp, p as usize, &mut codes);
+                    for (t, (o, &c)) in row.iter_mut().zip(&codes).enumerate() {
+                        *o = self.vmin[t] + c as f32 * self.step[t];
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn add(&mut self, v: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
+        if !self.is_trained() {
+            return Err(Error::InvalidArgument(
+                "the IVFIndex is not trained: call train(sample) before add".into(),
+            ));
+        }
+        let d = self.dim;
+        let n = vectors::rows(v, d, "vectors")?;
+        vectors::check_finite(v, d, "vectors")?;
+        let new_ids = self.idmap.assign(n, ids, "vectors")?;
+        if self.len() + n > u32::MAX as usize {
+            return Err(Error::InvalidArgument("an IVFIndex holds at most 2^32-1 vectors".into()));
+        }
+        let mut owned = Vec::new();
+        let x = self.prepare(v, &mut owned);
+        let assign = self.probe(x, 1, threads)?;
+        // Reserve exactly what this batch needs, so memory tracks the data rather than Vec growth.
+        let mut counts = vec![0usize; self.nlist];
+        for &l in &assign {
+            counts[l as usize] += 1;
+        }
+        let l2 = self.metric == Metric::L2;
+        for (list, &c) in self.lists.iter_mut().zip(&counts) {
+            if c == 0 {
+                continue;
+            }
+            let w = if self.storage == Storage::Int8 { pack::quad_dim(d) } else { d };
+            let grow = pack::packed_len(list.len() + c, w) - pack::packed_len(list.len(), w);
+            match self.storage {
+                Storage::F32 => list.data.reserve_exact(grow),
+                Storage::Int8 => list.codes.reserve_exact(grow),
+            }
+            list.labels.reserve_exact(c);
+            list.slots.reserve_exact(c);
+            if l2 && self.storage == Storage::Int8 {
+                list.norms.reserve_exact(c);
+            }
+        }
+        self.loc.reserve_exact(n);
+        if self.storage == Storage::Int8 {
+            self.raw.to_mut().reserve_exact(n * d);
+        }
+        let mut codes = vec![0u8; d];
+        let dp = pack::quad_dim(d);
+        for (i, row) in x.chunks_exact(d).enumerate() {
+            let l = assign[i] as usize;
+            let slot = self.loc.len() as u32;
+            let norm = if self.storage == Storage::Int8 { self.encode(row, &mut codes) } else { 0.0 };
+            let list = &mut self.lists[l];
+            let pos = list.len();
+            match self.storage {
+                Storage::F32 => {
+                    list.data.resize(pack::packed_len(pos + 1, d), 0.0);
+                    pack::write_vector(&mut list.data, d, pos, row);
+                }
+                Storage::Int8 => {
+                    list.codes.resize(pack::packed_len(pos + 1, dp), 0);
+                    pack::write_quad(&mut list.codes, dp, pos, &codes);
+                    if l2 {
+                        list.norms.push(norm);
+                    }
+                    self.raw.to_mut().extend_from_slice(row);
+                }
+            }
+            list.labels.push(new_ids[i]);
+            list.slots.push(slot);
+            self.loc.push((l as u32, pos as u32));
+            self.idmap.insert(new_ids[i], slot);
+        }
+        self.idmap.advance(&new_ids);
+        Ok(new_ids)
+    }
+
+    /// Remove ids; an unknown id is an error and then nothing is removed.
+    fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+        self.idmap.check_known(ids)?;
+        let d = self.dim;
+        let dp = pack::quad_dim(d);
+        let mut removed = 0;
+        let mut tmp_f = vec![0f32; d];
+        let mut tmp_u = vec![0u8; d];
+        for id in ids {
+            let Some(slot) = self.idmap.remove(*id) else { continue };
+            let slot = slot as usize;
+            // 1. Take the entry out of its list (swap with the list's last entry).
+            let (l, pos) = self.loc[slot];
+            let (l, pos) = (l as usize, pos as usize);
+            let list = &mut self.lists[l];
+            let last = list.len() - 1;
+            if pos != last {
+                match self.storage {
+                    Storage::F32 => {
+                        pack::read_vector(&list.data, d, last, &mut tmp_f);
+                        pack::write_vector(&mut list.data, d, pos, &tmp_f);
+                    }
+                    Storage::Int8 => {
+                        pack::read_quad(&list.codes, dp, last, &mut tmp_u);
+                        pack::write_quad(&mut list.codes, dp, pos, &tmp_u);
+                        if !list.norms.is_empty() {
+                            list.norms[pos] = list.norms[last];
+                        }
+                    }
+                }
+                list.labels[pos] = list.labels[last];
+                list.slots[pos] = list.slots[last];
+                self.loc[list.slots[pos] as usize] = (l as u32, pos as u32);
+            }
+            list.labels.pop();
+            list.slots.pop();
+            match self.storage {
+                Storage::F32 => {
+                    pack::write_vector(&mut list.data, d, last, &vec![0f32; d]);
+                    list.data.truncate(pack::packed_len(last, d));
+                }
+                Storage::Int8 => {
+                    pack::write_quad(&mut list.codes, dp, last, &vec![0u8; d]);
+                    list.codes.truncate(pack::packed_len(last, dp));
+                    if !list.norms.is_empty() {
+                        list.norms.pop();
+                    }
+                }
+            }
+            // 2. Free the global slot (swap with the last slot).
+            let lastslot = self.loc.len() - 1;
+            if slot != lastslot {
+                let (ml, mp) = self.loc[lastslot];
+                let moved = self.lists[ml as usize].labels[mp as usize];
+                self.idmap.insert(moved, slot as u32);
+                self.loc[slot] = (ml, mp);
+                self.lists[ml as usize].slots[mp as usize] = slot as u32;
+                if self.storage == Storage::Int8 {
+                    let raw = self.raw.to_mut();
+                    raw.copy_within(lastslot * d..(lastslot + 1) * d, slot * d);
+                }
+            }
+            self.loc.pop();
+            if self.storage == Storage::Int8 {
+                self.raw.to_mut().truncate(lastslot * d);
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Heap bytes of the index proper (centroids, lists, ids); the float32 copy kept for
+    /// `refine` by int8 storage is reported by [`IvfIndex::refine_bytes`].
+    fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &IvfParams,
+        allow: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Results> {
+        self.search_lists(queries, k, params, allow, threads)
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        self.write_file(path)
+    }
+
+    fn from_file(f: &IndexFile) -> Result<IvfIndex> {
+        IvfIndex::read_file(f)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let lists: usize = self
+            .lists
+            .iter()
+            .map(|l| {
+                l.labels.capacity() * 8
+                    + l.slots.capacity() * 4
+                    + l.data.capacity() * 4
+                    + l.codes.capacity()
+                    + l.norms.capacity() * 4
+            })
+            .sum();
+        lists
+            + (self.centroids.capacity()
+                + self.packed_centroids.capacity()
+                + self.vmin.capacity()
+                + self.step.capacity())
+                * 4
+            + self.loc.capacity() * 8
+            + self.idmap.capacity() * (std::mem::size_of::<(i64, u32)>() + 1)
+    }
+
+    fn is_mapped(&self) -> bool {
+        self.raw.is_mapped()
+    }
+}

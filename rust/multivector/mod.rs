@@ -1,0 +1,429 @@
+//! `MultiVectorIndex`: PLAID-style late-interaction retrieval over compressed token vectors.
+//!
+//! Storage (ColBERTv2 residual compression): token vectors are clustered by k-means (trained on
+//! the first `add`, reused afterwards); each token keeps its centroid id (`u32`) and, per
+//! dimension, an `nbits` bucket of its residual `x - c`. Each dimension has its own scalar
+//! quantizer, fitted to the training residuals by Lloyd-Max (cutoffs halfway between the
+//! reconstruction values, each value the mean of the residuals in its bucket), which roughly
+//! halves the squared error of plain quantile buckets at 4 bits. Memory per token:
+//! `4 + d * nbits / 8` bytes (+ at most 4 bytes of inverted-list entry); `nbits = 0` keeps the
+//! f32 tokens (`4 d` bytes) and makes the final scores exact.
+//!
+//! Search, per query:
+//! 1. centroid interaction: the query tokens' scores against every centroid; each query token
+//!    probes its `nprobe` best centroids and every document listed under one of them gets, for
+//!    that token, the best probed centroid score it holds (a document-level inverted list);
+//! 2. the `candidates` best documents by that approximate MaxSim are decompressed;
+//! 3. the fused MaxSim kernel scores them exactly (on the decompressed tokens) and the top `k`
+//!    are returned, best first, ties to the lower id, padded with id -1 and score -inf;
+//! 4. optionally (`refine > 0`, index built with a [`Refine`] copy): the best `refine * k` of
+//!    step 3 are rescored with an exact float16 / float32 copy of their tokens, which stays on
+//!    disk after a mmapped load; `rerank` uses that copy too.
+
+mod codec;
+mod io;
+mod search;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::half;
+use crate::ids::IdMap;
+use crate::index::Index;
+use crate::kmeans::{self, Init};
+use crate::maxsim::{self, Docs, PackedQuery, Tokens};
+use crate::metric::Metric;
+use crate::parallel;
+use crate::rng::Rng;
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
+use crate::topk::{self, Results, TopK};
+use crate::vectors;
+
+/// Residual bit widths supported (a bucket never straddles a byte).
+pub const NBITS: [usize; 5] = [0, 1, 2, 4, 8];
+/// k-means iterations when training centroids.
+const KMEANS_ITERS: usize = 10;
+/// Training tokens per centroid (and a cap on the training sample).
+const TRAIN_PER_CENTROID: usize = 64;
+const TRAIN_MAX: usize = 262_144;
+/// Lloyd-Max iterations of the per-dimension residual quantizers.
+const LLOYD_ITERS: usize = 300;
+
+/// The optional exact copy of the tokens kept beside the compressed ones (for `refine`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refine {
+    /// No copy: scores come from the decompressed tokens.
+    None,
+    /// IEEE half copy (`2 d` bytes per token; relative error <= 2^-11 per value).
+    F16,
+    /// float32 copy (`4 d` bytes per token).
+    F32,
+}
+
+impl Refine {
+    /// Parse `"none"` / `"f16"` / `"f32"`.
+    pub fn parse(s: &str) -> Result<Refine> {
+        match s {
+            "none" | "" => Ok(Refine::None),
+            "f16" | "float16" => Ok(Refine::F16),
+            "f32" | "float32" => Ok(Refine::F32),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown refine dtype {other:?}: expected None, \"f16\" or \"f32\""
+            ))),
+        }
+    }
+
+    /// The name `parse` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refine::None => "none",
+            Refine::F16 => "f16",
+            Refine::F32 => "f32",
+        }
+    }
+
+    fn code(self) -> i64 {
+        match self {
+            Refine::None => 0,
+            Refine::F16 => 1,
+            Refine::F32 => 2,
+        }
+    }
+}
+
+/// Late-interaction index over documents of token vectors (see the module docs).
+pub struct MultiVectorIndex {
+    dim: usize,
+    nbits: usize,
+    /// Requested number of centroids (0 = chosen from the first batch).
+    want_centroids: usize,
+    seed: u64,
+    centroids: Vec<f32>,
+    /// Per dimension: `2^nbits - 1` bucket cutoffs and `2^nbits` reconstruction values.
+    cutoffs: Vec<f32>,
+    weights: Vec<f32>,
+    /// Decoding table: for residual byte `g` of a token and its value `v`, the `8 / nbits`
+    /// reconstruction values it stands for (`lut[(g * 256 + v) * per..][..per]`); `d * 256` floats.
+    lut: Vec<f32>,
+    /// Re-normalise decoded tokens to unit length (set when the training tokens were unit-length).
+    normalize: bool,
+    codes: Buf<u32>,
+    residuals: Buf<u8>,
+    /// f32 tokens when `nbits == 0`.
+    tokens: Buf<f32>,
+    /// The exact copy for `refine` (one of the two, by `refine`).
+    refine: Refine,
+    exact16: Buf<u16>,
+    exact32: Buf<f32>,
+    /// Token offsets per slot (`len + 1` entries).
+    offsets: Vec<u64>,
+    ids: Vec<i64>,
+    idmap: IdMap,
+    /// Per centroid, the slots of the documents holding a token of it (ascending).
+    lists: Vec<Vec<u32>>,
+}
+
+/// Documents to add: all their token vectors back to back, document `i` being rows
+/// `offsets[i]..offsets[i + 1]` of `tokens`.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenDocs<'a> {
+    /// Token vectors, row-major.
+    pub tokens: &'a [f32],
+    /// `n + 1` row offsets.
+    pub offsets: &'a [i64],
+}
+
+/// Search settings of a [`MultiVectorIndex`] besides `k` and the allow-list.
+#[derive(Clone, Copy, Debug)]
+pub struct SearchParams {
+    /// Documents scored exactly.
+    pub candidates: usize,
+    /// Centroids probed per query token.
+    pub nprobe: usize,
+    /// Rescore the best `refine * k` with the exact copy (0: off; needs a [`Refine`] copy).
+    pub refine: usize,
+}
+
+impl MultiVectorIndex {
+    /// An empty index. `n_centroids = 0` picks `2^floor(log2(4 sqrt(tokens)))` on the first add.
+    pub fn new(dim: usize, nbits: usize, n_centroids: usize, seed: u64) -> Result<MultiVectorIndex> {
+        if dim == 0 || dim > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!("dim must be between 1 and 2^32-1, got {dim}")));
+        }
+        if !NBITS.contains(&nbits) {
+            return Err(Error::InvalidArgument(format!("nbits must be 0, 1, 2, 4 or 8, got {nbits}")));
+        }
+        if nbits > 0 && !(dim * nbits).is_multiple_of(8) {
+            return Err(Error::InvalidArgument(format!(
+                "dim * nbits must be a multiple of 8 (whole bytes per token), got {dim} * {nbits}"
+            )));
+        }
+        Ok(MultiVectorIndex {
+            dim,
+            nbits,
+            want_centroids: n_centroids,
+            seed,
+            centroids: Vec::new(),
+            cutoffs: Vec::new(),
+            weights: Vec::new(),
+            lut: Vec::new(),
+            normalize: false,
+            codes: Buf::default(),
+            residuals: Buf::default(),
+            tokens: Buf::default(),
+            refine: Refine::None,
+            exact16: Buf::default(),
+            exact32: Buf::default(),
+            offsets: vec![0],
+            ids: Vec::new(),
+            idmap: IdMap::new(),
+            lists: Vec::new(),
+        })
+    }
+
+    /// Keep an exact copy of every token for `refine` / `rerank` (only before the first add;
+    /// not with `nbits = 0`, whose tokens are exact already).
+    pub fn with_refine(mut self, refine: Refine) -> Result<MultiVectorIndex> {
+        if refine != Refine::None && self.nbits == 0 {
+            return Err(Error::InvalidArgument(
+                "nbits=0 keeps exact float32 tokens already; a refine copy needs nbits > 0".into(),
+            ));
+        }
+        if !self.is_empty() {
+            return Err(Error::InvalidArgument("the refine copy must be chosen before the first add".into()));
+        }
+        self.refine = refine;
+        Ok(self)
+    }
+
+    /// The exact copy kept for `refine`.
+    pub fn refine(&self) -> Refine {
+        self.refine
+    }
+
+    /// Residual bits per dimension (0 = f32 tokens).
+    pub fn nbits(&self) -> usize {
+        self.nbits
+    }
+
+    /// Number of centroids (0 before the first add).
+    pub fn n_centroids(&self) -> usize {
+        self.centroids.len() / self.dim
+    }
+
+    /// Total tokens stored.
+    pub fn n_tokens(&self) -> usize {
+        *self.offsets.last().unwrap() as usize
+    }
+
+    /// Bytes per token of the exact copy kept for `refine` (0 without one).
+    pub fn refine_bytes_per_token(&self) -> usize {
+        match self.refine {
+            Refine::None => 0,
+            Refine::F16 => 2 * self.dim,
+            Refine::F32 => 4 * self.dim,
+        }
+    }
+
+    /// Bytes per stored token of the compressed form (centroid id + residual), or 4 d for f32.
+    pub fn bytes_per_token(&self) -> usize {
+        if self.nbits == 0 {
+            4 * self.dim
+        } else {
+            4 + self.dim * self.nbits / 8
+        }
+    }
+}
+
+impl Index for MultiVectorIndex {
+    type Data<'a> = TokenDocs<'a>;
+    type Queries<'a> = &'a [&'a [f32]];
+    type Params<'a> = SearchParams;
+
+    const KIND: Kind = Kind::MultiVector;
+
+    /// Token dimension.
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// [`Metric::Dot`]: MaxSim sums inner products.
+    fn metric(&self) -> Metric {
+        Metric::Dot
+    }
+
+    /// Number of documents.
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when `id` is stored.
+    fn contains(&self, id: i64) -> bool {
+        self.idmap.contains(id)
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        self.ids.clone()
+    }
+
+    /// Decompressed tokens of the documents `ids`, back to back (`n_i x d` each).
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let slots = ids.iter().map(|&id| self.idmap.slot(id)).collect::<Result<Vec<usize>>>()?;
+        let mut out = Vec::new();
+        for s in slots {
+            self.decode_into(s, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Add documents: `tokens` holds all their token vectors back to back, document `i` being
+    /// rows `offsets[i]..offsets[i + 1]`. The first add trains the centroids. Returns the ids.
+    ///
+    /// Everything is checked before anything changes, so a failed add leaves the index as it was.
+    fn add(&mut self, docs: TokenDocs<'_>, ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
+        let TokenDocs { tokens, offsets } = docs;
+        let d = self.dim;
+        let n_tok = vectors::rows(tokens, d, "document tokens")?;
+        Docs::Packed { tokens: Tokens::F32(tokens), offsets }.validate(d)?;
+        vectors::check_finite(tokens, d, "document tokens")?;
+        let n = offsets.len() - 1;
+        let new_ids = self.idmap.assign(n, ids, "documents")?;
+        if self.ids.len() + n > u32::MAX as usize {
+            return Err(Error::InvalidArgument("a MultiVectorIndex holds at most 2^32 - 1 documents".into()));
+        }
+        if self.refine == Refine::F16 && tokens.iter().any(|x| x.abs() > 65504.0) {
+            return Err(Error::InvalidArgument(
+                "document tokens exceed the float16 range (|x| > 65504) of the f16 refine copy".into(),
+            ));
+        }
+        if n_tok > 0 && self.centroids.is_empty() {
+            self.train(tokens, threads)?;
+        }
+        let base = self.n_tokens() as u64;
+        match (self.nbits, self.refine) {
+            (0, _) => self.tokens.to_mut().extend_from_slice(tokens),
+            (_, Refine::F16) => self.exact16.to_mut().extend(tokens.iter().map(|&x| half::f32_to_f16(x))),
+            (_, Refine::F32) => self.exact32.to_mut().extend_from_slice(tokens),
+            (_, Refine::None) => {}
+        }
+        if n_tok > 0 {
+            let codes = self.assign(tokens, threads)?;
+            if self.nbits > 0 {
+                let res = self.encode(tokens, &codes, threads);
+                self.residuals.to_mut().extend_from_slice(&res);
+            }
+            let first = self.ids.len();
+            if self.lists.len() < self.n_centroids() {
+                self.lists.resize(self.n_centroids(), Vec::new());
+            }
+            let mut seen: Vec<u32> = Vec::new();
+            for i in 0..n {
+                seen.clear();
+                seen.extend(&codes[offsets[i] as usize..offsets[i + 1] as usize]);
+                seen.sort_unstable();
+                seen.dedup();
+                for &c in &seen {
+                    self.lists[c as usize].push((first + i) as u32);
+                }
+            }
+            self.codes.to_mut().extend_from_slice(&codes);
+        }
+        for (i, &id) in new_ids.iter().enumerate() {
+            self.idmap.insert(id, self.ids.len());
+            self.ids.push(id);
+            self.offsets.push(base + offsets[i + 1] as u64);
+        }
+        self.idmap.advance(&new_ids);
+        Ok(new_ids)
+    }
+
+    /// Remove documents by id; all must exist (else nothing changes). Returns how many.
+    fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+        let mut gone = HashSet::with_capacity(ids.len());
+        for &id in ids {
+            if !self.idmap.contains(id) {
+                return Err(Error::UnknownId(id));
+            }
+            gone.insert(id);
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let d = self.dim;
+        let rb = self.rbytes();
+        let (mut codes, mut res, mut toks) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ex16, mut ex32) = (Vec::new(), Vec::new());
+        let (mut new_ids, mut offsets) = (Vec::new(), vec![0u64]);
+        for (s, &id) in self.ids.iter().enumerate() {
+            if gone.contains(&id) {
+                continue;
+            }
+            let (a, z) = (self.offsets[s] as usize, self.offsets[s + 1] as usize);
+            if self.nbits == 0 {
+                toks.extend_from_slice(&self.tokens.as_slice()[a * d..z * d]);
+            } else {
+                res.extend_from_slice(&self.residuals.as_slice()[a * rb..z * rb]);
+            }
+            match self.refine {
+                Refine::F16 => ex16.extend_from_slice(&self.exact16.as_slice()[a * d..z * d]),
+                Refine::F32 => ex32.extend_from_slice(&self.exact32.as_slice()[a * d..z * d]),
+                Refine::None => {}
+            }
+            codes.extend_from_slice(&self.codes.as_slice()[a..z]);
+            new_ids.push(id);
+            offsets.push(*offsets.last().unwrap() + (z - a) as u64);
+        }
+        self.codes = Buf::Owned(codes);
+        self.residuals = Buf::Owned(res);
+        self.tokens = Buf::Owned(toks);
+        self.exact16 = Buf::Owned(ex16);
+        self.exact32 = Buf::Owned(ex32);
+        self.offsets = offsets;
+        self.idmap.reset_to(&new_ids);
+        self.ids = new_ids;
+        self.rebuild_lists();
+        Ok(gone.len())
+    }
+
+    /// Heap bytes used: tokens, centroids, inverted lists, offsets and ids (mapped pages excluded).
+    fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        p: &SearchParams,
+        allow: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Results> {
+        self.search_queries(queries, k, p, allow, threads)
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        self.write_file(path)
+    }
+
+    fn from_file(f: &IndexFile) -> Result<MultiVectorIndex> {
+        MultiVectorIndex::read_file(f)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.codes.heap_bytes()
+            + self.residuals.heap_bytes()
+            + self.tokens.heap_bytes()
+            + self.exact16.heap_bytes()
+            + self.exact32.heap_bytes()
+            + 4 * (self.centroids.capacity() + self.cutoffs.capacity() + self.weights.capacity())
+            + self.lists.iter().map(|l| l.capacity() * 4 + 24).sum::<usize>()
+            + self.offsets.capacity() * 8
+            + self.ids.capacity() * 8
+            + self.idmap.capacity() * 24
+    }
+
+    /// True while the token data is read from an mmapped file.
+    fn is_mapped(&self) -> bool {
+        self.codes.is_mapped()
+            || self.tokens.is_mapped()
+            || self.exact16.is_mapped()
+            || self.exact32.is_mapped()
+    }
+}
