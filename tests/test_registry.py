@@ -169,15 +169,9 @@ def test_shared_methods(kind: str) -> None:
     with pytest.raises(rf.UnknownIdError):
         idx.remove([0])
     assert len(idx) == n - 2
-    if kind == "ivf":
-        for name in ("ids", "is_mapped"):
-            assert not hasattr(idx, name)
-            with pytest.raises(AttributeError, match=f"IVFIndex does not provide {name}"):
-                getattr(idx, name)
-        with pytest.raises(AttributeError, match="does not provide get"):
-            idx.get([2])
-    else:
-        assert sorted(idx.ids.tolist()) == list(range(2, n)) and not idx.is_mapped
+    assert sorted(idx.ids.tolist()) == list(range(2, n)) and not idx.is_mapped
+    if kind in ("flat", "hnsw", "ivf"):
+        np.testing.assert_allclose(idx.get([2, 3]), clustered(200, 8, clusters=8, seed=3)[[2, 3]], rtol=1e-6, atol=1e-6)
 
 
 def test_repr_fields() -> None:

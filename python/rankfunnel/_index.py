@@ -41,14 +41,6 @@ class IndexBase:
         obj._index = core
         return obj
 
-    def _core_method(self, name: str) -> Any:
-        """The compiled index's ``name``; :class:`AttributeError` for a kind without it (so that
-        ``hasattr(index, "ids")`` says whether the kind has ids)."""
-        attr = getattr(self._index, name, None)
-        if attr is None:
-            raise AttributeError(f"{type(self).__name__} does not provide {name}")
-        return attr
-
     @property
     def dim(self) -> int:
         """Vector dimension (token dimension for multi-vector indexes)."""
@@ -62,12 +54,12 @@ class IndexBase:
     @property
     def is_mapped(self) -> bool:
         """Whether stored data is read from a memory-mapped file (``load(..., mmap=True)``)."""
-        return bool(self._core_method("is_mapped"))
+        return bool(self._index.is_mapped)
 
     @property
     def ids(self) -> Ids:
         """Stored ids (storage order, which changes on removal)."""
-        out: Ids = self._core_method("ids")()
+        out: Ids = self._index.ids()
         return out
 
     def __len__(self) -> int:
@@ -102,7 +94,7 @@ class IndexBase:
         UnknownIdError
             If any id is not stored.
         """
-        out: npt.NDArray[np.float32] = self._core_method("get")(as_ids(ids))
+        out: npt.NDArray[np.float32] = self._index.get(as_ids(ids))
         return out
 
     def remove(self, ids: npt.ArrayLike) -> int:

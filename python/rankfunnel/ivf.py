@@ -36,8 +36,7 @@ class IVFIndex(IndexBase):
 
     Notes
     -----
-    ``ids``, ``get`` and ``is_mapped`` are not provided by this kind (they raise
-    :class:`AttributeError`).
+    ``get`` returns the stored vectors: exact for ``"f32"``, decoded from the codes for ``"int8"``.
 
     Examples
     --------
