@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
@@ -12,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import numpy.typing as npt
 
+from ..progress import track
 from ._errors import ModelError
 
 if TYPE_CHECKING:
@@ -104,27 +103,11 @@ def length_sorted(encodings: Sequence[Encoding], batch_size: int) -> list[npt.ND
 
 
 def progress(batches: list[npt.NDArray[np.int64]], show: bool, what: str) -> Iterator[npt.NDArray[np.int64]]:
-    """Yield ``batches``; with ``show``, report progress on stderr (tqdm when installed)."""
+    """Yield ``batches``; with ``show``, a progress bar on stderr counts their texts."""
     if not show:
         yield from batches
         return
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        total = sum(len(b) for b in batches)
-        done = 0
-        start = time.perf_counter()
-        for b in batches:
-            yield b
-            done += len(b)
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            print(f"\r{what}: {done}/{total} ({rate:.1f}/s)", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
-        return
-    with tqdm(total=sum(len(b) for b in batches), desc=what, unit="text") as bar:
-        for b in batches:
-            yield b
-            bar.update(len(b))
+    yield from track(batches, sum(len(b) for b in batches), what, "text", True, weight=len)
 
 
 def l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
