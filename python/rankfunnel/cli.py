@@ -83,7 +83,7 @@ def demo_vectors(
 
 
 IVF_TRAIN_DOCS = 65_536
-"""Documents the first commit of an IVF pipeline waits for (its k-means training sample)."""
+"""Documents an IVF pipeline holds before its lists are trained (it searches exactly until then)."""
 
 
 def _index(a: argparse.Namespace) -> None:
@@ -94,22 +94,53 @@ def _index(a: argparse.Namespace) -> None:
     docs = read_corpus(a.corpus)
     q = a.quantize
     enc = BiEncoder(a.model, quantize=q) if a.model else None
-    p = Pipeline(
-        encoder=enc,
-        index=a.index,
-        reranker=CrossEncoder(a.reranker, quantize=q) if a.reranker else None,
-        late_interaction=ColBERTEncoder(a.colbert, quantize=q) if a.colbert else None,
-        candidates=a.candidates,
-        metric=a.metric,
-        path=out,
-    )
+    reranker = CrossEncoder(a.reranker, quantize=q) if a.reranker else None
+    colbert = ColBERTEncoder(a.colbert, quantize=q) if a.colbert else None
+    if (out / "pipeline.json").exists():
+        # A rerun after a failure resumes: the folder keeps every committed batch, and the
+        # documents already in it (by their corpus id) are skipped.
+        p = Pipeline.load(out)
+        want = {"encoder": enc, "reranker": reranker, "late_interaction": colbert}
+        have = {"encoder": p.encoder, "reranker": p.reranker, "late_interaction": p.late_interaction}
+        differ = [
+            k
+            for k in want
+            if (want[k] is None) != (have[k] is None)
+            or (want[k] is not None and Path(want[k].model_dir).resolve() != Path(have[k].model_dir).resolve())
+        ]
+        if differ or p.index_kind != a.index or p.metric != a.metric:
+            raise RankfunnelError(
+                f"{out} already holds a different pipeline ({', '.join(differ) or 'index/metric'} differ); "
+                "choose another --out or delete it"
+            )
+        if not a.quiet:
+            print(f"resuming: {out} holds {len(p):,} documents; those are skipped", file=sys.stderr)
+    else:
+        p = Pipeline(
+            encoder=enc,
+            index=a.index,
+            reranker=reranker,
+            late_interaction=colbert,
+            candidates=a.candidates,
+            metric=a.metric,
+            path=out,
+            ivf_train_at=IVF_TRAIN_DOCS,
+        )
     started = time.perf_counter()
-    total = 0
+    total = skipped = 0
     batch: list[Any] = []
 
     def flush() -> None:
-        nonlocal total
+        nonlocal total, skipped
+        if len(p) and batch:
+            known = p.docs.ids_for_ext([d.id for d in batch])
+            fresh = [d for d, i in zip(batch, known) if i is None]
+            skipped += len(batch) - len(fresh)
+            batch[:] = fresh
         if batch:
+            # Each commit writes one segment of just these documents (the pipeline folds
+            # segments into the main index by its size-ratio policy), so commits cost what
+            # they add: a steady --commit-every is O(n) bytes in all.
             p.add(
                 [d.text for d in batch],
                 metadata=[d.metadata for d in batch],
@@ -124,23 +155,21 @@ def _index(a: argparse.Namespace) -> None:
                     f"\rindexed {total:,} documents ({rate:,.1f} docs/s)", end="", file=sys.stderr, flush=True
                 )
 
-    def due() -> int:
-        # Every commit rewrites the index files, so commits get rarer as the corpus grows (at
-        # most every 1/8 of what is indexed: O(n log n) bytes written in all, not O(n^2)); an IVF
-        # index trains on its first commit, which therefore waits for a sample worth training on.
-        if total == 0 and a.index == "ivf":
-            return max(int(a.commit_every), IVF_TRAIN_DOCS)
-        return max(int(a.commit_every), total // 8)
-
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) >= due():
-            flush()
-    flush()
+    try:
+        for doc in docs:
+            batch.append(doc)
+            if len(batch) >= a.commit_every:
+                flush()
+        flush()
+    finally:
+        p.close()
     took = time.perf_counter() - started
     if not a.quiet:
         print(file=sys.stderr)
-    print(f"{total:,} documents indexed into {out} in {took:.1f} s ({total / max(took, 1e-9):,.1f} docs/s)")
+    extra = f" ({skipped:,} already there)" if skipped else ""
+    print(
+        f"{total:,} documents indexed into {out} in {took:.1f} s ({total / max(took, 1e-9):,.1f} docs/s){extra}"
+    )
 
 
 def _where(items: Sequence[str]) -> dict[str, Any]:
