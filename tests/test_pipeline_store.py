@@ -97,7 +97,7 @@ CASES = [
     ("remove", "remove:committed", REMOVED),
     ("update", "update:rows", BASE),
     ("update", "update:segment", BASE),
-    ("update", "update:manifest", UPDATED),
+    ("update", "update:manifest", BASE),
     ("update", "update:committed", UPDATED),
     ("compact", "compact:main", REMOVED),
     ("compact", "compact:late", REMOVED),

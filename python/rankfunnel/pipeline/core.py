@@ -404,15 +404,16 @@ class Pipeline:
 
     def _resolve(self, ids: Any, what: str) -> npt.NDArray[np.int64]:
         """Internal ids of ``ids`` (ints, or the documents' own string ids); all must be current."""
-        items = list(ids) if not isinstance(ids, (str, int, np.integer)) else [ids]
-        if items and all(isinstance(x, str) for x in items):
-            found = self.docs.ids_for_ext(items)
-            for e, i in zip(items, found):
-                if i is None:
-                    raise UnknownIdError(f"unknown doc_id {e!r}: the pipeline does not hold it")
-            arr = np.asarray(found, dtype=np.int64)
+        if isinstance(ids, (str, int, np.integer)):
+            items: list[Any] = [ids]
         else:
-            arr = as_ids(items, what)
+            items = list(np.asarray(ids).ravel()) if isinstance(ids, np.ndarray) else list(ids)
+        names = [x for x in items if isinstance(x, str)]
+        found = dict(zip(names, self.docs.ids_for_ext(names)))
+        for e, i in found.items():
+            if i is None:
+                raise UnknownIdError(f"unknown doc_id {e!r}: the pipeline does not hold it")
+        arr = as_ids([found[x] if isinstance(x, str) else x for x in items], what)
         if len(set(arr.tolist())) != len(arr):
             raise RankfunnelError(f"{what} holds an id twice")
         for i, v in zip(arr.tolist(), self.docs.versions(arr.tolist())):
