@@ -56,17 +56,18 @@ def crash(models: Path, folder: Path, op: str, point: str) -> None:
 
 
 def churn(models: Path, folder: Path, seed: int) -> None:
-    """Add 3 documents per op (doc ids ``op{i}-{j}``), remove one of the previous op's every 4th op."""
+    """Add 3 documents per op (doc ids ``r{seed}op{i}-{j}``); every 4th op, remove one of the previous op's."""
     p = rf.Pipeline.load(folder)
     p.policy = TieredPolicy(fold_ratio=0.5, merge_factor=2)
     rng = np.random.default_rng(seed)
     print("ready", flush=True)
     for i in range(100_000):
         v = rng.standard_normal((3, DIM)).astype(np.float32)
-        p.add([f"op {i} doc {j}" for j in range(3)], doc_ids=[f"op{i}-{j}" for j in range(3)], embeddings=v)
+        names = [f"r{seed}op{i}-{j}" for j in range(3)]
+        p.add([f"op {i} doc {j}" for j in range(3)], doc_ids=names, embeddings=v)
         print(f"add {i}", flush=True)
         if i % 4 == 3:
-            p.remove([f"op{i - 1}-0"])
+            p.remove([f"r{seed}op{i - 1}-0"])
             print(f"remove {i - 1}", flush=True)
 
 

@@ -145,25 +145,35 @@ def test_random_kills_keep_every_commit_whole(tmp_path: Path) -> None:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(float(rng.uniform(0.3, 1.5)))
         proc.send_signal(signal.SIGKILL)
-        log = proc.stdout.read().split()
-        proc.wait()
+        log = proc.stdout.read().splitlines()
+        assert proc.wait() == -signal.SIGKILL
+        added = {int(line.split()[1]) for line in log if line.startswith("add ")}
+        removed = {int(line.split()[1]) for line in log if line.startswith("remove ")}
         r = rf.Pipeline.load(folder, read_only=True)
         r.check()
+        names = [row[2] for row in r.docs.get(r.docs.where({})) if row]
+        per_op: dict[int, set[str]] = {}
+        for name in names:
+            assert name is not None
+            op, j = name.split("op")[1].split("-")
+            if name.startswith(f"r{round_}op"):
+                per_op.setdefault(int(op), set()).add(j)
+        last = max(added, default=-1)
+        in_flight_removal = last - 1 if last % 4 == 3 and last - 1 not in removed else None
+        for i in added:  # every commit that returned is there, whole
+            if i == in_flight_removal:
+                assert per_op.get(i) in ({"1", "2"}, {"0", "1", "2"})
+            else:
+                assert per_op.get(i) == ({"1", "2"} if i in removed else {"0", "1", "2"})
+        for i, members in per_op.items():  # the op in flight is whole or absent
+            assert i in added or (i == last + 1 and members == {"0", "1", "2"})
+        assert len(r.search("op", k=10_000, stages=["retrieve"])) == len(r)
+        r.close()
         w = rf.Pipeline.load(folder)
+        new = w.add(["after the kill"], embeddings=vectors([0]))
         w.check()
+        assert w.remove(new) == 1  # adds and removals work after recovery
         w.close()
-    # Each op is whole or absent: every document of an op present, or none of them.
-    r = rf.Pipeline.load(folder, read_only=True)
-    rows = r.docs.where({})
-    got = [row[2] for row in r.docs.get(rows)]
-    per_op: dict[str, set[str]] = {}
-    for ext in got:
-        assert ext is not None
-        per_op.setdefault(ext.split("-")[0], set()).add(ext.split("-")[1])
-    assert len(log) >= 0
-    for _, members in per_op.items():
-        assert members in ({"0", "1", "2"}, {"1", "2"})
-    assert len(r.search("op", k=10_000, stages=["retrieve"])) == len(r)
 
 
 def test_two_process_writers_lose_nothing(tmp_path: Path) -> None:
