@@ -224,7 +224,13 @@ class Pipeline:
             "next_id": next_id,
             "main": dict(self._main),
             "segments": [{k: v for k, v in s.items() if k not in ("ids", "gens")} for s in self._segments],
-            "models": {
+            "models": self._models(),
+        }
+
+    def _models(self) -> dict[str, Any]:
+        """The models as recorded in the manifest (their files hashed once per object)."""
+        if self._models_desc is None:
+            self._models_desc = {
                 name: describe_model(m)
                 for name, m in (
                     ("encoder", self.encoder),
@@ -232,16 +238,13 @@ class Pipeline:
                     ("late_interaction", self.late_interaction),
                 )
                 if m is not None
-            },
-        }
+            }
+        return self._models_desc
 
     def _write_manifest(self, op: str, gen: int, count: int, next_id: int) -> None:
         assert self.path is not None
         m = self._manifest(gen, count, next_id)
-        if self._models_desc is not None:
-            m["models"] = self._models_desc
         write_json_atomic(self.path / MANIFEST, m, lambda: fs.crash_point(f"{op}:manifest"))
-        self._models_desc = m["models"]
         fs.crash_point(f"{op}:committed")
 
     # -- opening -------------------------------------------------------------------------------
