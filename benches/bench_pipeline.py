@@ -80,7 +80,10 @@ def load_vectors(path: Path, count: int, dim: int) -> np.ndarray:
         v = np.load(path, mmap_mode="r")
         if v.ndim == 2 and v.shape[0] >= count and v.shape[1] == dim:
             return np.ascontiguousarray(v[:count], dtype=np.float32)
-        print(f"warning: {path} has shape {v.shape}, need ({count}, {dim}): using random vectors", file=sys.stderr)
+        print(
+            f"warning: {path} has shape {v.shape}, need ({count}, {dim}): using random vectors",
+            file=sys.stderr,
+        )
     else:
         print(f"warning: {path} not found: using random unit vectors", file=sys.stderr)
     x = np.random.default_rng(0).standard_normal((count, dim)).astype(np.float32)
@@ -121,7 +124,9 @@ def main() -> None:
     p = rf.Pipeline(encoder=enc, path=folder)
     t = time.perf_counter()
     p.add(texts[: a.n], embeddings=vectors[: a.n])
-    print(f"built {a.n:,} documents in {time.perf_counter() - t:.1f} s ({folder_bytes(folder) / 2**20:.0f} MiB)")
+    print(
+        f"built {a.n:,} documents in {time.perf_counter() - t:.1f} s ({folder_bytes(folder) / 2**20:.0f} MiB)"
+    )
 
     pos = a.n
 
@@ -134,9 +139,13 @@ def main() -> None:
     fold_t, fold_w, fold_f = measure(p.compact, folder)
     full_t, full_w = seg_t + fold_t, seg_w + fold_w
     print(f"\nadding {a.add:,} documents to {a.n:,} (vectors given):")
-    print(f"  segment commit : {seg_t * 1e3:9.1f} ms  {seg_w / 2**20:9.2f} MiB written  (folder +{seg_f / 2**20:.2f} MiB)")
+    print(
+        f"  segment commit : {seg_t * 1e3:9.1f} ms  {seg_w / 2**20:9.2f} MiB written  (folder +{seg_f / 2**20:.2f} MiB)"
+    )
     print(f"  full rewrite   : {full_t * 1e3:9.1f} ms  {full_w / 2**20:9.2f} MiB written")
-    print(f"  ratio          : time {seg_t / full_t:.3f} (target <= 0.05), bytes {seg_w / max(full_w, 1):.4f} (target <= 0.02)")
+    print(
+        f"  ratio          : time {seg_t / full_t:.3f} (target <= 0.05), bytes {seg_w / max(full_w, 1):.4f} (target <= 0.02)"
+    )
 
     # Segments: as many as the policy allows before it would fold.
     rows = int(p._main["rows"])

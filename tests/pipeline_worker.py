@@ -1,8 +1,8 @@
 """Subprocess side of the pipeline crash, random-kill and two-writer tests (test_pipeline_store.py).
 
-    python pipeline_worker.py crash MODELS FOLDER OP POINT   # builds a base, then OP dies at POINT
-    python pipeline_worker.py churn MODELS FOLDER SEED       # adds/removes until killed
-    python pipeline_worker.py writer MODELS FOLDER TAG N     # adds N documents, 10 per commit
+python pipeline_worker.py crash MODELS FOLDER OP POINT   # builds a base, then OP dies at POINT
+python pipeline_worker.py churn MODELS FOLDER SEED       # adds/removes until killed
+python pipeline_worker.py writer MODELS FOLDER TAG N     # adds N documents, 10 per commit
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from pipeline_worker import DIM
 
 import rankfunnel as rf
 from conftest import shared_dir
-from pipeline_worker import DIM
 from rankfunnel.pipeline import TieredPolicy
 
 MODELS = shared_dir() / "models"

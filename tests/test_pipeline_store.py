@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_worker import DIM, texts, vectors
 
 import rankfunnel as rf
 from conftest import shared_dir
-from pipeline_worker import DIM, texts, vectors
 from rankfunnel.pipeline import TieredPolicy
 from rankfunnel.pipeline.folder import referenced
 
@@ -36,12 +36,22 @@ def run_worker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
 
 def files(folder: Path) -> dict[str, tuple[int, int]]:
     """Size and mtime of every file but SQLite's shared-memory index (readers touch it)."""
-    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if not p.name.endswith("-shm")}
+    return {
+        p.name: (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.iterdir()
+        if not p.name.endswith("-shm")
+    }
 
 
 def assert_no_garbage(folder: Path) -> None:
     manifest = json.loads((folder / "pipeline.json").read_text())
-    allowed = referenced(manifest) | {"pipeline.json", "writer.lock", "docs.sqlite", "docs.sqlite-wal", "docs.sqlite-shm"}
+    allowed = referenced(manifest) | {
+        "pipeline.json",
+        "writer.lock",
+        "docs.sqlite",
+        "docs.sqlite-wal",
+        "docs.sqlite-shm",
+    }
     assert set(os.listdir(folder)) <= allowed
 
 
@@ -249,7 +259,9 @@ def test_policy_rule() -> None:
 
 def test_remove_update_by_doc_id_persist(tmp_path: Path) -> None:
     cb = rf.ColBERTEncoder(MODELS / "tiny-colbert")
-    p = rf.Pipeline(encoder=rf.BiEncoder(MODELS / "tiny-bi-encoder-mean"), late_interaction=cb, path=tmp_path / "p")
+    p = rf.Pipeline(
+        encoder=rf.BiEncoder(MODELS / "tiny-bi-encoder-mean"), late_interaction=cb, path=tmp_path / "p"
+    )
     p.add(texts([0, 1, 2, 3]), doc_ids=["a", "b", "c", "d"], metadata=[{"n": i} for i in range(4)])
     p.add(texts([4, 5]), doc_ids=["e", "f"])
     assert p.remove(["b"]) == 1
@@ -365,10 +377,7 @@ def test_model_files_are_all_checksummed(tmp_path: Path) -> None:
 def test_interrupted_creation_does_not_block_a_rerun(tmp_path: Path) -> None:
     folder = tmp_path / "p"
     env = {**os.environ, "RANKFUNNEL_CRASH_AT": "create:manifest"}
-    code = (
-        "import sys, rankfunnel as rf; "
-        "rf.Pipeline(encoder=rf.BiEncoder(sys.argv[1]), path=sys.argv[2])"
-    )
+    code = "import sys, rankfunnel as rf; rf.Pipeline(encoder=rf.BiEncoder(sys.argv[1]), path=sys.argv[2])"
     out = subprocess.run(
         [sys.executable, "-c", code, str(MODELS / "tiny-bi-encoder-mean"), str(folder)], env=env, timeout=120
     )

@@ -100,14 +100,16 @@ def _index(a: argparse.Namespace) -> None:
         # A rerun after a failure resumes: the folder keeps every committed batch, and the
         # documents already in it (by their corpus id) are skipped.
         p = Pipeline.load(out)
-        want = {"encoder": enc, "reranker": reranker, "late_interaction": colbert}
-        have = {"encoder": p.encoder, "reranker": p.reranker, "late_interaction": p.late_interaction}
-        differ = [
-            k
-            for k in want
-            if (want[k] is None) != (have[k] is None)
-            or (want[k] is not None and Path(want[k].model_dir).resolve() != Path(have[k].model_dir).resolve())
-        ]
+
+        def where(model: Any) -> Optional[Path]:
+            return None if model is None else Path(model.model_dir).resolve()
+
+        pairs = {
+            "encoder": (enc, p.encoder),
+            "reranker": (reranker, p.reranker),
+            "late_interaction": (colbert, p.late_interaction),
+        }
+        differ = [name for name, (want, have) in pairs.items() if where(want) != where(have)]
         if differ or p.index_kind != a.index or p.metric != a.metric:
             raise RankfunnelError(
                 f"{out} already holds a different pipeline ({', '.join(differ) or 'index/metric'} differ); "

@@ -214,7 +214,9 @@ class DocStore:
             self.check_new(ids, ext)
         statements: list[tuple[str, Sequence[Sequence[Any]]]] = []
         if replace:
-            statements.append(("UPDATE docs SET dead = ? WHERE id = ? AND dead IS NULL", [(gen, r[0]) for r in rows]))
+            statements.append(
+                ("UPDATE docs SET dead = ? WHERE id = ? AND dead IS NULL", [(gen, r[0]) for r in rows])
+            )
         statements.append(("INSERT INTO docs(id, gen, ext, text, meta) VALUES (?, ?, ?, ?, ?)", rows))
         try:
             self._write(statements)
@@ -223,13 +225,17 @@ class DocStore:
 
     def supersede(self, ids: Iterable[int], gen: int) -> None:
         """Mark the current versions of ``ids`` removed by commit ``gen``."""
-        self._write([("UPDATE docs SET dead = ? WHERE id = ? AND dead IS NULL", [(gen, int(i)) for i in ids])])
+        self._write(
+            [("UPDATE docs SET dead = ? WHERE id = ? AND dead IS NULL", [(gen, int(i)) for i in ids])]
+        )
 
     def recover(self, committed: int) -> int:
         """Undo every change of generations after ``committed``; returns the rows touched."""
         with self._lock:
             n = int(
-                self._query("SELECT COUNT(*) FROM docs WHERE gen > ? OR dead > ?", [committed, committed])[0][0]
+                self._query("SELECT COUNT(*) FROM docs WHERE gen > ? OR dead > ?", [committed, committed])[0][
+                    0
+                ]
             )
         if n:
             self._write(
@@ -261,7 +267,9 @@ class DocStore:
         out: dict[int, int] = {}
         for chunk in _chunks([int(i) for i in ids]):
             marks = ",".join("?" * len(chunk))
-            for i, g in self._query(f"SELECT id, gen FROM docs WHERE {vis} AND id IN ({marks})", args + chunk):
+            for i, g in self._query(
+                f"SELECT id, gen FROM docs WHERE {vis} AND id IN ({marks})", args + chunk
+            ):
                 out[int(i)] = int(g)
         return [out.get(int(i)) for i in ids]
 
@@ -283,7 +291,9 @@ class DocStore:
         found: dict[str, int] = {}
         for chunk in _chunks(list(ext)):
             marks = ",".join("?" * len(chunk))
-            found.update(self._query(f"SELECT ext, id FROM docs WHERE {vis} AND ext IN ({marks})", args + chunk))
+            found.update(
+                self._query(f"SELECT ext, id FROM docs WHERE {vis} AND ext IN ({marks})", args + chunk)
+            )
         return [None if found.get(e) is None else int(found[e]) for e in ext]
 
     def where(self, conditions: dict[str, Any]) -> list[int]:

@@ -516,8 +516,15 @@ class Pipeline:
         gen = self.generation + 1
         self.docs.insert(id_arr.tolist(), texts, meta, ext, gen)
         fs.crash_point("add:rows")
-        self._apply("add", gen, id_arr, payload, removed=np.empty(0, np.int64), count=self._count + n,
-                    next_id=max(self._next_id, int(id_arr.max()) + 1))
+        self._apply(
+            "add",
+            gen,
+            id_arr,
+            payload,
+            removed=np.empty(0, np.int64),
+            count=self._count + n,
+            next_id=max(self._next_id, int(id_arr.max()) + 1),
+        )
         return id_arr
 
     def update(
@@ -595,8 +602,15 @@ class Pipeline:
         gen = self.generation + 1
         self.docs.supersede(id_arr.tolist(), gen)
         fs.crash_point("remove:rows")
-        self._apply("remove", gen, np.empty(0, np.int64), None, removed=id_arr, count=self._count - len(id_arr),
-                    next_id=self._next_id)
+        self._apply(
+            "remove",
+            gen,
+            np.empty(0, np.int64),
+            None,
+            removed=id_arr,
+            count=self._count - len(id_arr),
+            next_id=self._next_id,
+        )
         return len(id_arr)
 
     def _apply(
@@ -617,9 +631,11 @@ class Pipeline:
                 assert payload is not None
                 seg = self._write_segment(op, gen, added, np.full(len(added), gen, np.int64), payload)
             main_gen = int(self._main["gen"])
-            n_main_dead = sum(
-                1 for i in removed.tolist() if i not in self._delta_gen and self._in_main(i)
-            ) if main_gen else 0
+            n_main_dead = (
+                sum(1 for i in removed.tolist() if i not in self._delta_gen and self._in_main(i))
+                if main_gen
+                else 0
+            )
             if seg is not None:
                 self._segments.append(seg)
             if self.path is not None:
@@ -649,7 +665,12 @@ class Pipeline:
         return any(f.main is not None and i in f.main for f in self._fields.values())  # type: ignore[attr-defined]
 
     def _write_segment(
-        self, op: str, gen: int, ids: npt.NDArray[np.int64], gens: npt.NDArray[np.int64], payload: dict[str, Any]
+        self,
+        op: str,
+        gen: int,
+        ids: npt.NDArray[np.int64],
+        gens: npt.NDArray[np.int64],
+        payload: dict[str, Any],
     ) -> dict[str, Any]:
         assert self.path is not None
         arrays: dict[str, Any] = {"ids": ids, "gens": gens}
@@ -658,7 +679,15 @@ class Pipeline:
         name = fs.segment_name(gen)
         sha, size = fs.write_segment(self.path / name, arrays)
         fs.crash_point(f"{op}:segment")
-        return {"file": name, "gen": gen, "rows": len(ids), "sha256": sha, "bytes": size, "ids": ids, "gens": gens}
+        return {
+            "file": name,
+            "gen": gen,
+            "rows": len(ids),
+            "sha256": sha,
+            "bytes": size,
+            "ids": ids,
+            "gens": gens,
+        }
 
     # -- compaction ----------------------------------------------------------------------------
 
@@ -669,7 +698,9 @@ class Pipeline:
                 self._fold()
             return
         while True:
-            plan = self.policy.plan(int(self._main["rows"]), self._main_dead, [s["rows"] for s in self._segments])
+            plan = self.policy.plan(
+                int(self._main["rows"]), self._main_dead, [s["rows"] for s in self._segments]
+            )
             if plan is None:
                 return
             if plan == "fold":
@@ -793,7 +824,9 @@ class Pipeline:
         """
         live = set(self.docs.where({}))
         if len(live) != self._count:
-            raise CorruptFileError(f"the manifest counts {self._count} documents, docs.sqlite holds {len(live)}")
+            raise CorruptFileError(
+                f"the manifest counts {self._count} documents, docs.sqlite holds {len(live)}"
+            )
         for key, f in self._fields.items():
             if len(f) != len(live):
                 raise CorruptFileError(f"the {key} hold {len(f)} documents, docs.sqlite {len(live)}")

@@ -40,7 +40,9 @@ def merge_topk(
 
     Padding (id -1) is dropped; the result has at most ``k`` entries.
     """
-    scores = np.concatenate([np.asarray(s, dtype=np.float32).ravel() for s, _ in parts] or [np.empty(0, np.float32)])
+    scores = np.concatenate(
+        [np.asarray(s, dtype=np.float32).ravel() for s, _ in parts] or [np.empty(0, np.float32)]
+    )
     ids = np.concatenate([np.asarray(i, dtype=np.int64).ravel() for _, i in parts] or [np.empty(0, np.int64)])
     keep = ids >= 0
     scores, ids = scores[keep], ids[keep]
@@ -176,7 +178,9 @@ class VectorField:
         ids = self.delta.ids
         vecs = self.delta.get(ids)
         n = len(self)
-        if self.main is None or (self.kind == "ivf" and isinstance(self.main, FlatIndex) and n >= self.ivf_train_at):
+        if self.main is None or (
+            self.kind == "ivf" and isinstance(self.main, FlatIndex) and n >= self.ivf_train_at
+        ):
             if self.main is not None and len(self.main):
                 old = self.main.ids
                 ids = np.concatenate([old, ids])
@@ -208,7 +212,9 @@ class VectorField:
         self, queries: npt.NDArray[np.float32], k: int, allow: Optional[Ids]
     ) -> list[tuple[npt.NDArray[np.float32], Ids]]:
         """Top k of every query over the main index and the delta, merged exactly."""
-        parts = [p.search(queries, k=k, filter=allow) for p in (self.main, self.delta) if p is not None and len(p)]
+        parts = [
+            p.search(queries, k=k, filter=allow) for p in (self.main, self.delta) if p is not None and len(p)
+        ]
         ascending = self.metric == "l2"
         return [merge_topk([(s[qi], i[qi]) for s, i in parts], k, ascending) for qi in range(len(queries))]
 
@@ -242,7 +248,9 @@ class TokenField:
 
     def remove(self, ids: Ids) -> None:
         """Remove rows from whichever part holds them (ids not held are ignored)."""
-        held = [int(i) for i in ids if self.main is not None and int(i) in self.main and int(i) not in self.delta]
+        held = [
+            int(i) for i in ids if self.main is not None and int(i) in self.main and int(i) not in self.delta
+        ]
         for i in ids.tolist():
             self.delta.pop(i, None)
         if held:
@@ -299,7 +307,9 @@ class TokenField:
             return np.empty(0, np.float32)
         return np.asarray(maxsim(q, [self.delta[i] for i in ids]), dtype=np.float32)
 
-    def search(self, q: npt.NDArray[np.float32], k: int, allow: Optional[Ids]) -> tuple[npt.NDArray[np.float32], Ids]:
+    def search(
+        self, q: npt.NDArray[np.float32], k: int, allow: Optional[Ids]
+    ) -> tuple[npt.NDArray[np.float32], Ids]:
         """Top k documents by MaxSim over the main index (PLAID) and the delta (exact)."""
         parts = []
         if self.main is not None and len(self.main):
@@ -309,7 +319,9 @@ class TokenField:
             parts.append((self._delta_maxsim(q, cand), np.asarray(cand, dtype=np.int64)))
         return merge_topk(parts, k)
 
-    def rerank(self, q: npt.NDArray[np.float32], ids: Sequence[int], k: int) -> tuple[npt.NDArray[np.float32], Ids]:
+    def rerank(
+        self, q: npt.NDArray[np.float32], ids: Sequence[int], k: int
+    ) -> tuple[npt.NDArray[np.float32], Ids]:
         """MaxSim of the query over ``ids`` only (each in the main index or the delta); top k."""
         in_delta = [i for i in ids if i in self.delta]
         in_main = [i for i in ids if i not in self.delta]

@@ -80,7 +80,9 @@ class Retriever(Protocol):
 class Rescorer(Protocol):
     """A rescoring stage: scores each query's candidates anew and keeps the best ``k``."""
 
-    def rescore(self, name: str, queries: list[str], cands: list[Candidates], k: int, rows: RowCache) -> list[Candidates]:
+    def rescore(
+        self, name: str, queries: list[str], cands: list[Candidates], k: int, rows: RowCache
+    ) -> list[Candidates]:
         """The candidates rescored (score under ``name``), best first, at most ``k`` per query."""
         ...
 
@@ -122,7 +124,9 @@ class LateInteraction:
             out.append([(int(j), {"retrieve": float(x)}) for x, j in zip(s, i)])
         return out
 
-    def rescore(self, name: str, queries: list[str], cands: list[Candidates], k: int, rows: RowCache) -> list[Candidates]:
+    def rescore(
+        self, name: str, queries: list[str], cands: list[Candidates], k: int, rows: RowCache
+    ) -> list[Candidates]:
         """MaxSim of each query over its candidates; the best k."""
         qt = self.model.encode_queries(queries)
         out = []
@@ -142,7 +146,9 @@ class CrossEncoderRescorer:
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    def rescore(self, name: str, queries: list[str], cands: list[Candidates], k: int, rows: RowCache) -> list[Candidates]:
+    def rescore(
+        self, name: str, queries: list[str], cands: list[Candidates], k: int, rows: RowCache
+    ) -> list[Candidates]:
         """Cross-encoder scores; sorted best first (ties to the lower id)."""
         texts = rows.fetch([i for cs in cands for i, _ in cs])
         live = [[(i, sc) for i, sc in cs if texts.get(i) is not None] for cs in cands]
