@@ -66,6 +66,7 @@ class WriterLock:
     """
 
     def __init__(self, root: Path, timeout: float = 0.0) -> None:
+        self.fd: Optional[int] = None
         path = root / LOCK
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + max(0.0, float(timeout))
@@ -87,7 +88,7 @@ class WriterLock:
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
-        self.fd: Optional[int] = fd
+        self.fd = fd
 
     def release(self) -> None:
         """Drop the lock (idempotent)."""
@@ -95,6 +96,9 @@ class WriterLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def segment_name(gen: int) -> str:
