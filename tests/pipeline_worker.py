@@ -43,6 +43,8 @@ def crash(models: Path, folder: Path, op: str, point: str) -> None:
     p.add(texts(base[20:]), embeddings=vectors(base[20:]))
     if op == "compact":
         p.remove([3, 22])
+    if op == "update-compact":
+        p.update([4, 21], ["updated text 4", "updated text 21"], embeddings=vectors([4, 21], salt=1))
     os.environ["RANKFUNNEL_CRASH_AT"] = point
     if op == "add":  # a second segment: the policy then merges the two
         p.add(texts(list(range(25, 30))), embeddings=vectors(list(range(25, 30))))
@@ -50,7 +52,7 @@ def crash(models: Path, folder: Path, op: str, point: str) -> None:
         p.remove([3, 22])
     elif op == "update":
         p.update([4, 21], ["updated text 4", "updated text 21"], embeddings=vectors([4, 21], salt=1))
-    elif op == "compact":
+    elif op in ("compact", "update-compact"):
         p.compact()
     print("survived", flush=True)
 

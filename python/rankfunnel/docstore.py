@@ -252,14 +252,14 @@ class DocStore:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def superseded(self) -> list[tuple[int, int]]:
-        """``(id, gen)`` of the versions superseded as of the snapshot (the tombstones)."""
+    def superseded(self) -> list[tuple[int, int, int]]:
+        """``(id, gen, dead)`` of the versions superseded as of the snapshot (the tombstones)."""
         if self.snapshot is None:
-            sql, args = "SELECT id, gen FROM docs WHERE dead IS NOT NULL", []
+            sql, args = "SELECT id, gen, dead FROM docs WHERE dead IS NOT NULL", []
         else:
-            sql = "SELECT id, gen FROM docs WHERE dead IS NOT NULL AND dead <= ? AND gen <= ?"
+            sql = "SELECT id, gen, dead FROM docs WHERE dead IS NOT NULL AND dead <= ? AND gen <= ?"
             args = [self.snapshot, self.snapshot]
-        return [(int(i), int(g)) for i, g in self._query(sql, args)]
+        return [(int(i), int(g), int(d)) for i, g, d in self._query(sql, args)]
 
     def versions(self, ids: Sequence[int]) -> list[Optional[int]]:
         """Generation of the visible version of each id (``None`` for unknown ids)."""

@@ -188,8 +188,11 @@ class PipelineStorage:
             name = self._main.get("index" if f.key == "vectors" else "late")
             if name:
                 f.load_main(self.path / name, self._mmap)
-        dead = set(self.docs.superseded())
-        in_main = np.array(sorted({i for i, g in dead if g <= main_gen}), dtype=np.int64)
+        tombstones = self.docs.superseded()
+        # A version folded into the main index and superseded after that fold; versions
+        # superseded before it were left out of it (their rows are purged after the fold).
+        in_main = np.array(sorted({i for i, g, d in tombstones if g <= main_gen < d}), dtype=np.int64)
+        dead = {(i, g) for i, g, _ in tombstones}
         for f in self._fields.values():
             f.remove(in_main)
         self._main_dead = len(in_main)
@@ -262,7 +265,10 @@ class PipelineStorage:
         except BaseException:
             if seg is not None and self._segments and self._segments[-1] is seg:
                 self._segments.pop()
-            self.docs.recover(self.generation)
+            if self.path is not None and read_manifest(self.path)["generation"] == gen:
+                self._reload()  # the rename happened (a later fsync failed): gen is committed
+            else:
+                self.docs.recover(self.generation)
             raise
         # Committed: bring memory along (nothing here can fail on valid input).
         self.generation = gen
