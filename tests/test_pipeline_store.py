@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -23,6 +24,21 @@ from rankfunnel.pipeline.folder import referenced
 MODELS = shared_dir() / "models"
 WORKER = Path(__file__).with_name("pipeline_worker.py")
 pytestmark = pytest.mark.skipif(not MODELS.exists(), reason=f"shared models not found at {MODELS}")
+
+
+@functools.cache
+def opened() -> dict[str, object]:
+    """The tiny models, opened once and handed to every load (``models=``)."""
+    return {
+        "encoder": rf.BiEncoder(MODELS / "tiny-bi-encoder-mean"),
+        "late_interaction": rf.ColBERTEncoder(MODELS / "tiny-colbert"),
+    }
+
+
+def open_folder(folder: Path, **kw: object) -> rf.Pipeline:
+    """Pipeline.load with the already-open models the folder records."""
+    recorded = json.loads((folder / "pipeline.json").read_text())["models"]
+    return rf.Pipeline.load(folder, models={k: v for k, v in opened().items() if k in recorded}, **kw)  # type: ignore[arg-type]
 
 
 def run_worker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -58,7 +74,7 @@ def assert_no_garbage(folder: Path) -> None:
 def verify(folder: Path, expect: dict[int, str]) -> None:
     """A read-only open sees exactly ``expect`` and changes nothing; a writing open recovers and adds."""
     before = files(folder)
-    r = rf.Pipeline.load(folder, read_only=True)
+    r = open_folder(folder, read_only=True)
     assert len(r) == len(expect)
     r.check()
     first = r.search("wings", k=100, stages=["retrieve"])
@@ -70,18 +86,14 @@ def verify(folder: Path, expect: dict[int, str]) -> None:
     r.close()
     assert files(folder) == before, "a read-only open changed the folder"
 
-    w = rf.Pipeline.load(folder)
+    w = open_folder(folder)
     new = w.add(["a fresh document about wings"], embeddings=vectors([99], salt=7))
-    assert int(new[0]) not in expect
+    assert int(new[0]) not in expect and len(w) == len(expect) + 1
     w.check()
     assert_no_garbage(folder)
-    w.close()
-    again = rf.Pipeline.load(folder, read_only=True)
-    assert len(again) == len(expect) + 1
-    again.check()
-    hits = again.search("wings", k=100, stages=["retrieve"])
+    hits = w.search("wings", k=100, stages=["retrieve", "late"])
     assert {h.id: h.text for h in hits} == {**expect, int(new[0]): "a fresh document about wings"}
-    again.close()
+    w.close()
 
 
 BASE = dict(zip(range(25), texts(list(range(25)))))
@@ -145,7 +157,7 @@ def test_orphan_vectors_after_a_kill_do_not_block_adds(tmp_path: Path) -> None:
 
 def test_random_kills_keep_every_commit_whole(tmp_path: Path) -> None:
     folder = tmp_path / "p"
-    rf.Pipeline(encoder=rf.BiEncoder(MODELS / "tiny-bi-encoder-mean"), path=folder).close()
+    rf.Pipeline(encoder=opened()["encoder"], path=folder).close()
     rng = np.random.default_rng(0)
     for round_ in range(3):
         proc = subprocess.Popen(
@@ -161,7 +173,7 @@ def test_random_kills_keep_every_commit_whole(tmp_path: Path) -> None:
         assert proc.wait() == -signal.SIGKILL
         added = {int(line.split()[1]) for line in log if line.startswith("add ")}
         removed = {int(line.split()[1]) for line in log if line.startswith("remove ")}
-        r = rf.Pipeline.load(folder, read_only=True)
+        r = open_folder(folder, read_only=True)
         r.check()
         names = [row[2] for row in r.docs.get(r.docs.where({})) if row]
         per_op: dict[int, set[str]] = {}
@@ -181,7 +193,7 @@ def test_random_kills_keep_every_commit_whole(tmp_path: Path) -> None:
             assert i in added or (i == last + 1 and members == {"0", "1", "2"})
         assert len(r.search("op", k=10_000, stages=["retrieve"])) == len(r)
         r.close()
-        w = rf.Pipeline.load(folder)
+        w = open_folder(folder)
         new = w.add(["after the kill"], embeddings=vectors([0]))
         w.check()
         assert w.remove(new) == 1  # adds and removals work after recovery
@@ -190,13 +202,13 @@ def test_random_kills_keep_every_commit_whole(tmp_path: Path) -> None:
 
 def test_two_process_writers_lose_nothing(tmp_path: Path) -> None:
     folder = tmp_path / "p"
-    rf.Pipeline(encoder=rf.BiEncoder(MODELS / "tiny-bi-encoder-mean"), path=folder).close()
+    rf.Pipeline(encoder=opened()["encoder"], path=folder).close()
     procs = [
         subprocess.Popen([sys.executable, str(WORKER), "writer", str(MODELS), str(folder), tag, "250"])
         for tag in ("alpha", "beta")
     ]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
-    r = rf.Pipeline.load(folder, read_only=True)
+    r = open_folder(folder, read_only=True)
     assert len(r) == 500
     r.check()
     got = {row[0] for row in r.docs.get(r.docs.where({})) if row}
@@ -204,10 +216,10 @@ def test_two_process_writers_lose_nothing(tmp_path: Path) -> None:
 
 
 def test_second_writer_gets_an_error_naming_the_holder(tmp_path: Path) -> None:
-    enc = rf.BiEncoder(MODELS / "tiny-bi-encoder-mean")
+    enc = opened()["encoder"]
     p = rf.Pipeline(encoder=enc, path=tmp_path / "p")
     p.add(texts([0, 1]), embeddings=vectors([0, 1]))
-    other = rf.Pipeline.load(tmp_path / "p")
+    other = open_folder(tmp_path / "p")
     assert len(other.search("wings", k=5)) == 2  # readers run beside the writer
     with pytest.raises(rf.RankfunnelError, match=f"open for writing by process {os.getpid()}"):
         other.add(["blocked"], embeddings=vectors([2]))
@@ -223,7 +235,7 @@ def test_second_writer_gets_an_error_naming_the_holder(tmp_path: Path) -> None:
 
 
 def small(folder: Path, **kw: object) -> rf.Pipeline:
-    return rf.Pipeline(encoder=rf.BiEncoder(MODELS / "tiny-bi-encoder-mean"), path=folder, **kw)  # type: ignore[arg-type]
+    return rf.Pipeline(encoder=opened()["encoder"], path=folder, **kw)  # type: ignore[arg-type]
 
 
 def test_segments_merge_exactly_and_adds_write_only_what_they_add(tmp_path: Path) -> None:
@@ -260,10 +272,8 @@ def test_policy_rule() -> None:
 
 
 def test_remove_update_by_doc_id_persist(tmp_path: Path) -> None:
-    cb = rf.ColBERTEncoder(MODELS / "tiny-colbert")
-    p = rf.Pipeline(
-        encoder=rf.BiEncoder(MODELS / "tiny-bi-encoder-mean"), late_interaction=cb, path=tmp_path / "p"
-    )
+    cb = opened()["late_interaction"]
+    p = rf.Pipeline(encoder=opened()["encoder"], late_interaction=cb, path=tmp_path / "p")
     p.add(texts([0, 1, 2, 3]), doc_ids=["a", "b", "c", "d"], metadata=[{"n": i} for i in range(4)])
     p.add(texts([4, 5]), doc_ids=["e", "f"])
     assert p.remove(["b"]) == 1
@@ -292,7 +302,7 @@ def test_remove_update_by_doc_id_persist(tmp_path: Path) -> None:
     assert [h.score for h in e if h.doc_id == "e"][0] == pytest.approx(float(q @ v), rel=1e-4)
     back.compact()
     back.check()
-    assert len(rf.Pipeline.load(tmp_path / "p", read_only=True)) == 5
+    assert len(open_folder(tmp_path / "p", read_only=True)) == 5
 
 
 def test_embeddings_are_checked(tmp_path: Path) -> None:
@@ -327,7 +337,7 @@ def test_ivf_searches_exactly_until_trained(tmp_path: Path) -> None:
     p.compact()
     np.testing.assert_array_equal(p.index.centroids, centroids)  # trained once, then only adds
     p.close()
-    back = rf.Pipeline.load(tmp_path / "p", read_only=True)
+    back = open_folder(tmp_path / "p", read_only=True)
     assert isinstance(back.index, rf.IVFIndex) and len(back) == 600
     assert len(back.search("d1", k=10)) == 10
 
@@ -356,7 +366,7 @@ def test_damaged_folder_gives_one_error_naming_the_file(tmp_path: Path, case: st
     target = next(f for f in sorted(folder.iterdir()) if f.name.startswith(prefix) and f.name.count("-") <= 1)
     damage(target)
     with pytest.raises(rf.RankfunnelError, match=target.name.replace(".", r"\.")):
-        rf.Pipeline.load(folder)
+        rf.Pipeline.load(folder, models={"encoder": opened()["encoder"]})
     assert (folder / "docs.sqlite").exists() == (case != "missing docs")  # never created on the fly
 
 
@@ -371,6 +381,12 @@ def test_model_files_are_all_checksummed(tmp_path: Path) -> None:
     pooling.write_text(json.dumps({**cfg, "pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}))
     with pytest.raises(rf.RankfunnelError, match="1_Pooling/config.json changed"):
         rf.Pipeline.load(tmp_path / "p")
+    with pytest.raises(rf.RankfunnelError, match="files differs"):  # an open model is checked too
+        rf.Pipeline.load(tmp_path / "p", models={"encoder": rf.BiEncoder(model)})
+    with pytest.raises(rf.RankfunnelError, match="class differs"):
+        rf.Pipeline.load(tmp_path / "p", models={"encoder": opened()["late_interaction"]})
+    with pytest.raises(rf.RankfunnelError, match="no 'reranker' model"):
+        rf.Pipeline.load(tmp_path / "p", models={"reranker": opened()["encoder"]})
     pooling.unlink()
     with pytest.raises(rf.RankfunnelError, match="1_Pooling/config.json is missing"):
         rf.Pipeline.load(tmp_path / "p")
@@ -388,4 +404,4 @@ def test_interrupted_creation_does_not_block_a_rerun(tmp_path: Path) -> None:
         rf.Pipeline.load(folder)
     p = small(folder)
     p.add(texts([0]), embeddings=vectors([0]))
-    assert len(rf.Pipeline.load(folder, read_only=True)) == 1
+    assert len(open_folder(folder, read_only=True)) == 1

@@ -23,7 +23,7 @@ from ..docstore import DocStore
 from ..errors import RankfunnelError, UnknownIdError
 from . import folder as fs
 from .fields import TokenField, VectorField
-from .manifest import open_model, read_manifest
+from .manifest import adopt_model, open_model, read_manifest
 from .policy import TieredPolicy
 from .stages import (
     Candidates,
@@ -171,7 +171,13 @@ class Pipeline(PipelineStorage):
 
     @classmethod
     def load(
-        cls, path: PathLike, *, mmap: bool = False, read_only: bool = False, lock_timeout: float = 0.0
+        cls,
+        path: PathLike,
+        *,
+        mmap: bool = False,
+        read_only: bool = False,
+        lock_timeout: float = 0.0,
+        models: Optional[dict[str, Any]] = None,
     ) -> Pipeline:
         """Open a pipeline folder at its last commit.
 
@@ -189,6 +195,10 @@ class Pipeline(PipelineStorage):
             Refuse every write.
         lock_timeout : float
             Seconds a write waits for another writer's lock.
+        models : dict, optional
+            Models already open, to use instead of reopening the recorded ones, by role
+            (``{"encoder": ..., "reranker": ..., "late_interaction": ...}``); each must be of
+            the recorded class, with the recorded files (checksums) and options.
 
         Raises
         ------
@@ -200,7 +210,13 @@ class Pipeline(PipelineStorage):
         """
         root = Path(path)
         cfg = read_manifest(root)
-        models = {k: open_model(v) for k, v in cfg["models"].items()}
+        given = dict(models or {})
+        unknown = sorted(set(given) - set(cfg["models"]))
+        if unknown:
+            raise RankfunnelError(f"the pipeline at {root} has no {unknown[0]!r} model to replace")
+        models = {
+            k: adopt_model(given[k], v, k) if k in given else open_model(v) for k, v in cfg["models"].items()
+        }
         obj = cls.__new__(cls)
         obj.encoder = models.get("encoder")
         obj.reranker = models.get("reranker")

@@ -137,6 +137,23 @@ def open_model(desc: dict[str, Any]) -> Any:
     return classes[desc["class"]](desc["path"], **kwargs)
 
 
+def adopt_model(model: Any, desc: dict[str, Any], role: str) -> Any:
+    """Use an open model in place of the one recorded as ``desc``, if it is the same model.
+
+    Raises
+    ------
+    RankfunnelError
+        If its class, options or any file that changes outputs differ from the record.
+    """
+    now = describe_model(model)
+    for key in ("class", "quantize", "files"):
+        if now[key] != desc.get(key):
+            raise RankfunnelError(
+                f"the {role} given is not the pipeline's ({key} differs from the recorded {desc['path']})"
+            )
+    return model
+
+
 def read_manifest(root: Path) -> dict[str, Any]:
     """Read and validate ``pipeline.json`` of a folder.
 
