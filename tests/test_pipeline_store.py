@@ -405,3 +405,18 @@ def test_interrupted_creation_does_not_block_a_rerun(tmp_path: Path) -> None:
     p = small(folder)
     p.add(texts([0]), embeddings=vectors([0]))
     assert len(open_folder(folder, read_only=True)) == 1
+
+
+def test_an_index_object_becomes_the_main_index(tmp_path: Path) -> None:
+    x = np.random.default_rng(3).standard_normal((300, DIM)).astype(np.float32)
+    hnsw = rf.HNSWIndex(DIM, m=8, metric="dot")
+    p = rf.Pipeline(encoder=opened()["encoder"], index=hnsw, path=tmp_path / "h")
+    p.add([f"d{i}" for i in range(300)], embeddings=x)
+    assert p.index is hnsw and p.index.m == 8 and p.metric == "dot" and len(hnsw) == 300
+    ivf = rf.IVFIndex(DIM, nlist=4, metric="cosine")
+    ivf.train(x)
+    q = rf.Pipeline(encoder=opened()["encoder"], index=ivf)
+    q.add([f"d{i}" for i in range(10)], embeddings=x[:10])  # trained already: no waiting
+    assert q.index is ivf and len(ivf) == 10
+    with pytest.raises(rf.RankfunnelError, match="empty"):
+        rf.Pipeline(encoder=opened()["encoder"], index=ivf)

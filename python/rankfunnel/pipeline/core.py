@@ -21,6 +21,9 @@ import numpy.typing as npt
 from .._arrays import as_ids, positive_int
 from ..docstore import DocStore
 from ..errors import RankfunnelError, UnknownIdError
+from ..flat import FlatIndex
+from ..hnsw import HNSWIndex
+from ..ivf import IVFIndex
 from . import folder as fs
 from .fields import TokenField, VectorField
 from .manifest import adopt_model, open_model, read_manifest
@@ -50,8 +53,9 @@ class Pipeline(PipelineStorage):
     ----------
     encoder : BiEncoder, optional
         First-stage bi-encoder. Without it, ``late_interaction`` retrieves.
-    index : {"flat", "hnsw", "ivf"}
-        Kind of the main first-stage index (exact, graph or inverted file). ``"ivf"`` searches
+    index : {"flat", "hnsw", "ivf"} or an empty FlatIndex, HNSWIndex or IVFIndex
+        Kind of the main first-stage index (exact, graph or inverted file); an index object
+        brings its settings (and metric) and becomes the main index. ``"ivf"`` searches
         exactly until the pipeline holds ``ivf_train_at`` documents; the compaction that
         reaches that many trains the lists once on all of them (``nlist = min(n / 39,
         4 sqrt(n))``), later ones only add.
@@ -91,7 +95,7 @@ class Pipeline(PipelineStorage):
     def __init__(
         self,
         encoder: Any = None,
-        index: str = "flat",
+        index: Any = "flat",
         reranker: Any = None,
         late_interaction: Any = None,
         candidates: Union[int, dict[str, int]] = 100,
@@ -105,7 +109,17 @@ class Pipeline(PipelineStorage):
             raise RankfunnelError(
                 "a pipeline needs an encoder (bi-encoder) or late_interaction (ColBERT) to retrieve"
             )
-        if not isinstance(index, str) or index not in ("flat", "hnsw", "ivf"):
+        prototype = None
+        if not isinstance(index, str):
+            kinds = {FlatIndex: "flat", HNSWIndex: "hnsw", IVFIndex: "ivf"}
+            kind = kinds.get(type(index))
+            if kind is None or len(index) or encoder is None:
+                raise RankfunnelError(
+                    f"index must be 'flat', 'hnsw', 'ivf' or an empty FlatIndex / HNSWIndex / IVFIndex "
+                    f"(with an encoder), got {index!r}"
+                )
+            prototype, index, metric = index, kind, index.metric
+        if index not in ("flat", "hnsw", "ivf"):
             raise RankfunnelError(f"unknown index {index!r}: expected 'flat', 'hnsw' or 'ivf'")
         self.encoder = encoder
         self.reranker = reranker
@@ -123,6 +137,10 @@ class Pipeline(PipelineStorage):
         self._lock: Optional[fs.WriterLock] = None
         self._models_desc: Optional[dict[str, Any]] = None
         self._reset_state()
+        if prototype is not None:
+            vectors = self._fields["vectors"]
+            assert isinstance(vectors, VectorField)
+            vectors.prototype, vectors.dim = prototype, prototype.dim
         self.docs = DocStore(None)
         self.docs.snapshot = 0
         if path is not None:

@@ -106,6 +106,12 @@ class VectorField:
         Vector dimension; taken from the first vectors when not known.
     ivf_train_at : int
         See ``kind``.
+
+    Attributes
+    ----------
+    prototype : index or None
+        An empty index given by the caller: the first fold that builds the main index (for an
+        IVF prototype, the one that trains it) uses it, with its settings, instead of a new one.
     """
 
     key = "vectors"
@@ -115,6 +121,7 @@ class VectorField:
         self.kind, self.metric, self.dim, self.ivf_train_at = kind, metric, dim, ivf_train_at
         self.main: Any = None
         self.delta: Optional[FlatIndex] = None
+        self.prototype: Any = None
 
     def __len__(self) -> int:
         return (0 if self.main is None else len(self.main)) + (0 if self.delta is None else len(self.delta))
@@ -185,9 +192,13 @@ class VectorField:
                 old = self.main.ids
                 ids = np.concatenate([old, ids])
                 vecs = np.concatenate([self.main.get(old), vecs])
-            kind = "flat" if self.kind == "ivf" and n < self.ivf_train_at else self.kind
-            main = new_index(kind, self.dim, n, self.metric)
-            if isinstance(main, IVFIndex):
+            trained = isinstance(self.prototype, IVFIndex) and self.prototype.is_trained
+            kind = "flat" if self.kind == "ivf" and n < self.ivf_train_at and not trained else self.kind
+            if self.prototype is not None and kind == self.kind:
+                main, self.prototype = self.prototype, None
+            else:
+                main = new_index(kind, self.dim, n, self.metric)
+            if isinstance(main, IVFIndex) and not main.is_trained:
                 main.train(vecs)
             main.add(vecs, ids=ids)
             self.main = main
