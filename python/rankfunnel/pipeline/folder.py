@@ -17,7 +17,6 @@ writer deletes them (:func:`collect_garbage`).
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import io
 import os
@@ -31,6 +30,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import CorruptFileError, RankfunnelError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 from .manifest import MANIFEST, sha256_file, write_bytes_atomic
 
 DOCS = "docs.sqlite"
@@ -67,6 +71,8 @@ class WriterLock:
 
     def __init__(self, root: Path, timeout: float = 0.0) -> None:
         self.fd: Optional[int] = None
+        if fcntl is None:  # pragma: no cover
+            raise RankfunnelError("writing a pipeline folder needs POSIX file locks (fcntl)")
         path = root / LOCK
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + max(0.0, float(timeout))
