@@ -281,20 +281,14 @@ class Pipeline(PipelineStorage):
     ) -> dict[str, Any]:
         """Every field's payload for ``texts``: nothing is written until all succeeded."""
         out: dict[str, Any] = {}
-        vec = self._fields.get("vectors")
         if embeddings is not None:
+            vec = self._fields.get("vectors")
             if not isinstance(vec, VectorField):
                 raise RankfunnelError("embeddings= needs a pipeline with a bi-encoder (its first stage)")
-            if vec.dim is None:
-                vec.dim = getattr(self.encoder, "dim", None)
             out["vectors"] = vec.check(embeddings, len(texts))
-        elif isinstance(vec, VectorField):
-            v = self.encoder.encode(texts, batch_size=batch_size, show_progress=show_progress)
-            out["vectors"] = vec.check(v, len(texts))
-        if "tokens" in self._fields:
-            out["tokens"] = self.late_interaction.encode_documents(
-                texts, batch_size=batch_size, show_progress=show_progress
-            )
+        for key, f in self._fields.items():
+            if key not in out:
+                out[key] = f.encode(texts, batch_size, show_progress)
         return out
 
     @staticmethod

@@ -78,6 +78,10 @@ class Field(Protocol):
         """Whether a document is held."""
         ...
 
+    def encode(self, texts: list[str], batch_size: int, show_progress: bool) -> Any:
+        """The payload of new documents (their model's output), checked."""
+        ...
+
     def add(self, ids: Ids, payload: Any) -> None:
         """Add new documents' payload to the delta."""
         ...
@@ -120,6 +124,8 @@ class VectorField:
 
     Parameters
     ----------
+    encoder : BiEncoder
+        Encodes documents (``encode``).
     kind : {"flat", "hnsw", "ivf"}
         Kind of the main index. An ``"ivf"`` main index stays an exact :class:`FlatIndex` until
         a fold finds at least ``ivf_train_at`` vectors; then it trains its lists once on all of
@@ -141,7 +147,8 @@ class VectorField:
     key = "vectors"
     main_prefix = "main"
 
-    def __init__(self, kind: str, metric: str, dim: Optional[int], ivf_train_at: int) -> None:
+    def __init__(self, encoder: Any, kind: str, metric: str, dim: Optional[int], ivf_train_at: int) -> None:
+        self.encoder = encoder
         self.kind, self.metric, self.dim, self.ivf_train_at = kind, metric, dim, ivf_train_at
         self.main: Any = None
         self.delta: Optional[FlatIndex] = None
@@ -152,6 +159,11 @@ class VectorField:
 
     def __contains__(self, id: object) -> bool:
         return any(part is not None and id in part for part in (self.delta, self.main))
+
+    def encode(self, texts: list[str], batch_size: int, show_progress: bool) -> npt.NDArray[np.float32]:
+        """Document vectors from the encoder, checked."""
+        v = self.encoder.encode(texts, batch_size=batch_size, show_progress=show_progress)
+        return self.check(v, len(texts))
 
     def check(self, embeddings: npt.ArrayLike, n: int) -> npt.NDArray[np.float32]:
         """Validate user-given vectors: ``(n, dim)``, finite numbers.
@@ -265,10 +277,17 @@ class TokenField:
     key = "tokens"
     main_prefix = "late"
 
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
+    def __init__(self, model: Any, dim: int) -> None:
+        self.model, self.dim = model, dim
         self.main: Any = None
         self.delta: dict[int, npt.NDArray[np.float32]] = {}
+
+    def encode(self, texts: list[str], batch_size: int, show_progress: bool) -> list[npt.NDArray[np.float32]]:
+        """Document token arrays from the ColBERT model."""
+        out: list[npt.NDArray[np.float32]] = self.model.encode_documents(
+            texts, batch_size=batch_size, show_progress=show_progress
+        )
+        return out
 
     def __len__(self) -> int:
         return (0 if self.main is None else len(self.main)) + len(self.delta)

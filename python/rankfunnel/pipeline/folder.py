@@ -144,7 +144,7 @@ def referenced(manifest: dict[str, object]) -> set[str]:
     """The data files a manifest names."""
     main = manifest.get("main") or {}
     assert isinstance(main, dict)
-    names = {v for k, v in main.items() if k in ("index", "late") and isinstance(v, str)}
+    names = {v for v in (main.get("files") or {}).values() if isinstance(v, str)}
     segs = manifest.get("segments") or []
     assert isinstance(segs, list)
     return names | {s["file"] for s in segs}

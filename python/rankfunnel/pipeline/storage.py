@@ -57,16 +57,18 @@ class PipelineStorage:
         self.generation = 0
         self._count = 0
         self._next_id = 0
-        self._main: dict[str, Any] = {"gen": 0, "rows": 0, "index": None, "late": None}
+        self._main: dict[str, Any] = {"gen": 0, "rows": 0, "files": {}}
         self._main_dead = 0
         self._segments: list[dict[str, Any]] = []
         self._delta_gen: dict[int, int] = {}
         self._fields: dict[str, Field] = {}
         if self.encoder is not None:
             dim = getattr(self.encoder, "dim", None)
-            self._fields["vectors"] = VectorField(self.index_kind, self.metric, dim, self.ivf_train_at)
+            self._fields["vectors"] = VectorField(
+                self.encoder, self.index_kind, self.metric, dim, self.ivf_train_at
+            )
         if self.late_interaction is not None:
-            self._fields["tokens"] = TokenField(int(self.late_interaction.dim))
+            self._fields["tokens"] = TokenField(self.late_interaction, int(self.late_interaction.dim))
 
     @property
     def index(self) -> Any:
@@ -185,7 +187,7 @@ class PipelineStorage:
         self._main = dict(cfg["main"])
         main_gen = int(self._main["gen"])
         for f in self._fields.values():
-            name = self._main.get("index" if f.key == "vectors" else "late")
+            name = self._main["files"].get(f.key)
             if name:
                 f.load_main(self.path / name, self._mmap)
         tombstones = self.docs.superseded()
@@ -346,14 +348,14 @@ class PipelineStorage:
             for f in self._fields.values():
                 f.fold()
             rows = max((f.main_len() for f in self._fields.values()), default=0)
-            main: dict[str, Any] = {"gen": gen, "rows": rows, "index": None, "late": None}
+            main: dict[str, Any] = {"gen": gen, "rows": rows, "files": {}}
             if self.path is not None:
                 for f in self._fields.values():
                     if f.main_len():
                         name = f"{f.main_prefix}-{gen}.rfi"
                         f.save_main(self.path / name)
                         fs.crash_point(f"compact:{f.main_prefix}")
-                        main["index" if f.key == "vectors" else "late"] = name
+                        main["files"][f.key] = name
             old = (self._main, self._segments)
             self._main, self._segments = main, []
             try:
@@ -421,12 +423,12 @@ class PipelineStorage:
         try:
             (dst / fs.DOCS).unlink(missing_ok=True)
             self.docs.copy_to(dst / fs.DOCS)
-            main: dict[str, Any] = {"gen": self.generation, "rows": 0, "index": None, "late": None}
+            main: dict[str, Any] = {"gen": self.generation, "rows": 0, "files": {}}
             for f in self._fields.values():
                 if f.main_len():
                     name = f"{f.main_prefix}-{self.generation}.rfi"
                     f.save_main(dst / name)
-                    main["index" if f.key == "vectors" else "late"] = name
+                    main["files"][f.key] = name
                     main["rows"] = f.main_len()
             main["gen"] = int(self._main["gen"])
             snap._main = main
