@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import rankfunnel as rf
 from conftest import shared_dir
 
 MODELS = shared_dir() / "models"
@@ -361,25 +362,41 @@ def test_index_with_int8_models(tmp_path: Path) -> None:
 
 
 @needs_models
-def test_commits_grow_with_the_corpus(tmp_path: Path) -> None:
+def test_index_commits_segments_and_a_rerun_resumes(tmp_path: Path) -> None:
     corpus = tmp_path / "c.tsv"
-    corpus.write_text("id\ttext\n" + "".join(f"{i}\tdocument {i} about flow\n" for i in range(200)))
+    lines = [f"{i}\tdocument {i} about flow\n" for i in range(200)]
+    corpus.write_text("id\ttext\n" + "".join(lines[:120]))
     model = str(MODELS / "tiny-bi-encoder-mean")
-    out = rankfunnel("index", str(corpus), "--model", model, "--out", str(tmp_path / "p"),
-                     "--commit-every", "2", "--quiet")  # fmt: skip
+    args = [
+        "index",
+        str(corpus),
+        "--model",
+        model,
+        "--out",
+        str(tmp_path / "p"),
+        "--commit-every",
+        "2",
+        "--quiet",
+    ]
+    out = rankfunnel(*args)
     assert out.returncode == 0, out.stderr
     cfg = json.loads((tmp_path / "p" / "pipeline.json").read_text())
-    # Every 2 documents until 1/8 of the total exceeds 2, then every total // 8: 31 commits, not 100.
-    total, commits = 0, 0
-    while total < 200:
-        total = min(200, total + max(2, total // 8))
-        commits += 1
-    assert cfg["generation"] == commits < 40
-    # IVF: the first commit waits for a training sample (here the whole corpus).
-    out = rankfunnel("index", str(corpus), "--model", model, "--out", str(tmp_path / "ivf"), "--index", "ivf",
-                     "--commit-every", "2", "--quiet")  # fmt: skip
+    # One commit (a small segment) per 2 documents, plus the policy's merges and folds.
+    assert cfg["docs"] == 120 and cfg["generation"] >= 60
+    assert sum(s["rows"] for s in cfg["segments"]) <= 0.1 * cfg["main"]["rows"]
+    # The corpus grew (or the first run failed halfway): the rerun adds only what is missing.
+    corpus.write_text("id\ttext\n" + "".join(lines))
+    out = rankfunnel(*args)
     assert out.returncode == 0, out.stderr
-    assert json.loads((tmp_path / "ivf" / "pipeline.json").read_text())["generation"] == 1
+    assert "80 documents indexed" in out.stdout and "120 already there" in out.stdout
+    assert json.loads((tmp_path / "p" / "pipeline.json").read_text())["docs"] == 200
+    out = rankfunnel("index", str(corpus), "--model", model, "--out", str(tmp_path / "p"), "--index", "hnsw")
+    assert out.returncode == 1 and "already holds a different pipeline" in out.stderr
+    # IVF: exact search until the pipeline holds enough documents to train the lists.
+    out = rankfunnel("index", str(corpus), "--model", model, "--out", str(tmp_path / "ivf"), "--index", "ivf",
+                     "--commit-every", "50", "--quiet")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert isinstance(rf.Pipeline.load(tmp_path / "ivf").index, rf.FlatIndex)
 
 
 @needs_models

@@ -159,7 +159,7 @@ DOCS = [f"document {i} about {w}" for i, w in enumerate(["wings", "shells", "flo
 
 
 def small_pipeline(index: str) -> rf.Pipeline:
-    p = rf.Pipeline(encoder=Words(), index=index)
+    p = rf.Pipeline(encoder=Words(), index=index, ivf_train_at=len(DOCS))  # ivf: trained lists
     p.add(DOCS, doc_ids=[f"d{i}" for i in range(len(DOCS))])
     return p
 

@@ -90,7 +90,7 @@ def demo_vectors(
 
 
 IVF_TRAIN_DOCS = 65_536
-"""Documents the first commit of an IVF pipeline waits for (its k-means training sample)."""
+"""Documents an IVF pipeline holds before its lists are trained (it searches exactly until then)."""
 
 
 def _index(a: argparse.Namespace) -> None:
@@ -106,22 +106,56 @@ def _index(a: argparse.Namespace) -> None:
     docs = read_corpus(a.corpus)
     q = a.quantize
     enc = BiEncoder(a.model, quantize=q) if a.model else None
-    p = Pipeline(
-        encoder=enc,
-        index=a.index,
-        reranker=CrossEncoder(a.reranker, quantize=q) if a.reranker else None,
-        late_interaction=ColBERTEncoder(a.colbert, quantize=q) if a.colbert else None,
-        candidates=a.candidates,
-        metric=a.metric,
-        path=out,
-    )
+    reranker = CrossEncoder(a.reranker, quantize=q) if a.reranker else None
+    colbert = ColBERTEncoder(a.colbert, quantize=q) if a.colbert else None
+    if (out / "pipeline.json").exists():
+        # A rerun after a failure resumes: the folder keeps every committed batch, and the
+        # documents already in it (by their corpus id) are skipped.
+        p = Pipeline.load(out)
+
+        def where(model: Any) -> Optional[Path]:
+            return None if model is None else Path(model.model_dir).resolve()
+
+        pairs = {
+            "encoder": (enc, p.encoder),
+            "reranker": (reranker, p.reranker),
+            "late_interaction": (colbert, p.late_interaction),
+        }
+        differ = [name for name, (want, have) in pairs.items() if where(want) != where(have)]
+        if differ or p.index_kind != a.index or p.metric != a.metric:
+            raise RankfunnelError(
+                f"{out} already holds a different pipeline ({', '.join(differ) or 'index/metric'} differ); "
+                "choose another --out or delete it"
+            )
+        if not a.quiet:
+            print(f"resuming: {out} holds {len(p):,} documents; those are skipped", file=sys.stderr)
+    else:
+        p = Pipeline(
+            encoder=enc,
+            index=a.index,
+            reranker=reranker,
+            late_interaction=colbert,
+            candidates=a.candidates,
+            metric=a.metric,
+            path=out,
+            ivf_train_at=IVF_TRAIN_DOCS,
+        )
     started = time.perf_counter()
-    total = 0
+    total = skipped = 0
     batch: list[Any] = []
 
     def flush() -> None:
-        nonlocal total
+        nonlocal total, skipped
+        seen = len(batch)
+        if len(p) and batch:
+            known = p.docs.ids_for_ext([d.id for d in batch])
+            fresh = [d for d, i in zip(batch, known) if i is None]
+            skipped += len(batch) - len(fresh)
+            batch[:] = fresh
         if batch:
+            # Each commit writes one segment of just these documents (the pipeline folds
+            # segments into the main index by its size-ratio policy), so commits cost what
+            # they add: a steady --commit-every is O(n) bytes in all.
             p.add(
                 [d.text for d in batch],
                 metadata=[d.metadata for d in batch],
@@ -129,26 +163,24 @@ def _index(a: argparse.Namespace) -> None:
                 batch_size=a.batch_size,
             )
             total += len(batch)
-            bar.update(len(batch))
             batch.clear()
-
-    def due() -> int:
-        # Every commit rewrites the index files, so commits get rarer as the corpus grows (at
-        # most every 1/8 of what is indexed: O(n log n) bytes written in all, not O(n^2)); an IVF
-        # index trains on its first commit, which therefore waits for a sample worth training on.
-        if total == 0 and parse_spec(a.index)[0] == "ivf":
-            return max(int(a.commit_every), IVF_TRAIN_DOCS)
-        return max(int(a.commit_every), total // 8)
+        bar.update(seen)
 
     bar = progress_bar(total=count, desc="index", unit="doc", show=show)
-    with bar:
-        for doc in docs:
-            batch.append(doc)
-            if len(batch) >= due():
-                flush()
-        flush()
+    try:
+        with bar:
+            for doc in docs:
+                batch.append(doc)
+                if len(batch) >= a.commit_every:
+                    flush()
+            flush()
+    finally:
+        p.close()
     took = time.perf_counter() - started
-    print(f"{total:,} documents indexed into {out} in {took:.1f} s ({total / max(took, 1e-9):,.1f} docs/s)")
+    extra = f" ({skipped:,} already there)" if skipped else ""
+    print(
+        f"{total:,} documents indexed into {out} in {took:.1f} s ({total / max(took, 1e-9):,.1f} docs/s){extra}"
+    )
 
 
 def _progress(a: argparse.Namespace) -> Optional[bool]:
@@ -371,8 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--commit-every",
         type=_positive,
         default=2048,
-        help="documents per crash-safe commit, at least: commits grow to 1/8 of the documents indexed "
-        f"so far, and with --index ivf the first waits for {IVF_TRAIN_DOCS:,} (the training sample)",
+        help="documents per crash-safe commit (each writes one small segment; with --index ivf the "
+        f"lists are trained once the pipeline holds {IVF_TRAIN_DOCS:,} documents, exact until then)",
     )
     s.add_argument(
         "--quantize",

@@ -24,6 +24,7 @@ from .corpus import Document
 from .errors import RankfunnelError
 from .progress import progress_bar
 from .qrels import Qrels, load_qrels, read_qrels
+from .registry import index_class, parse_spec
 
 __all__ = [
     "SETTINGS",
@@ -154,20 +155,6 @@ def _search_parameters(index: Any) -> set[str]:
         return set()
 
 
-class _Tuned:
-    """An index whose ``search`` gets extra keyword arguments (``ef``, ``nprobe``) on every call."""
-
-    def __init__(self, index: Any, params: dict[str, Any]) -> None:
-        self._index = index
-        self._params = params
-
-    def search(self, *args: Any, **kwargs: Any) -> Any:
-        return self._index.search(*args, **{**self._params, **kwargs})
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._index, name)
-
-
 def _relevant(name: str, stages: Sequence[str]) -> bool:
     """Whether a setting changes the results of a stage configuration."""
     if name in ("ef", "nprobe"):
@@ -191,15 +178,16 @@ def _applied(pipeline: Any, settings: Mapping[str, int]) -> Iterator[None]:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise RankfunnelError(f"setting {name} must be a positive integer, got {value!r}")
     index_params = {n: int(v) for n, v in settings.items() if n in ("ef", "nprobe")}
-    index = pipeline.index
     if index_params:
-        if index is None or pipeline.encoder is None:
+        if pipeline.encoder is None:
             raise RankfunnelError(f"{sorted(index_params)}: the pipeline has no vector index to tune")
-        accepted = _search_parameters(index)
+        # The configured kind decides (an IVF pipeline searches exactly until it trains its lists).
+        cls = index_class(parse_spec(pipeline.index_kind)[0])
+        accepted = _search_parameters(cls)
         for name in index_params:
             if name not in accepted:
                 raise RankfunnelError(
-                    f"{name} is not a search setting of {type(index).__name__} (ef: HNSW, nprobe: IVF)"
+                    f"{name} is not a search setting of {cls.__name__} (ef: HNSW, nprobe: IVF)"
                 )
     candidates = dict(pipeline.candidates)
     for name, value in settings.items():
@@ -207,12 +195,15 @@ def _applied(pipeline: Any, settings: Mapping[str, int]) -> Iterator[None]:
             pipeline.candidates = {**pipeline.candidates, "retrieve": int(value), "late": int(value)}
         elif name.startswith("candidates."):
             pipeline.candidates = {**pipeline.candidates, name.split(".", 1)[1]: int(value)}
+    params: Optional[dict[str, int]] = None
     if index_params:
-        pipeline.index = _Tuned(index, index_params)
+        params = dict(pipeline.search_params)
+        pipeline.search_params = {**params, **index_params}
     try:
         yield
     finally:
-        pipeline.index = index
+        if params is not None:
+            pipeline.search_params = params
         pipeline.candidates = candidates
 
 

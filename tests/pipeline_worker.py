@@ -1,0 +1,93 @@
+"""Subprocess side of the pipeline crash, random-kill and two-writer tests (test_pipeline_store.py).
+
+python pipeline_worker.py crash MODELS FOLDER OP POINT   # builds a base, then OP dies at POINT
+python pipeline_worker.py churn MODELS FOLDER SEED       # adds/removes until killed
+python pipeline_worker.py writer MODELS FOLDER TAG N     # adds N documents, 10 per commit
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import rankfunnel as rf
+from rankfunnel.pipeline import TieredPolicy
+
+DIM = 16  # the tiny bi-encoder's dimension
+
+
+def vectors(ids: list[int], salt: int = 0) -> np.ndarray:
+    """A fixed random unit vector per (id, salt)."""
+    out = np.stack([np.random.default_rng(10_000 * salt + i).standard_normal(DIM) for i in ids])
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def texts(ids: list[int]) -> list[str]:
+    """The text of document ``i`` in the crash scenario."""
+    return [f"document {i} about wings and shells" for i in ids]
+
+
+def crash(models: Path, folder: Path, op: str, point: str) -> None:
+    """Build 25 documents (a main index of 20, one segment of 5), then run OP with a crash point armed."""
+    p = rf.Pipeline(
+        encoder=rf.BiEncoder(models / "tiny-bi-encoder-mean"),
+        late_interaction=rf.ColBERTEncoder(models / "tiny-colbert"),
+        path=folder,
+    )
+    p.policy = TieredPolicy(fold_ratio=1000.0, merge_factor=2)
+    base = list(range(25))
+    p.add(texts(base[:20]), embeddings=vectors(base[:20]))
+    p.add(texts(base[20:]), embeddings=vectors(base[20:]))
+    if op == "compact":
+        p.remove([3, 22])
+    if op == "update-compact":
+        p.update([4, 21], ["updated text 4", "updated text 21"], embeddings=vectors([4, 21], salt=1))
+    os.environ["RANKFUNNEL_CRASH_AT"] = point
+    if op == "add":  # a second segment: the policy then merges the two
+        p.add(texts(list(range(25, 30))), embeddings=vectors(list(range(25, 30))))
+    elif op == "remove":
+        p.remove([3, 22])
+    elif op == "update":
+        p.update([4, 21], ["updated text 4", "updated text 21"], embeddings=vectors([4, 21], salt=1))
+    elif op in ("compact", "update-compact"):
+        p.compact()
+    print("survived", flush=True)
+
+
+def churn(models: Path, folder: Path, seed: int) -> None:
+    """Add 3 documents per op (doc ids ``r{seed}op{i}-{j}``); every 4th op, remove one of the previous op's."""
+    p = rf.Pipeline.load(folder)
+    p.policy = TieredPolicy(fold_ratio=0.5, merge_factor=2)
+    rng = np.random.default_rng(seed)
+    print("ready", flush=True)
+    for i in range(100_000):
+        v = rng.standard_normal((3, DIM)).astype(np.float32)
+        names = [f"r{seed}op{i}-{j}" for j in range(3)]
+        p.add([f"op {i} doc {j}" for j in range(3)], doc_ids=names, embeddings=v)
+        print(f"add {i}", flush=True)
+        if i % 4 == 3:
+            p.remove([f"r{seed}op{i - 1}-0"])
+            print(f"remove {i - 1}", flush=True)
+
+
+def writer(models: Path, folder: Path, tag: str, n: int) -> None:
+    """Add ``n`` documents, 10 per commit, waiting for the writer lock."""
+    p = rf.Pipeline.load(folder, lock_timeout=120)
+    rng = np.random.default_rng(abs(hash(tag)) % 2**32)
+    for start in range(0, n, 10):
+        batch = [f"{tag} {i}" for i in range(start, min(n, start + 10))]
+        p.add(batch, embeddings=rng.standard_normal((len(batch), DIM)).astype(np.float32))
+    p.close()
+
+
+if __name__ == "__main__":
+    what, models, folder = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    if what == "crash":
+        crash(models, folder, sys.argv[4], sys.argv[5])
+    elif what == "churn":
+        churn(models, folder, int(sys.argv[4]))
+    else:
+        writer(models, folder, sys.argv[4], int(sys.argv[5]))
