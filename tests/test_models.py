@@ -30,6 +30,8 @@ from rankfunnel.models import (  # noqa: E402
     ModelFileNotFoundError,
     pool,
 )
+from rankfunnel.models._int8_weights import int8_weights  # noqa: E402
+from rankfunnel.models._model_dir import find_onnx  # noqa: E402
 
 
 def _shared() -> Path:
@@ -468,9 +470,59 @@ def test_quantize_int8(tmp_path: Path) -> None:
     assert cos.mean() >= 0.998 and cos.min() >= 0.995
     again = BiEncoder(MINILM, quantize="int8", cache_dir=tmp_path)  # reuses the cached graph
     assert again.onnx_path == q.onnx_path and again.quantization_parity == q.quantization_parity
+    assert q.int8_weights == again.int8_weights == int8_weights()
     for model, cls in ((CROSS, CrossEncoder), (COLBERT, ColBERTEncoder), (CLS, BiEncoder)):
         m = cls(model, quantize="int8", cache_dir=tmp_path)
         assert m.quantization_parity is not None and "max_abs_diff" in m.quantization_parity
+
+
+def test_quantize_int8_without_vnni(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipe of x86 CPUs without VNNI (uint8 weights, exact u8u8 kernels), forced so that VNNI
+    machines test it too: same accuracy bars; the weight type keys the cache."""
+    onnx = pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")
+    monkeypatch.setenv("RANKFUNNEL_INT8_WEIGHTS", "u8")
+    q = BiEncoder(MINILM, quantize="int8", cache_dir=tmp_path)
+    assert q.int8_weights == "u8" and q.onnx_path.name.endswith("-int8-u8.onnx")
+    graph = onnx.load(str(q.onnx_path))
+    assert {m.key: m.value for m in graph.metadata_props}["rankfunnel.int8_weights"] == "u8"
+    mm = [n for n in graph.graph.node if n.op_type == "MatMulIntegerToFloat"]
+    inits = {t.name: t for t in graph.graph.initializer}
+    assert mm and all(len(n.input) == 6 for n in mm)  # with the weights' zero point 128
+    assert {inits[n.input[1]].data_type for n in mm} == {onnx.TensorProto.UINT8}
+    parity = q.quantization_parity
+    assert parity is not None and parity["cosine_mean"] >= 0.998 and parity["cosine_min"] >= 0.995
+    monkeypatch.setenv("RANKFUNNEL_INT8_WEIGHTS", "s8")
+    s8 = BiEncoder(MINILM, quantize="int8", cache_dir=tmp_path)  # a copy of its own
+    assert s8.int8_weights == "s8" and s8.onnx_path != q.onnx_path
+    monkeypatch.setenv("RANKFUNNEL_INT8_WEIGHTS", "u7")
+    with pytest.raises(ModelError, match="RANKFUNNEL_INT8_WEIGHTS"):
+        BiEncoder(MEAN, quantize="int8", cache_dir=tmp_path)
+
+
+def test_exported_int8_copy_is_used_only_where_accurate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exported ``model_int8.onnx`` with int8 weights (made on a VNNI machine) is not run where
+    the u8s8 kernels would overflow: a uint8-weight copy is quantized into the cache instead."""
+    pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")
+    from rankfunnel.models._int8 import quantize_int8
+
+    model = tmp_path / "exported"
+    shutil.copytree(MEAN, model)
+    src = find_onnx(model)
+    prebuilt = src.parent / "model_int8.onnx"
+    quantize_int8(src, prebuilt, [], "s8")
+    monkeypatch.setenv("RANKFUNNEL_INT8_WEIGHTS", "s8")
+    vnni = BiEncoder(model, quantize="int8", cache_dir=tmp_path / "cache")
+    assert vnni.onnx_path == prebuilt and vnni.int8_weights == "s8"
+    monkeypatch.setenv("RANKFUNNEL_INT8_WEIGHTS", "u8")
+    plain = BiEncoder(model, quantize="int8", cache_dir=tmp_path / "cache")
+    assert plain.onnx_path.parent == tmp_path / "cache" and plain.int8_weights == "u8"
+    quantize_int8(src, prebuilt, [], "u8")  # exact on every CPU: used everywhere
+    monkeypatch.setenv("RANKFUNNEL_INT8_WEIGHTS", "s8")
+    assert BiEncoder(model, quantize="int8", cache_dir=tmp_path / "cache").onnx_path == prebuilt
+    with pytest.raises(ModelError, match="'s8' or 'u8'"):
+        quantize_int8(src, tmp_path / "x.onnx", [], "s7")
 
 
 def test_quantize_int8_of_a_graph_with_int8_weights(tmp_path: Path) -> None:
@@ -506,7 +558,6 @@ def test_quantize_int8_is_batch_invariant(tmp_path: Path) -> None:
 def test_nan_guard_rewrite_is_exact() -> None:
     pytest.importorskip("onnx", reason="the graph rewrite needs the optional onnx package")
     from rankfunnel.models._base import _Recorder
-    from rankfunnel.models._model_dir import find_onnx
     from rankfunnel.models._session import OnnxModel
 
     enc = BiEncoder(MINILM)

@@ -20,6 +20,7 @@ from .models._batching import pad_batch
 from .models._errors import MissingDependencyError, ModelError
 from .models._hub import resolve_model_dir
 from .models._int8 import quantize_int8
+from .models._int8_weights import int8_weights
 from .models._model_dir import ModelDir
 from .models._quantize_cache import resolve_quantize, write_parity
 from .models._session import OnnxModel
@@ -162,8 +163,9 @@ def export(
         Bi-encoder (graph outputs ``last_hidden_state``; pooling stays in rankfunnel),
         cross-encoder (``logits``) or PyLate ColBERT (``token_embeddings``, Dense layer folded in).
     quantize : {None, 'int8'}, optional
-        Also write ``onnx/model_int8.onnx`` (row-wise int8, see ``models._int8``), which
-        ``quantize='int8'`` of the model classes then uses.
+        Also write ``onnx/model_int8.onnx`` (row-wise int8, see ``models._int8``, with the weight
+        type this CPU needs, see ``models._int8_weights``), which ``quantize='int8'`` of the model
+        classes then uses (on a CPU that needs other weights, they quantize their own copy).
     opset : int, default 17
         ONNX opset.
     atol : float, default 1e-4
@@ -282,7 +284,7 @@ def _export(
         if mode == "int8":
             step("int8 quantize")
             qpath = tmp / "onnx" / "model_int8.onnx"
-            quantize_int8(path, qpath, [batch])
+            quantize_int8(path, qpath, [batch], int8_weights())
             qgot = OnnxModel(qpath, optimize=False).run(output, batch)
             g = qgot.reshape(-1, qgot.shape[-1]).astype(np.float64)
             w = got.reshape(-1, got.shape[-1]).astype(np.float64)

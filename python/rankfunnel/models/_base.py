@@ -12,6 +12,7 @@ import numpy.typing as npt
 from ._batching import Batch
 from ._hub import resolve_model_dir
 from ._int8 import quantize_int8
+from ._int8_weights import METADATA_KEY, int8_weights, usable_here
 from ._model_dir import ModelDir, find_onnx
 from ._quantize_cache import (
     CALIBRATION_TEXTS,
@@ -58,29 +59,46 @@ class OnnxTextModel:
         self.quantization_parity: Optional[dict[str, float]] = None
         """For ``quantize='int8'``: agreement with the float32 model on a few sentences
         (``cosine_min``, ``cosine_mean``, ``max_abs_diff``), measured when the quantized copy was made."""
+        self.int8_weights: Optional[str] = None
+        """For ``quantize='int8'``: ``"s8"`` (int8 weights, u8s8 kernels) or ``"u8"`` (uint8
+        weights, the exact u8u8 kernels that x86 CPUs without VNNI get; ``RANKFUNNEL_INT8_WEIGHTS``
+        overrides the choice), see :mod:`rankfunnel.models._int8_weights`."""
         self.onnx_path: Path = src
         """The ONNX file the session runs."""
         dst: Optional[Path] = None
         if mode is not None:
+            wanted = int8_weights()
             prebuilt = src.parent / f"model_{mode}.onnx"  # written by `rankfunnel export --quantize`
-            use_prebuilt = onnx_file is None and prebuilt.is_file()
-            dst = prebuilt if use_prebuilt else quantized_path(src, cache_dir, mode)
-        if dst is not None and dst.is_file():
-            # The quantized copy exists: the float32 graph is not loaded at all.
-            self._onnx = OnnxModel(dst, threads, providers, optimize=False)
-            self.onnx_path = dst
-            self._check_kind()
-            self.quantization_parity = read_parity(dst)
-            return
+            if onnx_file is None and prebuilt.is_file():
+                session = OnnxModel(prebuilt, threads, providers, optimize=False)
+                # A copy exported on a VNNI machine ("s8"; older exports record nothing) overflows
+                # the int16 sums of x86 kernels without VNNI: quantize a copy for this CPU instead.
+                if usable_here(session.metadata.get(METADATA_KEY, "s8"), wanted):
+                    self._use_quantized(session)
+                    return
+            dst = quantized_path(src, cache_dir, mode, wanted)
+            if dst.is_file():
+                # The quantized copy exists: the float32 graph is not loaded at all.
+                self._use_quantized(OnnxModel(dst, threads, providers, optimize=False))
+                return
         self._onnx = OnnxModel(src, threads, providers)
         self._check_kind()
         if dst is not None:
-            quantize_int8(src, dst, self._calibration_batches())
+            quantize_int8(src, dst, self._calibration_batches(), wanted)
             fp32 = self._onnx
             self._onnx = OnnxModel(dst, fp32.threads, providers, optimize=False)
             self.onnx_path = dst
+            self.int8_weights = wanted
             self.quantization_parity = self._measure_parity(fp32)
             write_parity(dst, self.quantization_parity)
+
+    def _use_quantized(self, session: OnnxModel) -> None:
+        """Run the quantized copy ``session`` (the float32 graph is not loaded at all)."""
+        self._onnx = session
+        self.onnx_path = session.path
+        self._check_kind()
+        self.int8_weights = session.metadata.get(METADATA_KEY, "s8")
+        self.quantization_parity = read_parity(session.path)
 
     @property
     def threads(self) -> int:

@@ -9,7 +9,9 @@ every MatMul with a constant float32 weight ``W`` (K, N):
 - per token (row) of the activation ``x``: ``s = max|x| / 127``, ``q = round(x / s) + 128`` (uint8,
   zero point 128), so each token uses the full 8-bit range whatever its neighbours hold;
 - ``y = MatMulIntegerToFloat(q, W8) * s``: the integer GEMM runs on ONNX Runtime's u8s8 kernels
-  (AVX-512 VNNI / AVX-VNNI / AVX2 / NEON dot products) with the column scales in its epilogue;
+  (AVX-512 VNNI / AVX-VNNI / NEON dot products) with the column scales in its epilogue; on x86
+  without VNNI, whose u8s8 kernel adds product pairs in a saturating int16, the weights are stored
+  as uint8 with zero point 128 instead and run on the exact u8u8 kernels (see ``._int8_weights``);
 - SmoothQuant (Xiao et al., 2023) on the inputs that come straight from a LayerNormalization,
   whose outliers sit in a few fixed channels: ``x / m`` and ``m * W`` with
   ``m_j = sqrt(max|x_j| / max|W_j|)``, ``max|x_j|`` calibrated on a few sentences.
@@ -31,6 +33,7 @@ import numpy.typing as npt
 from ._batching import Batch
 from ._errors import ModelError
 from ._graph import drop_nan_guards, onnx_module, prune
+from ._int8_weights import INT8_WEIGHTS, METADATA_KEY
 from ._session import OnnxModel
 
 __all__ = ["quantize_int8"]
@@ -92,7 +95,7 @@ def _constant_folded(src: Path) -> Any:
             raise ModelError(f"cannot constant-fold {src} for int8 quantization: {exc}") from exc
 
 
-def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch]) -> None:
+def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch], weights: str = "s8") -> None:
     """Write a row-wise int8 copy of the ONNX graph ``src`` to ``dst`` (see the module docstring).
 
     Parameters
@@ -101,6 +104,10 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch]) -> None:
         The float32 graph and where the int8 graph goes (written to a temporary name, then renamed).
     calibration : sequence of Batch
         Model inputs on which the per-channel activation ranges for SmoothQuant are measured.
+    weights : {"s8", "u8"}
+        int8 weights (u8s8 kernels), or uint8 weights with zero point 128 (u8u8 kernels, exact on
+        x86 without VNNI); the same values either way. Recorded in the graph's metadata under
+        ``rankfunnel.int8_weights``.
 
     Raises
     ------
@@ -112,6 +119,8 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch]) -> None:
     onnx = onnx_module("quantize='int8'")
     from onnx import helper, numpy_helper
 
+    if weights not in INT8_WEIGHTS:
+        raise ModelError(f"int8 weights must be 's8' or 'u8', got {weights!r}")
     try:
         model = onnx.load(str(src))
     except Exception as exc:  # noqa: BLE001 - onnx raises several types
@@ -161,16 +170,16 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch]) -> None:
     index = {id(n): i for i, n in enumerate(model.graph.node)}
     for k, (x, nodes) in enumerate(consumers.items()):
         q = f"{p}_a{k}"
-        weights = [numpy_helper.to_array(inits[n.input[1]]).astype(np.float64) for n in nodes]
+        ws_f = [numpy_helper.to_array(inits[n.input[1]]).astype(np.float64) for n in nodes]
         xin = x
         pre: list[Any] = []
         if x in amax:
-            wmax = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+            wmax = np.max([np.abs(w).max(axis=1) for w in ws_f], axis=0)
             m = np.sqrt(
                 np.maximum(amax[x], 1e-5) ** (2 * _SMOOTH_ALPHA)
                 / np.maximum(wmax, 1e-5) ** (2 - 2 * _SMOOTH_ALPHA)
             )
-            weights = [w * m[:, None] for w in weights]
+            ws_f = [w * m[:, None] for w in ws_f]
             new_inits.append(numpy_helper.from_array((1.0 / m).astype(np.float32), f"{q}_smooth"))
             pre.append(helper.make_node("Mul", [x, f"{q}_smooth"], [f"{q}_x"]))
             xin = f"{q}_x"
@@ -185,10 +194,13 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch]) -> None:
         ]
         prologue[min(index[id(n)] for n in nodes)] = pre
         quantized[x] = (f"{q}_u8", f"{q}_s")
-        for j, (n, w) in enumerate(zip(nodes, weights)):
+        for j, (n, w) in enumerate(zip(nodes, ws_f)):
             scale = np.maximum(np.abs(w).max(axis=0), 1e-30) / 127.0
             w8 = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
             wq, ws = f"{q}_w{j}", f"{q}_ws{j}"
+            b_zero = [f"{p}_zp128"] if weights == "u8" else []
+            if b_zero:
+                w8 = (w8.astype(np.int16) + 128).astype(np.uint8)
             new_inits += [
                 numpy_helper.from_array(w8, wq),
                 numpy_helper.from_array(scale.astype(np.float32), ws),
@@ -197,7 +209,7 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch]) -> None:
             replace[id(n)] = [
                 helper.make_node(
                     "MatMulIntegerToFloat",
-                    [u8, wq, f"{p}_one", ws, f"{p}_zp128"],
+                    [u8, wq, f"{p}_one", ws, f"{p}_zp128", *b_zero],
                     [f"{q}_y{j}"],
                     domain="com.microsoft",
                 ),
@@ -213,6 +225,11 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch]) -> None:
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     prune(model)
+    entry = next((m for m in model.metadata_props if m.key == METADATA_KEY), None)
+    if entry is None:
+        entry = model.metadata_props.add()
+        entry.key = METADATA_KEY
+    entry.value = weights
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")

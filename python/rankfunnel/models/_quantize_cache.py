@@ -24,12 +24,16 @@ def default_cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "rankfunnel"
 
 
-def quantized_path(src: Path, cache_dir: Optional[Union[str, os.PathLike[str]]], mode: str) -> Path:
-    """Where the ``mode``-quantized copy of ``src`` lives in the cache (keyed by path, size, mtime)."""
+def quantized_path(
+    src: Path, cache_dir: Optional[Union[str, os.PathLike[str]]], mode: str, weights: str
+) -> Path:
+    """Where the ``mode``-quantized copy of ``src`` with ``weights`` (the int8 weight type, chosen by
+    the CPU: see :mod:`._int8_weights`) lives in the cache (keyed by path, size, mtime, weights)."""
     st = src.stat()
-    key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{mode}|v4".encode()).hexdigest()[:16]
+    ident = f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{mode}|{weights}|v5"
+    key = hashlib.sha256(ident.encode()).hexdigest()[:16]
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return base / f"{src.parent.name}-{src.stem}-{key}-{mode}.onnx"
+    return base / f"{src.parent.name}-{src.stem}-{key}-{mode}-{weights}.onnx"
 
 
 CALIBRATION_TEXTS = (

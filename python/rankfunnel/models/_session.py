@@ -92,6 +92,11 @@ class OnnxModel:
         self.outputs = {o.name: o for o in self.session.get_outputs()}
         self.input_dtype = np.int32 if "int32" in str(self.inputs["input_ids"].type) else np.int64
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The graph's custom metadata (ONNX ``metadata_props``)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
     def output(self, *names: str) -> Optional[str]:
         """The first of ``names`` that the graph outputs (``None`` if none)."""
         for n in names:
