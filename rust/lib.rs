@@ -3,6 +3,7 @@
 //! This crate is pure Rust. The Python binding lives in [`python`] behind the `python` feature, so
 //! `cargo test` and the criterion benches link the core without a Python interpreter.
 
+pub mod bm25;
 pub mod error;
 pub mod flat;
 pub mod hnsw;
@@ -22,6 +23,7 @@ pub mod vectors;
 #[cfg(feature = "python")]
 pub mod python;
 
+pub use bm25::BM25Index;
 pub use error::{Error, Result};
 pub use flat::FlatIndex;
 pub use hnsw::HnswIndex;

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from ._core import __version__, default_threads, simd_level, simd_levels
+from .bm25 import BM25Index
 from .errors import CorruptFileError, RankfunnelError, UnknownIdError, UnsupportedVersionError
 from .flat import FlatIndex, topk
+from .fusion import convex_combination, reciprocal_rank_fusion
 from .hnsw import HNSWIndex
 from .io import load
 from .ivf import IVFIndex
@@ -20,6 +22,7 @@ from .multivector import MultiVectorIndex
 from .pipeline import Hit, Pipeline
 
 __all__ = [
+    "BM25Index",
     "CorruptFileError",
     "BiEncoder",
     "ColBERTEncoder",
@@ -35,10 +38,12 @@ __all__ = [
     "UnknownIdError",
     "UnsupportedVersionError",
     "__version__",
+    "convex_combination",
     "default_threads",
     "kmeans",
     "load",
     "maxsim",
+    "reciprocal_rank_fusion",
     "simd_level",
     "simd_levels",
     "topk",

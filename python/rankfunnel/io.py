@@ -7,12 +7,13 @@ from typing import Union
 
 from . import _core
 from ._index import PathLike
+from .bm25 import BM25Index
 from .flat import FlatIndex
 from .hnsw import HNSWIndex
 from .ivf import IVFIndex
 from .multivector import MultiVectorIndex
 
-AnyIndex = Union[FlatIndex, IVFIndex, HNSWIndex, MultiVectorIndex]
+AnyIndex = Union[FlatIndex, IVFIndex, HNSWIndex, MultiVectorIndex, BM25Index]
 
 
 def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
@@ -27,7 +28,7 @@ def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
 
     Returns
     -------
-    FlatIndex, IVFIndex, HNSWIndex or MultiVectorIndex
+    FlatIndex, IVFIndex, HNSWIndex, MultiVectorIndex or BM25Index
         The loaded index, of the kind recorded in the file.
     """
     core = _core.load(os.fspath(path), bool(mmap))
@@ -39,4 +40,6 @@ def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
         return HNSWIndex._wrap(core)
     if isinstance(core, _core.MultiVectorIndex):
         return MultiVectorIndex._wrap(core)
+    if isinstance(core, _core.BM25Index):
+        return BM25Index._wrap(core)
     raise TypeError(f"unexpected index type {type(core).__name__}")  # pragma: no cover
