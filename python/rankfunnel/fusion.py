@@ -2,7 +2,8 @@
 
 Every function takes results as the indexes return them: ``(scores, ids)`` pairs of shape
 ``(nq, k)`` or ``(k,)``, best first, higher scores better, padded with id ``-1`` (any negative
-id is padding and ignored, whatever its score). The retrievers may return different ``k``; they
+id is padding and ignored, whatever its score; an id repeated in one list counts once, at its
+first position). The retrievers may return different ``k``; they
 must answer the same queries. A document found by only some retrievers gets only their
 contributions. The fused result has ``top`` columns (default: the widest input), best first,
 ties to the lower id, padded with id -1 and score -inf when fewer documents were found; a 1-D
@@ -28,8 +29,6 @@ __all__ = ["convex_combination", "reciprocal_rank_fusion"]
 
 def _rows(results: Sequence[Result]) -> tuple[list[tuple[npt.NDArray[np.float64], Ids]], bool, int]:
     """Inputs as 2-D (float64 scores, int64 ids) pairs, whether all were 1-D, and the widest k."""
-    if len(results) == 0:
-        raise RankfunnelError("fusion needs at least one (scores, ids) result")
     out = []
     dims = set()
     for i, r in enumerate(results):
@@ -57,6 +56,9 @@ def _rows(results: Sequence[Result]) -> tuple[list[tuple[npt.NDArray[np.float64]
 
 
 def _weights(weights: Optional[Sequence[float]], n: int) -> npt.NDArray[np.float64]:
+    """Per-retriever weights summing to 1 (equal by default); also rejects zero retrievers."""
+    if n == 0:
+        raise RankfunnelError("fusion needs at least one (scores, ids) result")
     if weights is None:
         return np.full(n, 1.0 / n)
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
@@ -109,7 +111,8 @@ def reciprocal_rank_fusion(
     """Reciprocal rank fusion (Cormack et al., 2009).
 
     A document's fused score is ``sum_i w_i / (k + rank_i)`` over the retrievers ``i`` that
-    returned it, ``rank_i`` its 1-based position in retriever ``i``'s list (padding skipped).
+    returned it, ``rank_i`` its 1-based position in retriever ``i``'s list (padding and repeats
+    of an id skipped).
     Scores are used only for their order, so retrievers on any scale mix.
 
     Parameters
