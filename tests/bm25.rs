@@ -50,7 +50,8 @@ fn reference(idx: &BM25Index, docs: &HashMap<i64, String>, query: &str) -> HashM
         for (&id, t) in &terms {
             let tf = t.iter().filter(|w| **w == q).count() as f64;
             if tf > 0.0 {
-                *out.entry(id).or_insert(0.0) += idf * tf / (tf + k1 * (1.0 - b + b * t.len() as f64 / avgdl));
+                *out.entry(id).or_insert(0.0) +=
+                    idf * tf / (tf + k1 * (1.0 - b + b * t.len() as f64 / avgdl));
             }
         }
     }
@@ -61,7 +62,8 @@ fn check(idx: &BM25Index, docs: &HashMap<i64, String>, query: &str) {
     let want = reference(idx, docs, query);
     let k = docs.len() + 3;
     let r = idx.search(&[query], k, 2, None).unwrap();
-    let got: Vec<(i64, f32)> = r.ids.iter().zip(&r.scores).filter(|(&i, _)| i >= 0).map(|(&i, &s)| (i, s)).collect();
+    let got: Vec<(i64, f32)> =
+        r.ids.iter().zip(&r.scores).filter(|(&i, _)| i >= 0).map(|(&i, &s)| (i, s)).collect();
     assert_eq!(got.len(), want.len(), "query {query:?}");
     for w in got.windows(2) {
         assert!(w[0].1 > w[1].1 || (w[0].1 == w[1].1 && w[0].0 < w[1].0), "order {w:?}");

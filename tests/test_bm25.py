@@ -217,14 +217,19 @@ def test_save_load_roundtrip_and_rf_load(tmp_path: Path) -> None:
         assert isinstance(loaded, rf.BM25Index)
         assert (loaded.k1, loaded.language, loaded.stopwords) == (pytest.approx(1.2), "english", ["zz"])
         assert loaded.ids.tolist() == [5, 9] and len(loaded) == 2
-        for q in (["text run", "third zz"]):
+        for q in ["text run", "third zz"]:
             np.testing.assert_array_equal(loaded.search(q, k=3)[1], idx.search(q, k=3)[1])
             np.testing.assert_allclose(loaded.search(q, k=3)[0], idx.search(q, k=3)[0])
         assert loaded.add(["more"]).tolist() == [10]
     plain = rf.BM25Index(stemmer=False, stopwords=None)
     plain.save(path)
     again = rf.load(path)
-    assert isinstance(again, rf.BM25Index) and again.language is None and again.stopwords == [] and len(again) == 0
+    assert (
+        isinstance(again, rf.BM25Index)
+        and again.language is None
+        and again.stopwords == []
+        and len(again) == 0
+    )
 
 
 def test_corrupt_and_foreign_files(tmp_path: Path) -> None:
@@ -270,7 +275,9 @@ def test_matches_bm25s_on_a_small_corpus() -> None:
     queries = [" ".join(rng.choice(vocab, size=rng.integers(1, 5))) for _ in range(40)]
     stemmer = stemmer_mod.Stemmer("english")
     retriever = bm.BM25(k1=1.5, b=0.75)
-    retriever.index(bm.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    retriever.index(
+        bm.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+    )
     idx = rf.BM25Index()
     idx.add(texts)
     for q in queries:
@@ -301,7 +308,9 @@ def test_cranfield_ndcg() -> None:
     idx.add([d.text for d in docs])
     _, ids = idx.search([q.text for q in queries], k=10)
     per_query = [
-        ndcg_at_k([docs[i].id for i in row if i >= 0], qrels[q.id]) for q, row in zip(queries, ids) if q.id in qrels
+        ndcg_at_k([docs[i].id for i in row if i >= 0], qrels[q.id])
+        for q, row in zip(queries, ids)
+        if q.id in qrels
     ]
     ndcg = float(np.mean(per_query))
     assert abs(ndcg - 0.3735) <= 0.005, ndcg

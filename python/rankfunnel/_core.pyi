@@ -195,7 +195,12 @@ class MultiVectorIndex:
 
 class BM25Index:
     def __init__(
-        self, k1: float, b: float, language: Optional[str], stopwords: str, stopword_list: Optional[list[str]] = None
+        self,
+        k1: float,
+        b: float,
+        language: Optional[str],
+        stopwords: str,
+        stopword_list: Optional[list[str]] = None,
     ) -> None: ...
     @property
     def k1(self) -> float: ...

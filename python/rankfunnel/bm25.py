@@ -13,7 +13,7 @@ from ._arrays import as_ids, positive_int, threads_arg
 from ._index import IdIndexBase, Ids, PathLike, Scores, unbatch
 from .errors import RankfunnelError
 
-StopwordsArg = Union[str, Sequence[str], None]
+StopwordsArg = Union[str, Sequence[str], bool, None]
 
 
 def _texts(texts: object, name: str) -> tuple[list[str], bool]:
@@ -32,6 +32,8 @@ def _texts(texts: object, name: str) -> tuple[list[str], bool]:
 def _stopwords(stopwords: StopwordsArg) -> tuple[str, Optional[list[str]]]:
     if stopwords is None or stopwords is False:
         return "none", None
+    if stopwords is True:
+        return "english", None
     if isinstance(stopwords, str):
         if stopwords.lower() in ("english", "en"):
             return "english", None
@@ -73,8 +75,8 @@ class BM25Index(IdIndexBase):
     stemmer : bool, default True
         Stem words; ``False`` keeps the lowercased words as they are.
     stopwords : "english", None or list of str, default "english"
-        Words dropped before stemming: bm25s's English list (33 words), none, or your own list
-        (compared with the lowercased words).
+        Words dropped before stemming: bm25s's English list (33 words; also ``True``), none
+        (also ``False``), or your own list (compared with the lowercased words).
 
     Examples
     --------
@@ -155,7 +157,11 @@ class BM25Index(IdIndexBase):
         return list(self._index.analyze(text))
 
     def add(
-        self, texts: Union[str, Sequence[str]], ids: Optional[npt.ArrayLike] = None, *, threads: Optional[int] = None
+        self,
+        texts: Union[str, Sequence[str]],
+        ids: Optional[npt.ArrayLike] = None,
+        *,
+        threads: Optional[int] = None,
     ) -> Ids:
         """Add documents.
 

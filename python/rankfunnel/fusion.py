@@ -66,7 +66,8 @@ def _weights(weights: Optional[Sequence[float]], n: int) -> npt.NDArray[np.float
         raise RankfunnelError(f"got {w.shape[0]} weights for {n} results")
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise RankfunnelError("weights must be finite, non-negative and not all zero")
-    return w / w.sum()
+    out: npt.NDArray[np.float64] = w / w.sum()
+    return out
 
 
 def _valid(scores: npt.NDArray[np.float64], ids: Ids) -> tuple[npt.NDArray[np.float64], Ids]:
@@ -137,7 +138,9 @@ def reciprocal_rank_fusion(
         raise RankfunnelError(f"k must be a positive number, got {k!r}")
     w = _weights(weights, len(results))
 
-    def contribution(j: int, scores: npt.NDArray[np.float64], ids: Ids) -> tuple[Ids, npt.NDArray[np.float64]]:
+    def contribution(
+        j: int, scores: npt.NDArray[np.float64], ids: Ids
+    ) -> tuple[Ids, npt.NDArray[np.float64]]:
         return ids, w[j] / (k + np.arange(1, ids.size + 1, dtype=np.float64))
 
     return _run(results, top, contribution)
@@ -172,7 +175,9 @@ def convex_combination(
     """
     w = _weights(weights, len(results))
 
-    def contribution(j: int, scores: npt.NDArray[np.float64], ids: Ids) -> tuple[Ids, npt.NDArray[np.float64]]:
+    def contribution(
+        j: int, scores: npt.NDArray[np.float64], ids: Ids
+    ) -> tuple[Ids, npt.NDArray[np.float64]]:
         if ids.size == 0:
             return ids, scores
         lo, hi = scores.min(), scores.max()

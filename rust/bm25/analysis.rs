@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 /// The English stopword list bm25s uses for `"en"` / `"english"` (NLTK's short list).
 pub const ENGLISH_STOPWORDS: [&str; 33] = [
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no",
-    "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this",
-    "to", "was", "will", "with",
+    "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to",
+    "was", "will", "with",
 ];
 
 /// Snowball stemmer languages, by the name users pass.

@@ -33,15 +33,23 @@ impl BM25Index {
             Stopwords::English => (1, String::new()),
             Stopwords::Custom(list) => (2, list.join("\n")),
         };
-        let lang = self.analyzer.language().map_or(-1, |l| LANGUAGES.iter().position(|(n, _)| *n == l).unwrap() as i64);
+        let lang = self
+            .analyzer
+            .language()
+            .map_or(-1, |l| LANGUAGES.iter().position(|(n, _)| *n == l).unwrap() as i64);
         let meta = [self.next_id, c.ids.len() as i64, c.terms.len() as i64, mode, lang];
         let params = [self.params.k1, self.params.b];
         let terms: Vec<u8> = c.terms.iter().flat_map(|t| t.bytes()).collect();
         let termoff = offsets(c.terms.iter().map(|t| t.len()));
         let postoff = offsets(c.postings.iter().map(|p| p.len()));
         let post: Vec<u32> = c.postings.iter().flatten().flat_map(|p| [p.slot, p.tf]).collect();
-        let header =
-            Header { kind: Kind::Bm25, dim: 0, metric: Metric::Dot, dtype: Dtype::U8, count: c.ids.len() as u64 };
+        let header = Header {
+            kind: Kind::Bm25,
+            dim: 0,
+            metric: Metric::Dot,
+            dtype: Dtype::U8,
+            count: c.ids.len() as u64,
+        };
         let mut w = Writer::new(header);
         w.add("meta", &meta);
         w.add("params", &params);

@@ -170,7 +170,12 @@ impl BM25Index {
     /// texts are analyzed on `threads` threads and their postings appended.
     ///
     /// Everything is checked before anything changes, so a failed add leaves the index as it was.
-    pub fn add<S: AsRef<str> + Sync>(&mut self, texts: &[S], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
+    pub fn add<S: AsRef<str> + Sync>(
+        &mut self,
+        texts: &[S],
+        ids: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Vec<i64>> {
         let n = texts.len();
         let new_ids = vectors::new_ids(n, ids, self.next_id, "documents", |id| self.slots.contains_key(&id))?;
         if self.slot_ids.len() + n > u32::MAX as usize {

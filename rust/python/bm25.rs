@@ -72,7 +72,9 @@ impl BM25Index {
     fn stopwords(&self) -> (&'static str, Vec<String>) {
         match self.inner.read().analyzer().stopwords() {
             Stopwords::None => ("none", Vec::new()),
-            Stopwords::English => ("english", bm25::ENGLISH_STOPWORDS.iter().map(|s| s.to_string()).collect()),
+            Stopwords::English => {
+                ("english", bm25::ENGLISH_STOPWORDS.iter().map(|s| s.to_string()).collect())
+            }
             Stopwords::Custom(l) => ("custom", l.clone()),
         }
     }
