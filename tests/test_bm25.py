@@ -337,3 +337,29 @@ def test_search_results_survive_concurrent_adds() -> None:
         assert (ids >= 0).all()
     t.join()
     assert not errors and len(idx) == 60
+
+
+def test_kill_during_save_leaves_a_loadable_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "lex.rfi"
+    script = f"""
+import rankfunnel as rf
+idx = rf.BM25Index()
+idx.add(["first version"])
+idx.save({str(path)!r})
+print("saved", flush=True)
+idx.add([f"document {{i}} with several words" for i in range(200_000)])
+while True:
+    idx.save({str(path)!r})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "saved"
+    time.sleep(1.5)
+    proc.kill()
+    assert proc.wait() == -9
+    loaded = rf.BM25Index.load(path)  # the old file or a complete new one, never a torn one
+    assert len(loaded) in (1, 200_001)
+    assert not [p for p in tmp_path.iterdir() if p.name != "lex.rfi" and not p.name.startswith(".lex.rfi.tmp")]
