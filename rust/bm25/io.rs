@@ -97,7 +97,7 @@ impl BM25Index {
         let stopwords = match meta[3] {
             0 => Stopwords::None,
             1 => Stopwords::English,
-            2 => Stopwords::Custom(stops.split('\n').map(str::to_string).collect()),
+            2 => Stopwords::Custom(stops.split('\n').filter(|w| !w.is_empty()).map(str::to_string).collect()),
             _ => return Err(bad("unknown stopword mode")),
         };
         let language = match meta[4] {
