@@ -65,6 +65,7 @@ bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same 
 	$(PY) benches/bench_hnsw.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_maxsim.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_models.py --repeat 2
+	$(PY) benches/bench_lexical.py
 
 bench: bench-rust bench-python ## all benchmarks
 

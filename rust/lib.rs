@@ -5,6 +5,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod bm25;
 pub mod error;
 pub mod flat;
 pub mod half;
@@ -28,6 +29,7 @@ pub mod vectors;
 #[cfg(feature = "python")]
 pub mod python;
 
+pub use bm25::BM25Index;
 pub use error::{Error, Result};
 pub use flat::FlatIndex;
 pub use hnsw::HnswIndex;

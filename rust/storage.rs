@@ -4,7 +4,7 @@
 //! header (64 bytes, little-endian)
 //!   0  magic   b"RANKFNL\0"
 //!   8  u32     format version
-//!  12  u32     kind (1 flat, 2 hnsw, 3 ivf, 4 multi-vector)
+//!  12  u32     kind (1 flat, 2 hnsw, 3 ivf, 4 multi-vector, 5 bm25)
 //!  16  u32     dim
 //!  20  u32     metric code
 //!  24  u32     dtype code of the main vectors (1 f32, 2 f16, 3 i8, 4 u8)
@@ -51,6 +51,8 @@ pub enum Kind {
     Ivf = 3,
     /// Multi-vector (late interaction) index.
     MultiVector = 4,
+    /// Lexical BM25 index (dim 0; see [`crate::bm25`]).
+    Bm25 = 5,
 }
 
 impl Kind {
@@ -61,6 +63,7 @@ impl Kind {
             2 => Some(Kind::Hnsw),
             3 => Some(Kind::Ivf),
             4 => Some(Kind::MultiVector),
+            5 => Some(Kind::Bm25),
             _ => None,
         }
     }
@@ -72,6 +75,7 @@ impl Kind {
             Kind::Hnsw => "HNSWIndex",
             Kind::Ivf => "IVFIndex",
             Kind::MultiVector => "MultiVectorIndex",
+            Kind::Bm25 => "BM25Index",
         }
     }
 }

@@ -47,7 +47,7 @@ def test_parse_spec(spec: str, kind: str, opts: dict[str, Any]) -> None:
     ("spec", "match"),
     [
         ("", "non-empty"),
-        ("lsh", r"unknown index kind 'lsh': expected one of flat, hnsw, ivf, multivector"),
+        ("lsh", r"unknown index kind 'lsh': expected one of bm25, flat, hnsw, ivf, multivector"),
         ("flat32", "takes no number"),
         ("hnsw,efc=3", r"unknown option 'efc' for index kind 'hnsw'.*ef_construction"),
         ("ivf,pq8", r"unknown option 'pq8'.*words are f32, int8"),
@@ -133,8 +133,13 @@ def test_a_new_kind_needs_only_a_register_call() -> None:
             registry.parse_spec("doubled2")
         with pytest.raises(rf.RankfunnelError, match="already registered to _Doubled"):
             registry.register("doubled", rf.HNSWIndex)
-        with pytest.raises(rf.RankfunnelError, match="not ending in a digit"):
-            registry.register("kind2", _Doubled)
+        with pytest.raises(rf.RankfunnelError, match="ends in a digit, so it cannot take a number"):
+            registry.register("kind2", _Doubled, number="factor")
+        with pytest.raises(rf.RankfunnelError, match="starting with a letter"):
+            registry.register("2kind", _Doubled)
+        # A kind named with digits at the end is matched whole: "bm25" is BM25Index, not "bm" 25.
+        assert registry.parse_spec("bm25,k1=1.2") == ("bm25", {"k1": 1.2})
+        assert isinstance(rf.index_factory("bm25"), rf.BM25Index)
         # A subclass sharing FlatIndex's compiled class does not take over loading flat files.
         assert registry.wrap_core(rf.FlatIndex(4)._index).__class__ is rf.FlatIndex
     finally:
@@ -241,13 +246,20 @@ def test_one_integer_check_for_every_count_argument() -> None:
 
 
 def test_pipeline_takes_index_specs() -> None:
-    with pytest.raises(rf.RankfunnelError, match="unknown index kind 'lsh': expected one of flat, hnsw"):
+    from rankfunnel.pipeline.fields import new_index
+
+    with pytest.raises(
+        rf.RankfunnelError, match="unknown index kind 'lsh': expected one of bm25, flat, hnsw"
+    ):
         rf.Pipeline(encoder=object(), index="lsh")
     with pytest.raises(rf.RankfunnelError, match="unknown option 'efc'"):
         rf.Pipeline(encoder=object(), index="hnsw,efc=3")
+    for spec in ("bm25", "multivector2"):
+        with pytest.raises(rf.RankfunnelError, match="cannot hold first-stage vectors"):
+            rf.Pipeline(encoder=object(), index=spec)
     p = rf.Pipeline(encoder=object(), index="ivf", metric="dot")
-    ivf = p._new_index(8, 10_000)
+    ivf = new_index(p.index_kind, 8, 10_000, p.metric)
     assert isinstance(ivf, rf.IVFIndex) and (ivf.nlist, ivf.metric) == (256, "dot")  # sized for n
-    h = rf.Pipeline(encoder=object(), index="hnsw8,ef_construction=50")._new_index(8, 10)
+    h = new_index("hnsw8,ef_construction=50", 8, 10, "cosine")
     assert isinstance(h, rf.HNSWIndex) and (h.m, h.ef_construction, h.metric) == (8, 50, "cosine")
-    assert isinstance(rf.Pipeline(encoder=object())._new_index(8, 10), rf.FlatIndex)
+    assert isinstance(new_index(rf.Pipeline(encoder=object()).index_kind, 8, 10, "cosine"), rf.FlatIndex)

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from ._core import __version__, default_threads, simd_level, simd_levels
+from .bm25 import BM25Index
 from .errors import CorruptFileError, RankfunnelError, UnknownIdError, UnsupportedVersionError
 from .flat import FlatIndex, topk
+from .fusion import convex_combination, reciprocal_rank_fusion
 from .hnsw import HNSWIndex
 from .io import load
 from .ivf import IVFIndex
@@ -21,6 +23,7 @@ from .pipeline import Hit, Pipeline
 from .registry import index_factory
 
 __all__ = [
+    "BM25Index",
     "CorruptFileError",
     "BiEncoder",
     "ColBERTEncoder",
@@ -36,11 +39,13 @@ __all__ = [
     "UnknownIdError",
     "UnsupportedVersionError",
     "__version__",
+    "convex_combination",
     "default_threads",
     "index_factory",
     "kmeans",
     "load",
     "maxsim",
+    "reciprocal_rank_fusion",
     "simd_level",
     "simd_levels",
     "topk",

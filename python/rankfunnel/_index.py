@@ -14,12 +14,13 @@ from ._arrays import as_ids, as_matrix, positive_int
 PathLike = Union[str, "os.PathLike[str]"]
 Scores = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
-T = TypeVar("T", bound="IndexBase")
+T = TypeVar("T", bound="IdIndexBase")
 
 
-class IndexBase:
-    """Base of every index wrapper (:class:`FlatIndex`, :class:`HNSWIndex`, :class:`IVFIndex`,
-    :class:`MultiVectorIndex`); holds the compiled index in ``_index``.
+class IdIndexBase:
+    """Base of every index wrapper, vector or lexical (:class:`FlatIndex`, :class:`HNSWIndex`,
+    :class:`IVFIndex`, :class:`MultiVectorIndex`, :class:`BM25Index`): ids, removal,
+    persistence, ``repr``; holds the compiled index in ``_index``.
 
     A subclass names its compiled class in ``_CORE`` and the fields of its ``repr`` in
     ``_REPR`` (attribute names; ``"len"`` is the number of stored items), lists deprecated
@@ -42,21 +43,6 @@ class IndexBase:
         return obj
 
     @property
-    def dim(self) -> int:
-        """Vector dimension (token dimension for multi-vector indexes)."""
-        return int(self._index.dim)
-
-    @property
-    def metric(self) -> str:
-        """Metric name: ``"cosine"``, ``"dot"`` or ``"l2"``."""
-        return str(self._index.metric)
-
-    @property
-    def is_mapped(self) -> bool:
-        """Whether stored data is read from a memory-mapped file (``load(..., mmap=True)``)."""
-        return bool(self._index.is_mapped)
-
-    @property
     def ids(self) -> Ids:
         """Stored ids (storage order, which changes on removal)."""
         out: Ids = self._index.ids()
@@ -74,28 +60,6 @@ class IndexBase:
             for name in self._REPR
         )
         return f"{type(self).__name__}({fields})"
-
-    def _vectors(self, vectors: npt.ArrayLike, ids: Optional[npt.ArrayLike]) -> tuple[Any, Optional[Ids]]:
-        v, _ = as_matrix(vectors, "vectors", dim=self.dim)
-        return v, None if ids is None else as_ids(ids)
-
-    def _queries(
-        self, queries: npt.ArrayLike, k: int, filter: Optional[npt.ArrayLike]
-    ) -> tuple[Any, bool, int, Optional[Ids]]:
-        k = positive_int(k, "k")
-        q, single = as_matrix(queries, "queries", dim=self.dim)
-        return q, single, k, None if filter is None else as_ids(filter, "filter")
-
-    def get(self, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """Stored vectors of ``ids`` as an ``(n, dim)`` array (unit length for cosine).
-
-        Raises
-        ------
-        UnknownIdError
-            If any id is not stored.
-        """
-        out: npt.NDArray[np.float32] = self._index.get(as_ids(ids))
-        return out
 
     def remove(self, ids: npt.ArrayLike) -> int:
         """Remove ids; returns how many were removed.
@@ -170,6 +134,48 @@ class BF16Copy:
             f"{type(self).__name__}.prefilter is deprecated; use .bf16_copy", DeprecationWarning, stacklevel=2
         )
         return self.bf16_copy
+
+
+class IndexBase(IdIndexBase):
+    """Base of the vector index wrappers: adds the dimension, metric, stored vectors and input
+    checks."""
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension (token dimension for multi-vector indexes)."""
+        return int(self._index.dim)
+
+    @property
+    def metric(self) -> str:
+        """Metric name: ``"cosine"``, ``"dot"`` or ``"l2"``."""
+        return str(self._index.metric)
+
+    def _vectors(self, vectors: npt.ArrayLike, ids: Optional[npt.ArrayLike]) -> tuple[Any, Optional[Ids]]:
+        v, _ = as_matrix(vectors, "vectors", dim=self.dim)
+        return v, None if ids is None else as_ids(ids)
+
+    def _queries(
+        self, queries: npt.ArrayLike, k: int, filter: Optional[npt.ArrayLike]
+    ) -> tuple[Any, bool, int, Optional[Ids]]:
+        k = positive_int(k, "k")
+        q, single = as_matrix(queries, "queries", dim=self.dim)
+        return q, single, k, None if filter is None else as_ids(filter, "filter")
+
+    @property
+    def is_mapped(self) -> bool:
+        """Whether stored data is read from a memory-mapped file (``load(..., mmap=True)``)."""
+        return bool(self._index.is_mapped)
+
+    def get(self, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Stored vectors of ``ids`` as an ``(n, dim)`` array (unit length for cosine).
+
+        Raises
+        ------
+        UnknownIdError
+            If any id is not stored.
+        """
+        out: npt.NDArray[np.float32] = self._index.get(as_ids(ids))
+        return out
 
 
 def unbatch(single: bool, scores: Scores, ids: Ids) -> tuple[Scores, Ids]:

@@ -7,13 +7,14 @@ from typing import Union
 
 from . import _core
 from ._index import PathLike
+from .bm25 import BM25Index
 from .flat import FlatIndex
 from .hnsw import HNSWIndex
 from .ivf import IVFIndex
 from .multivector import MultiVectorIndex
 from .registry import wrap_core
 
-AnyIndex = Union[FlatIndex, IVFIndex, HNSWIndex, MultiVectorIndex]
+AnyIndex = Union[FlatIndex, IVFIndex, HNSWIndex, MultiVectorIndex, BM25Index]
 
 
 def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
@@ -28,7 +29,7 @@ def load(path: PathLike, *, mmap: bool = False) -> AnyIndex:
 
     Returns
     -------
-    FlatIndex, IVFIndex, HNSWIndex or MultiVectorIndex
+    FlatIndex, IVFIndex, HNSWIndex, MultiVectorIndex or BM25Index
         The loaded index, of the kind recorded in the file (any kind in
         :mod:`rankfunnel.registry`).
 

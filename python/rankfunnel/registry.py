@@ -69,7 +69,7 @@ def register(
     Parameters
     ----------
     kind : str
-        The kind's name in specs (lower case letters, digits and ``_``, not ending in a digit).
+        The kind's name in specs (lower case letters, digits and ``_``, starting with a letter; a name ending in a digit takes no number).
     cls : type
         The wrapper class (an :class:`~rankfunnel._index.IndexBase` with ``_CORE`` naming its
         compiled class, so that :func:`wrap_core` can find it for a loaded file).
@@ -87,8 +87,10 @@ def register(
         If ``kind`` is malformed or already registered to another class.
     """
     name = kind.lower()
-    if not name or not name.replace("_", "a").isalnum() or name[-1].isdigit() or name[0].isdigit():
-        raise RankfunnelError(f"index kind {kind!r} must be letters, digits and '_', not ending in a digit")
+    if not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
+        raise RankfunnelError(f"index kind {kind!r} must be letters, digits and '_', starting with a letter")
+    if name[-1].isdigit() and number is not None:
+        raise RankfunnelError(f"index kind {kind!r} ends in a digit, so it cannot take a number")
     old = _KINDS.get(name)
     if old is not None and old.cls is not cls:
         raise RankfunnelError(f"index kind {name!r} is already registered to {old.cls.__name__}")
@@ -145,7 +147,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(spec, str) or not spec.strip():
         raise RankfunnelError(f"index spec must be a non-empty string, got {spec!r}")
     head, *parts = (p.strip() for p in spec.split(","))
-    stem = head.rstrip("0123456789")
+    # A kind whose own name ends in digits ("bm25") is matched whole; others may carry a number.
+    stem = head if head in _KINDS else head.rstrip("0123456789")
     digits = head[len(stem) :]
     entry = _kind(stem)
     opts: dict[str, Any] = {}

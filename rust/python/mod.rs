@@ -14,12 +14,14 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+mod bm25;
 mod flat;
 mod hnsw;
 mod ivf;
 mod maxsim;
 mod multivector;
 
+use bm25::BM25Index;
 use flat::FlatIndex;
 use hnsw::HNSWIndex;
 use ivf::IVFIndex;
@@ -362,6 +364,7 @@ fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Py<PyAny>> {
         Kind::Ivf => Ok(Py::new(py, IVFIndex::from_file(py, &f)?)?.into_any()),
         Kind::Hnsw => Ok(Py::new(py, HNSWIndex::from_file(py, &f)?)?.into_any()),
         Kind::MultiVector => Ok(Py::new(py, MultiVectorIndex::from_file(py, &f)?)?.into_any()),
+        Kind::Bm25 => Ok(Py::new(py, BM25Index::from_file(py, &f)?)?.into_any()),
     }
 }
 
@@ -385,6 +388,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<IVFIndex>()?;
     m.add_class::<HNSWIndex>()?;
     m.add_class::<MultiVectorIndex>()?;
+    m.add_class::<BM25Index>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
