@@ -4,18 +4,10 @@
 use std::collections::HashMap;
 
 use rankfunnel::bm25::{Analyzer, Params, Stopwords};
-use rankfunnel::{BM25Index, Error};
+use rankfunnel::{BM25Index, Error, Index};
 
-/// Small deterministic generator (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
+mod common;
+use common::Rng;
 
 const WORDS: [&str; 12] =
     ["alpha", "beta", "gamma", "delta", "the", "of", "straße", "naïve", "日本語", "x", "epsilon", "zeta"];

@@ -105,7 +105,7 @@ def test_index_broken_corpus(tmp_path: Path, name: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--index", "annoy"], "argument --index: invalid choice: 'annoy'"),
+        (["--index", "annoy"], "argument --index: unknown index kind 'annoy'"),
         (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got 0"),
         (["--candidates", "many"], "argument --candidates: expected a positive integer, got 'many'"),
         (["--model", "/no/such/model"], "/no/such/model"),
