@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
-use crate::simd;
 
 /// Number of `d`-dimensional rows in `data`, or an error naming `what`.
 pub fn rows(data: &[f32], d: usize, what: &str) -> Result<usize> {
@@ -32,23 +31,34 @@ pub fn check_finite(data: &[f32], d: usize, what: &str) -> Result<()> {
     )))
 }
 
-/// `1 / ||x||` of a vector, 0 for a zero vector (so cosine with it is 0, never NaN).
+/// `||x||` accumulated in `f64`, so that the squared norm of finite float32 values neither
+/// overflows (values near 1e19 and above) nor underflows (values near 1e-20 and below).
+#[inline]
+fn norm_f64(x: &[f32]) -> f64 {
+    x.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt()
+}
+
+/// `1 / ||x||` of a vector, 0 for a zero vector (so cosine with it is 0, never NaN). The norm is
+/// computed in `f64`; the inverse saturates at `f32::MAX` (vectors below about 1e-38).
 #[inline]
 pub fn inv_norm(x: &[f32]) -> f32 {
-    let n = simd::norm_sq(x).sqrt();
+    let n = norm_f64(x);
     if n > 0.0 && n.is_finite() {
-        1.0 / n
+        (1.0 / n).min(f32::MAX as f64) as f32
     } else {
         0.0
     }
 }
 
-/// A copy of `data` with each row scaled to unit length (zero rows stay zero).
+/// A copy of `data` with each row scaled to unit length (zero rows stay zero), computed in
+/// `f64` so that every finite row, however large or small, comes out of unit length.
 pub fn normalized(data: &[f32], d: usize) -> Vec<f32> {
     let mut out = data.to_vec();
     for row in out.chunks_exact_mut(d) {
-        let s = inv_norm(row);
-        row.iter_mut().for_each(|x| *x *= s);
+        let n = norm_f64(row);
+        if n > 0.0 && n.is_finite() {
+            row.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
+        }
     }
     out
 }
