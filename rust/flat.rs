@@ -8,7 +8,7 @@ use crate::ids::IdMap;
 use crate::index::Index;
 use crate::metric::Metric;
 use crate::pack;
-use crate::storage::{Buf, Mapping, Dtype, Header, IndexFile, Kind, Writer};
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Mapping, Writer};
 use crate::topk::{self, Blocks, Prefilter, Results, Source};
 
 /// Searches of at most this many queries use the bfloat16 prefilter (they are memory-bound).

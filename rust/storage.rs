@@ -513,7 +513,9 @@ impl IndexFile {
         }
         let len = e.len / size;
         match &self.backing {
-            Backing::Map(m) if (m.map.as_ptr() as usize + e.offset).is_multiple_of(std::mem::align_of::<T>()) => {
+            Backing::Map(m)
+                if (m.map.as_ptr() as usize + e.offset).is_multiple_of(std::mem::align_of::<T>()) =>
+            {
                 Ok(Buf::Mapped { map: m.clone(), offset: e.offset, len, _t: PhantomData })
             }
             _ => {

@@ -100,9 +100,9 @@ fn overflowing_scores_are_an_error_in_every_vector_index() {
         let mut ivf = IvfIndex::new(d, 2, metric, rankfunnel::ivf::Storage::F32).unwrap();
         let small: Vec<f32> = x.iter().map(|v| v * 1e-19).collect();
         ivf.train(&small, 5, 0, 1).unwrap();
-        let ivf_err = ivf.add(&x, None, 1).and_then(|_| {
-            ivf.search(&x, 3, &rankfunnel::ivf::IvfParams { nprobe: 2, refine: 0 }, None, 1)
-        });
+        let ivf_err = ivf
+            .add(&x, None, 1)
+            .and_then(|_| ivf.search(&x, 3, &rankfunnel::ivf::IvfParams { nprobe: 2, refine: 0 }, None, 1));
         let errors = [
             flat.search(&x, 3, &(), None, 1).unwrap_err(),
             h.search(&x, 3, &HnswParams::ef(16), None, 1).unwrap_err(),

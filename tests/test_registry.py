@@ -171,7 +171,9 @@ def test_shared_methods(kind: str) -> None:
     assert len(idx) == n - 2
     assert sorted(idx.ids.tolist()) == list(range(2, n)) and not idx.is_mapped
     if kind in ("flat", "hnsw", "ivf"):
-        np.testing.assert_allclose(idx.get([2, 3]), clustered(200, 8, clusters=8, seed=3)[[2, 3]], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            idx.get([2, 3]), clustered(200, 8, clusters=8, seed=3)[[2, 3]], rtol=1e-6, atol=1e-6
+        )
 
 
 def test_repr_fields() -> None:

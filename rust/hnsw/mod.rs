@@ -29,7 +29,7 @@ use crate::index::Index;
 use crate::invalid;
 use crate::metric::Metric;
 use crate::rng::Rng;
-use crate::storage::{Buf, Mapping, IndexFile, Kind};
+use crate::storage::{Buf, IndexFile, Kind, Mapping};
 use crate::topk::Results;
 use crate::vectors;
 

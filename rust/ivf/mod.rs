@@ -20,7 +20,7 @@ use crate::pack;
 use crate::parallel;
 use crate::rng::Rng;
 use crate::simd::{self, U8_ROWS};
-use crate::storage::{Buf, Mapping, Dtype, Header, IndexFile, Kind, Writer};
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Mapping, Writer};
 use crate::topk::{self, Blocks, Results, Scan, Source, TopK};
 use crate::vectors;
 

@@ -36,7 +36,7 @@ use crate::maxsim::{self, Docs, PackedQuery, Tokens};
 use crate::metric::Metric;
 use crate::parallel;
 use crate::rng::Rng;
-use crate::storage::{Buf, Mapping, Dtype, Header, IndexFile, Kind, Writer};
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Mapping, Writer};
 use crate::topk::{self, Results, TopK};
 use crate::vectors;
 
