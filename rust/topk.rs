@@ -151,12 +151,13 @@ pub fn check_result_size(nq: usize, k: usize) -> Result<()> {
     Ok(())
 }
 
-/// The error of a search whose scores overflow float32: every input is checked to be finite
-/// first, so an infinite score means the vectors are too large for the metric (dot, l2).
+/// The error of a search whose scores are not finite: index inputs are checked to be finite
+/// first, so there an infinite score means the vectors are too large for the metric (dot, l2);
+/// `topk` finds a non-finite corpus value through its scores.
 pub fn score_overflow() -> Error {
     Error::InvalidArgument(
-        "scores overflow float32: the vectors are too large for this metric (scale them down, \
-         or use cosine)"
+        "vectors contain NaN or infinity, or their scores overflow float32 (the vectors are too \
+         large for this metric: scale them down, or use cosine)"
             .into(),
     )
 }
