@@ -8,7 +8,7 @@ use crate::ids::IdMap;
 use crate::index::Index;
 use crate::metric::Metric;
 use crate::pack;
-use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Mapping, Writer};
 use crate::topk::{self, Blocks, Prefilter, Results, Source};
 
 /// Searches of at most this many queries use the bfloat16 prefilter (they are memory-bound).
@@ -314,8 +314,7 @@ impl Index for FlatIndex {
             + self.idmap.capacity() * 24
     }
 
-    /// True while the vectors are read from an mmapped file.
-    fn is_mapped(&self) -> bool {
-        self.data.is_mapped()
+    fn mapped_file(&self) -> Option<&Mapping> {
+        self.data.mapping()
     }
 }

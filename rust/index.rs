@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::metric::Metric;
-use crate::storage::{IndexFile, Kind};
+use crate::storage::{IndexFile, Kind, Mapping};
 use crate::topk::Results;
 
 /// The operations every index supports.
@@ -81,6 +81,17 @@ pub trait Index: Sized {
     /// Heap bytes used; a mapped file's pages are not counted.
     fn memory_bytes(&self) -> usize;
 
+    /// The file mapping (part of) the index is read from, if it was loaded with mmap.
+    fn mapped_file(&self) -> Option<&Mapping>;
+
     /// True while (part of) the index is read from an mmapped file.
-    fn is_mapped(&self) -> bool;
+    fn is_mapped(&self) -> bool {
+        self.mapped_file().is_some()
+    }
+
+    /// Error when the file the index is mapped from was truncated or modified since it was
+    /// loaded (see [`Mapping::check`]); call before reading the index.
+    fn check_mapping(&self) -> Result<()> {
+        self.mapped_file().map_or(Ok(()), Mapping::check)
+    }
 }

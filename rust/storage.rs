@@ -142,7 +142,7 @@ pub enum Buf<T: Pod> {
     /// A range of a read-only file mapping.
     Mapped {
         /// The mapping, shared with other sections of the same file.
-        map: Arc<Mmap>,
+        map: Arc<Mapping>,
         /// Byte offset of the first element.
         offset: usize,
         /// Number of elements.
@@ -160,7 +160,7 @@ impl<T: Pod> Buf<T> {
             Buf::Mapped { map, offset, len, .. } => {
                 // SAFETY: `IndexFile::buf` checked bounds and alignment; the map is read-only and
                 // lives as long as `self`.
-                unsafe { std::slice::from_raw_parts(map.as_ptr().add(*offset) as *const T, *len) }
+                unsafe { std::slice::from_raw_parts(map.map.as_ptr().add(*offset) as *const T, *len) }
             }
         }
     }
@@ -179,6 +179,14 @@ impl<T: Pod> Buf<T> {
     /// True when the data is read from a file mapping.
     pub fn is_mapped(&self) -> bool {
         matches!(self, Buf::Mapped { .. })
+    }
+
+    /// The file mapping this buffer reads, if any.
+    pub fn mapping(&self) -> Option<&Mapping> {
+        match self {
+            Buf::Owned(_) => None,
+            Buf::Mapped { map, .. } => Some(map),
+        }
     }
 
     /// Bytes of heap memory held (0 for a mapping).
@@ -295,8 +303,49 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// A read-only mapping of an index file, with what the file looked like when it was mapped.
+///
+/// A mapping assumes the file is not changed while it is mapped (files are replaced by rename,
+/// which leaves a mapping of the old file intact). [`Mapping::check`] detects a truncation or an
+/// in-place edit cheaply (one `fstat`), so a search can refuse instead of reading pages that are
+/// gone (SIGBUS) or data that changed under the index.
+pub struct Mapping {
+    map: Mmap,
+    file: File,
+    path: PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Mapping {
+    fn new(file: File, path: &Path) -> Result<Mapping> {
+        let meta = file.metadata()?;
+        // SAFETY: mapped read-only; the format is verified before use, and `check` is called
+        // before each use by a search or a fetch to catch a file changed since (see above).
+        let map = unsafe { Mmap::map(&file)? };
+        Ok(Mapping { map, file, path: path.to_path_buf(), len: meta.len(), modified: meta.modified().ok() })
+    }
+
+    /// Error when the mapped file was truncated or modified in place since it was mapped.
+    pub fn check(&self) -> Result<()> {
+        let meta = self.file.metadata()?;
+        let what = if meta.len() < self.len {
+            "was truncated"
+        } else if meta.len() != self.len || meta.modified().ok() != self.modified {
+            "was modified"
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidArgument(format!(
+            "the mapped file {} {what} while the index was loaded with mmap=True; load it again \
+             (replace index files by renaming a new file over them, as save does)",
+            self.path.display()
+        )))
+    }
+}
+
 enum Backing {
-    Map(Arc<Mmap>),
+    Map(Arc<Mapping>),
     Heap(Vec<u8>),
 }
 
@@ -344,14 +393,14 @@ impl IndexFile {
         let backing = if mmap {
             // SAFETY: mapped read-only; the format is verified before use. Like every mmap user
             // we assume nobody truncates the file while it is open.
-            Backing::Map(Arc::new(unsafe { Mmap::map(&file)? }))
+            Backing::Map(Arc::new(Mapping::new(file, path)?))
         } else {
             let mut b = Vec::with_capacity(size);
             file.read_to_end(&mut b)?;
             Backing::Heap(b)
         };
         let bytes: &[u8] = match &backing {
-            Backing::Map(m) => m,
+            Backing::Map(m) => &m.map,
             Backing::Heap(v) => v,
         };
         if bytes[..8] != MAGIC {
@@ -453,7 +502,7 @@ impl IndexFile {
     pub fn bytes(&self, tag: &str) -> Result<&[u8]> {
         let e = self.entry(tag)?;
         let all: &[u8] = match &self.backing {
-            Backing::Map(m) => m,
+            Backing::Map(m) => &m.map,
             Backing::Heap(v) => v,
         };
         Ok(&all[e.offset..e.offset + e.len])
@@ -468,7 +517,9 @@ impl IndexFile {
         }
         let len = e.len / size;
         match &self.backing {
-            Backing::Map(m) if (m.as_ptr() as usize + e.offset).is_multiple_of(std::mem::align_of::<T>()) => {
+            Backing::Map(m)
+                if (m.map.as_ptr() as usize + e.offset).is_multiple_of(std::mem::align_of::<T>()) =>
+            {
                 Ok(Buf::Mapped { map: m.clone(), offset: e.offset, len, _t: PhantomData })
             }
             _ => {

@@ -132,19 +132,68 @@ pub struct Results {
     pub ids: Vec<i64>,
 }
 
+/// The most entries (`nq * k`) one search result may have: 2^31, 24 GiB of scores and ids.
+pub const MAX_RESULT_ENTRIES: usize = 1 << 31;
+
+/// Error unless an `nq x k` result is small enough to allocate (see [`MAX_RESULT_ENTRIES`]).
+///
+/// Searches clamp their own working memory to what is stored, so only the `(nq, k)` result
+/// (padded with id -1 when `k` exceeds the stored count) grows with `k`.
+pub fn check_result_size(nq: usize, k: usize) -> Result<()> {
+    let entries = nq.checked_mul(k).filter(|&e| e <= MAX_RESULT_ENTRIES);
+    if entries.is_none() {
+        let bytes = (nq as u128) * (k as u128) * 12;
+        return Err(Error::InvalidArgument(format!(
+            "k={k} asks for a result of {nq} x {k} entries ({bytes} bytes), more than the limit of \
+             {MAX_RESULT_ENTRIES} entries; ask for fewer results"
+        )));
+    }
+    Ok(())
+}
+
+/// The error of a search whose scores are not finite: index inputs are checked to be finite
+/// first, so there an infinite score means the vectors are too large for the metric (dot, l2);
+/// `topk` finds a non-finite corpus value through its scores.
+pub fn score_overflow() -> Error {
+    Error::InvalidArgument(
+        "vectors contain NaN or infinity, or their scores overflow float32 (the vectors are too \
+         large for this metric: scale them down, or use cosine)"
+            .into(),
+    )
+}
+
+/// A vector of `len` copies of `v`, or an error when the memory cannot be reserved.
+pub fn try_filled<T: Clone>(len: usize, v: T, what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "{what} needs {} bytes, more than can be allocated",
+            len as u128 * std::mem::size_of::<T>() as u128
+        ))
+    })?;
+    out.resize(len, v);
+    Ok(out)
+}
+
 impl Results {
-    /// Write selections (one per query) as `nq x k` rows in metric units.
-    pub fn from_selections(sel: Vec<TopK>, k: usize, metric: Metric) -> Results {
+    /// Write selections (one per query) as `nq x k` rows in metric units; an error when the
+    /// result is too large (see [`check_result_size`]) or a kept score is not finite
+    /// ([`score_overflow`]: the inputs were checked, so it overflowed).
+    pub fn from_selections(sel: Vec<TopK>, k: usize, metric: Metric) -> Result<Results> {
         let nq = sel.len();
-        let mut scores = vec![metric.worst_score(); nq * k];
-        let mut ids = vec![-1i64; nq * k];
+        check_result_size(nq, k)?;
+        if sel.iter().any(|s| s.heap.iter().any(|h| !h.0.is_finite())) {
+            return Err(score_overflow());
+        }
+        let mut scores = try_filled(nq * k, metric.worst_score(), "the result")?;
+        let mut ids = try_filled(nq * k, -1i64, "the result")?;
         for (qi, s) in sel.into_iter().enumerate() {
             for (j, (key, id)) in s.into_sorted().into_iter().enumerate() {
                 scores[qi * k + j] = if metric == Metric::L2 { -key } else { key };
                 ids[qi * k + j] = id;
             }
         }
-        Results { scores, ids }
+        Ok(Results { scores, ids })
     }
 }
 
@@ -327,9 +376,7 @@ pub fn search(queries: &[f32], source: Source, metric: Metric, k: usize, threads
     let mut merged: Vec<Option<TopK>> = (0..nq).map(|_| None).collect();
     for (qr, sel, finite) in parts {
         if !finite {
-            return Err(Error::InvalidArgument(
-                "vectors contain NaN or infinity, or their scores overflow float32".into(),
-            ));
+            return Err(score_overflow());
         }
         for (i, s) in sel.into_iter().enumerate() {
             let slot = &mut merged[qr * q_per_range + i];
@@ -340,7 +387,7 @@ pub fn search(queries: &[f32], source: Source, metric: Metric, k: usize, threads
         }
     }
     let sel = merged.into_iter().map(|s| s.unwrap_or_else(|| TopK::new(kk))).collect();
-    Ok(Results::from_selections(sel, k, metric))
+    Results::from_selections(sel, k, metric)
 }
 
 /// Exact top-`k` of `queries` (`nq x d`) against row-major `corpus` (`n x d`), best first.
@@ -480,7 +527,7 @@ pub fn search_prefiltered(
         }
         sels.push(sel);
     }
-    Ok(Results::from_selections(sels, k, metric))
+    Results::from_selections(sels, k, metric)
 }
 
 /// Exact top-`k` of a few queries straight from row-major vectors (no packing): each row is
@@ -524,13 +571,11 @@ pub fn search_rows(
     let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(kk)).collect();
     for (sel, finite) in parts {
         if !finite {
-            return Err(Error::InvalidArgument(
-                "vectors contain NaN or infinity, or their scores overflow float32".into(),
-            ));
+            return Err(score_overflow());
         }
         for (m, s) in merged.iter_mut().zip(sel) {
             m.merge(s);
         }
     }
-    Ok(Results::from_selections(merged, k, metric))
+    Results::from_selections(merged, k, metric)
 }

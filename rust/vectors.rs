@@ -32,10 +32,20 @@ pub fn check_finite(data: &[f32], d: usize, what: &str) -> Result<()> {
     )))
 }
 
-/// `1 / ||x||` of a vector, 0 for a zero vector (so cosine with it is 0, never NaN).
+/// Squared norms at least this large (and finite) are computed in float32 exactly as before;
+/// below it, squares of the components may have lost precision to underflow.
+const F32_NORM_SQ_MIN: f32 = 1e-30;
+
+/// `1 / ||x||`: in float32 (SIMD) when `||x||^2` is a normal, finite float32, else from an `f64`
+/// sum, so that finite vectors whose squared norm overflows (values near 1e19 and above) or
+/// underflows (near 1e-15 and below) float32 get the right norm. 0 for a zero vector.
 #[inline]
-pub fn inv_norm(x: &[f32]) -> f32 {
-    let n = simd::norm_sq(x).sqrt();
+fn inv_norm_f64(x: &[f32]) -> f64 {
+    let n2 = simd::norm_sq(x);
+    if n2.is_finite() && n2 >= F32_NORM_SQ_MIN {
+        return (1.0 / n2.sqrt()) as f64;
+    }
+    let n = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
     if n > 0.0 && n.is_finite() {
         1.0 / n
     } else {
@@ -43,12 +53,25 @@ pub fn inv_norm(x: &[f32]) -> f32 {
     }
 }
 
-/// A copy of `data` with each row scaled to unit length (zero rows stay zero).
+/// `1 / ||x||` of a vector, 0 for a zero vector (so cosine with it is 0, never NaN). Right for
+/// any finite vector (see `inv_norm_f64`); saturates at `f32::MAX` (vectors below about 1e-38).
+#[inline]
+pub fn inv_norm(x: &[f32]) -> f32 {
+    inv_norm_f64(x).min(f32::MAX as f64) as f32
+}
+
+/// A copy of `data` with each row scaled to unit length (zero rows stay zero); every finite
+/// row, however large or small, comes out of unit length (scaled in `f64` when needed).
 pub fn normalized(data: &[f32], d: usize) -> Vec<f32> {
     let mut out = data.to_vec();
     for row in out.chunks_exact_mut(d) {
-        let s = inv_norm(row);
-        row.iter_mut().for_each(|x| *x *= s);
+        let s = inv_norm_f64(row);
+        if s <= f32::MAX as f64 {
+            let s = s as f32;
+            row.iter_mut().for_each(|x| *x *= s);
+        } else {
+            row.iter_mut().for_each(|x| *x = (*x as f64 * s) as f32);
+        }
     }
     out
 }

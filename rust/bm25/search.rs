@@ -125,6 +125,6 @@ impl BM25Index {
                 )
                 .collect()
         });
-        Ok(Results::from_selections(sel, k, Metric::Dot))
+        Results::from_selections(sel, k, Metric::Dot)
     }
 }

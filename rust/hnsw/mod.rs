@@ -29,7 +29,7 @@ use crate::index::Index;
 use crate::invalid;
 use crate::metric::Metric;
 use crate::rng::Rng;
-use crate::storage::{Buf, IndexFile, Kind};
+use crate::storage::{Buf, IndexFile, Kind, Mapping};
 use crate::topk::Results;
 use crate::vectors;
 
@@ -399,9 +399,8 @@ impl Index for HnswIndex {
             + self.idmap.capacity() * 17
     }
 
-    /// True while vectors and links are read from an mmapped file.
-    fn is_mapped(&self) -> bool {
-        self.vectors.is_mapped() || self.links0.is_mapped()
+    fn mapped_file(&self) -> Option<&Mapping> {
+        self.vectors.mapping().or(self.links0.mapping())
     }
 
     fn save(&self, path: &Path) -> Result<()> {

@@ -48,7 +48,8 @@ impl HnswIndex {
         } else {
             Cow::Borrowed(queries)
         };
-        let ef = ef.max(k);
+        // A beam wider than the index holds nothing more; bounding it keeps a huge `ef` or `k` cheap.
+        let ef = ef.max(k).min(self.len().max(1));
         let shared = match allow {
             Allow::Shared(ids) => Some(self.bitmap(ids)),
             _ => None,
@@ -97,7 +98,7 @@ impl HnswIndex {
         } else {
             parallel::install(threads, || (0..nq).into_par_iter().with_min_len(4).map(one).collect())
         };
-        Ok(Results::from_selections(sels, k, self.metric))
+        Results::from_selections(sels, k, self.metric)
     }
 
     /// Bitmap over slots of the live ids in `ids`, and how many there are.

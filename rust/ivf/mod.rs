@@ -20,7 +20,7 @@ use crate::pack;
 use crate::parallel;
 use crate::rng::Rng;
 use crate::simd::{self, U8_ROWS};
-use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Mapping, Writer};
 use crate::topk::{self, Blocks, Results, Scan, Source, TopK};
 use crate::vectors;
 
@@ -504,7 +504,7 @@ impl Index for IvfIndex {
             + self.idmap.capacity() * (std::mem::size_of::<(i64, u32)>() + 1)
     }
 
-    fn is_mapped(&self) -> bool {
-        self.raw.is_mapped()
+    fn mapped_file(&self) -> Option<&Mapping> {
+        self.raw.mapping()
     }
 }

@@ -51,7 +51,8 @@ impl IvfIndex {
         qc
     }
 
-    /// Score the queries `qs` against list `l`, offering results to `sel`.
+    /// Score the queries `qs` against list `l`, offering results to `sel`; false when a float32
+    /// score overflowed (the search then fails, see [`crate::topk::score_overflow`]).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn scan_list(
         &self,
@@ -62,7 +63,7 @@ impl IvfIndex {
         allowed: Option<&[bool]>,
         slot_ids: bool,
         sel: &mut [TopK],
-    ) {
+    ) -> bool {
         let d = self.dim;
         let list = &self.lists[l];
         let n = list.len();
@@ -90,10 +91,11 @@ impl IvfIndex {
                 };
                 let mut local: Vec<TopK> =
                     qs.iter().map(|&qi| std::mem::replace(&mut sel[qi as usize], TopK::new(0))).collect();
-                Scan::new(&rows, d, l2).run(0, qs.len(), &b, 0, n, &mut local);
+                let finite = Scan::new(&rows, d, l2).run(0, qs.len(), &b, 0, n, &mut local);
                 for (&qi, s) in qs.iter().zip(local) {
                     sel[qi as usize] = s;
                 }
+                finite
             }
             Storage::Int8 => {
                 let qc = qc.expect("int8 scans get quantized queries");
@@ -138,6 +140,8 @@ impl IvfIndex {
                         }
                     }
                 }
+                // Non-finite int8 scores are kept and caught with the results.
+                true
             }
         }
     }
@@ -229,17 +233,19 @@ impl IvfIndex {
         // Candidates headed for `refine` carry global slots, so refine needs no id lookup.
         let slot_ids = keep != k;
         let qc = (self.storage == Storage::Int8).then(|| self.quantize_queries(q));
-        let scan_task = |t: usize| -> Vec<TopK> {
+        let scan_task = |t: usize| -> Result<Vec<TopK>> {
             let mut sel: Vec<TopK> = (0..nq).map(|_| TopK::new(keep)).collect();
             for &l in work.iter().skip(t).step_by(tasks) {
-                self.scan_list(l, &by_list[l], q, qc.as_ref(), allowed.as_deref(), slot_ids, &mut sel);
+                if !self.scan_list(l, &by_list[l], q, qc.as_ref(), allowed.as_deref(), slot_ids, &mut sel) {
+                    return Err(crate::topk::score_overflow());
+                }
             }
-            sel
+            Ok(sel)
         };
         let parts: Vec<Vec<TopK>> = if tasks == 1 || threads <= 1 {
-            (0..tasks).map(scan_task).collect()
+            (0..tasks).map(scan_task).collect::<Result<_>>()?
         } else {
-            parallel::install(threads, || (0..tasks).into_par_iter().map(scan_task).collect())
+            parallel::install(threads, || (0..tasks).into_par_iter().map(scan_task).collect::<Result<_>>())?
         };
         // Merge the tasks' selections, queries in parallel.
         let mut parts = parts.into_iter();
@@ -262,6 +268,6 @@ impl IvfIndex {
         if keep != k {
             sel = self.refine(q, sel, k, threads);
         }
-        Ok(Results::from_selections(sel, k, self.metric))
+        Results::from_selections(sel, k, self.metric)
     }
 }

@@ -98,7 +98,19 @@ impl MultiVectorIndex {
         };
         let km =
             kmeans::kmeans(&sample, d, k, KMEANS_ITERS, self.seed, Init::KMeansPlusPlus, false, threads)?;
-        self.centroids = km.centroids;
+        // Degenerate data (fewer distinct tokens than centroids) leaves centroids that no token
+        // is nearest to; their lists would stay empty while probes still pick them, so drop them.
+        let mut used = vec![false; k];
+        for &a in &km.assignments {
+            used[a as usize] = true;
+        }
+        let mut new_id = vec![0u32; k];
+        self.centroids = Vec::with_capacity(k * d);
+        for c in (0..k).filter(|&c| used[c]) {
+            new_id[c] = (self.centroids.len() / d) as u32;
+            self.centroids.extend_from_slice(&km.centroids[c * d..(c + 1) * d]);
+        }
+        let assignments: Vec<u32> = km.assignments.iter().map(|&a| new_id[a as usize]).collect();
         self.normalize = sample.chunks_exact(d).all(|x| {
             let n2: f32 = x.iter().map(|v| v * v).sum();
             (n2 - 1.0).abs() < 1e-3
@@ -110,7 +122,7 @@ impl MultiVectorIndex {
             self.weights = vec![0f32; d * b];
             for t in 0..d {
                 for (i, v) in col.iter_mut().enumerate() {
-                    *v = sample[i * d + t] - self.centroids[km.assignments[i] as usize * d + t];
+                    *v = sample[i * d + t] - self.centroids[assignments[i] as usize * d + t];
                 }
                 col.sort_unstable_by(f32::total_cmp);
                 let (cuts, levels) = lloyd_max(&col, b);

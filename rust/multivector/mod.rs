@@ -36,7 +36,7 @@ use crate::maxsim::{self, Docs, PackedQuery, Tokens};
 use crate::metric::Metric;
 use crate::parallel;
 use crate::rng::Rng;
-use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
+use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Mapping, Writer};
 use crate::topk::{self, Results, TopK};
 use crate::vectors;
 
@@ -419,11 +419,7 @@ impl Index for MultiVectorIndex {
             + self.idmap.capacity() * 24
     }
 
-    /// True while the token data is read from an mmapped file.
-    fn is_mapped(&self) -> bool {
-        self.codes.is_mapped()
-            || self.tokens.is_mapped()
-            || self.exact16.is_mapped()
-            || self.exact32.is_mapped()
+    fn mapped_file(&self) -> Option<&Mapping> {
+        self.codes.mapping().or(self.tokens.mapping()).or(self.exact16.mapping()).or(self.exact32.mapping())
     }
 }

@@ -185,7 +185,7 @@ impl MultiVectorIndex {
                 self.score_slots(&PackedQuery::new(q, self.dim, None), &slots, k, threads, Source::Exact)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Results::from_selections(sel, k, Metric::Dot))
+        Results::from_selections(sel, k, Metric::Dot)
     }
 
     /// Top-`k` documents of each query (`m_q x d` row-major each); `nq x k` results.
@@ -242,6 +242,6 @@ impl MultiVectorIndex {
         } else {
             parallel::install(threads, || queries.par_iter().map(|q| one(q, 1)).collect::<Result<Vec<_>>>())?
         };
-        Ok(Results::from_selections(sel, k, Metric::Dot))
+        Results::from_selections(sel, k, Metric::Dot)
     }
 }

@@ -59,7 +59,7 @@ index_class! {
             let q = slice(&queries, "queries")?;
             let allow = optional(&allow, "filter")?;
             let t = parallel::resolve(threads);
-            let r = detached(py, || self.inner.read().search(q, k, &(), allow, t))?;
+            let r = detached(py, || self.inner.checked()?.search(q, k, &(), allow, t))?;
             results(py, r, nq, k)
         }
     }

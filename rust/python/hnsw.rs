@@ -112,7 +112,7 @@ index_class! {
             let t = parallel::resolve(threads);
             let r = detached(py, || {
                 let params = HnswParams { ef, mode, allow_lists: lists.as_deref() };
-                self.inner.read().search(q, k, &params, shared, t)
+                self.inner.checked()?.search(q, k, &params, shared, t)
             })?;
             results(py, r, nq, k)
         }

@@ -111,7 +111,7 @@ index_class! {
             let allow = optional(&allow, "filter")?;
             let t = parallel::resolve(threads);
             let params = IvfParams { nprobe: nprobe as usize, refine };
-            let r = detached(py, || self.inner.read().search(q, k, &params, allow, t))?;
+            let r = detached(py, || self.inner.checked()?.search(q, k, &params, allow, t))?;
             results(py, r, nq, k)
         }
     }

@@ -67,6 +67,16 @@ impl<T> Locked<T> {
     }
 }
 
+impl<T: Index> Locked<T> {
+    /// A shared guard, after checking that the file the index is mapped from has not been
+    /// truncated or modified (see [`Index::check_mapping`]): for calls that read the data.
+    pub(crate) fn checked(&self) -> crate::Result<std::sync::RwLockReadGuard<'_, T>> {
+        let g = self.read();
+        g.check_mapping()?;
+        Ok(g)
+    }
+}
+
 /// Declares a `#[pyclass]` named `$name` around the core index `$core` (any [`Index`]) and one
 /// `#[pymethods]` block with the methods every index class has: the `dim`, `metric` and
 /// `is_mapped` properties, `__len__`, `contains`, `ids`, `remove`, `memory_bytes`, `save` and
@@ -122,7 +132,11 @@ macro_rules! index_class {
 
             fn remove(&self, py: Python<'_>, ids: numpy::PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
                 let ids = $crate::python::slice1(&ids, "ids")?;
-                $crate::python::detached(py, || $crate::index::Index::remove(&mut *self.inner.write(), ids))
+                $crate::python::detached(py, || {
+                    let mut g = self.inner.write();
+                    $crate::index::Index::check_mapping(&*g)?;
+                    $crate::index::Index::remove(&mut *g, ids)
+                })
             }
 
             fn memory_bytes(&self) -> usize {
@@ -130,7 +144,7 @@ macro_rules! index_class {
             }
 
             fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-                $crate::python::detached(py, || $crate::index::Index::save(&*self.inner.read(), &path))
+                $crate::python::detached(py, || $crate::index::Index::save(&*self.inner.checked()?, &path))
             }
 
             #[staticmethod]
@@ -161,21 +175,23 @@ where
     let v = slice(&vectors, "vectors")?;
     let ids = optional(&ids, "ids")?;
     let t = parallel::resolve(threads);
-    let out = detached(py, || inner.write().add(v, ids, t))?;
+    let out = detached(py, || {
+        let mut g = inner.write();
+        g.check_mapping()?;
+        g.add(v, ids, t)
+    })?;
     Ok(out.into_pyarray(py))
 }
 
 /// `get` of an index of vectors: the stored vectors of `ids` as an `(n, dim)` array.
-pub(crate) fn get_rows<'py, T: Index>(
+pub(crate) fn get_rows<'py, T: Index + Send + Sync>(
     py: Python<'py>,
     inner: &Locked<T>,
     ids: PyReadonlyArray1<'py, i64>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let ids = slice1(&ids, "ids")?;
-    let idx = inner.read();
-    let d = idx.dim();
-    let v = idx.get(ids).map_err(to_py)?;
-    drop(idx);
+    let d = inner.read().dim();
+    let v = detached(py, || inner.checked()?.get(ids))?;
     v.into_pyarray(py).reshape([ids.len(), d])
 }
 
@@ -197,9 +213,31 @@ pub(crate) fn check_dim(got: usize, dim: usize, what: &str) -> PyResult<()> {
     Ok(())
 }
 
-/// Run `f` with the GIL released and map its error.
+/// Run `f` with the GIL released and map its error; a panic inside `f` (a bug, or a mapped
+/// file changed under the index) becomes a `RankfunnelError`, never a `PanicException`.
+///
+/// Every call into the core that can fail goes through here, so this is the one place where
+/// panics are caught. The index locks survive a panic (see [`Locked`]).
 pub(crate) fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-    py.detach(f).map_err(to_py)
+    let caught = py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    match caught {
+        Ok(r) => r.map_err(to_py),
+        Err(payload) => Err(RankfunnelError::new_err(format!(
+            "internal error: {} (please report this bug)",
+            panic_message(payload.as_ref())
+        ))),
+    }
+}
+
+/// The text of a caught panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
 }
 
 pub(crate) fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray2<'_, T>, what: &str) -> PyResult<&'a [T]> {
@@ -263,6 +301,12 @@ fn _allow_vnni(allowed: bool) -> bool {
 #[pyfunction]
 fn _vnni_in_use() -> bool {
     simd::vnni_in_use()
+}
+
+/// Panic inside the core (testing aid): proves a panic reaches Python as a `RankfunnelError`.
+#[pyfunction]
+fn _panic(py: Python<'_>) -> PyResult<()> {
+    detached(py, || -> crate::Result<()> { panic!("a deliberate panic (testing aid)") })
 }
 
 /// Threads used when a call does not pass `threads`.
@@ -376,6 +420,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_force_simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(_allow_vnni, m)?)?;
     m.add_function(wrap_pyfunction!(_vnni_in_use, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
     m.add_function(wrap_pyfunction!(metric_names, m)?)?;
     m.add_function(wrap_pyfunction!(topk, m)?)?;

@@ -102,7 +102,11 @@ index_class! {
             let docs = TokenDocs { tokens: slice(&tokens, "tokens")?, offsets: slice1(&offsets, "offsets")? };
             let ids = optional(&ids, "ids")?;
             let t = parallel::resolve(threads);
-            let out = detached(py, || self.inner.write().add(docs, ids, t))?;
+            let out = detached(py, || {
+                let mut g = self.inner.write();
+                g.check_mapping()?;
+                g.add(docs, ids, t)
+            })?;
             Ok(out.into_pyarray(py))
         }
 
@@ -126,7 +130,7 @@ index_class! {
             let allow = optional(&allow, "filter")?;
             let p = SearchParams { candidates, nprobe, refine };
             let t = parallel::resolve(threads);
-            let r = detached(py, || self.inner.read().search(&qs, k, &p, allow, t))?;
+            let r = detached(py, || self.inner.checked()?.search(&qs, k, &p, allow, t))?;
             results(py, r, qs.len(), k)
         }
 
@@ -143,16 +147,14 @@ index_class! {
             let qs = self::queries(&self.inner, &queries)?;
             let ids = slice1(&ids, "candidate_ids")?;
             let t = parallel::resolve(threads);
-            let r = detached(py, || self.inner.read().rerank(&qs, ids, k, t))?;
+            let r = detached(py, || self.inner.checked()?.rerank(&qs, ids, k, t))?;
             results(py, r, qs.len(), k)
         }
 
         /// The decompressed tokens of one document, `(n_tokens, dim)`.
         fn get<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyArray2<f32>>> {
-            let idx = self.inner.read();
-            let d = idx.dim();
-            let v = idx.get(&[id]).map_err(to_py)?;
-            drop(idx);
+            let d = self.inner.read().dim();
+            let v = detached(py, || self.inner.checked()?.get(&[id]))?;
             let n = v.len() / d;
             v.into_pyarray(py).reshape([n, d])
         }
