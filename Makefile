@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.deps-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build test test-rust test-python test-aarch64 lint fmt bench bench-rust bench-python demo clean \
+.PHONY: help venv build test test-rust test-python test-aarch64 lint fmt bench bench-all bench-rust bench-python bench-scripts demo clean \
 	dist sdist wheel wheel-aarch64 check-dist test-wheel
 
 help: ## show this help
@@ -58,7 +58,11 @@ fmt: $(STAMP) ## format Rust and Python sources
 bench-rust: ## criterion benches of the kernels, per SIMD level
 	cargo bench --bench kernels
 
-bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same data, same run
+bench-python: build ## pytest-benchmark suite: ours vs the anchors as contenders, a group per workload
+	$(PIP) install --quiet -r requirements-bench.txt
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m pytest benches/ --benchmark-only $(BENCH_ARGS)
+
+bench-scripts: build ## the benchmark scripts (sweeps, ratios, memory) against the anchors, same data, same run
 	$(PIP) install --quiet -r requirements-bench.txt
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_flat.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_ivf.py
@@ -67,7 +71,9 @@ bench-python: build ## benchmarks against the anchors (numpy, faiss, ...), same 
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_models.py --repeat 2
 	$(PY) benches/bench_lexical.py
 
-bench: bench-rust bench-python ## all benchmarks
+bench: bench-python ## the pytest-benchmark suite (BENCH_ARGS="--bench-n 10000" for a smaller run)
+
+bench-all: bench-rust bench-python bench-scripts ## every benchmark: criterion kernels, the suite, the scripts
 
 # Release artefacts: abi3 wheels (one per architecture, any CPython >= 3.9) tagged manylinux_2_17
 # (glibc >= 2.17; zig links against that glibc version, so no manylinux container is needed),

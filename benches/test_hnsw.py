@@ -1,0 +1,104 @@
+"""HNSW (M=16, ef_construction=200, inner product): rankfunnel vs hnswlib, faiss HNSWFlat, usearch.
+
+Build time is one group; search is timed at the smallest ``ef`` of each engine that reaches
+recall@10 >= 0.95 on the run's queries (found by a sweep outside the timing), so the contenders
+are compared at equal quality, as in benches/bench_hnsw.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from conftest import Setup, Vectors, anchor, recall
+
+M, EFC, TARGET = 16, 200, 0.95
+EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+CONTENDERS = ["rankfunnel HNSWIndex", "hnswlib", "faiss HNSWFlat", "usearch"]
+
+Search = Callable[[np.ndarray, int], np.ndarray]
+
+
+def build(name: str, x: np.ndarray, threads: int) -> Search:
+    """Build contender ``name`` over ``x``; returns ``search(queries, ef) -> ids``."""
+    n, d = x.shape
+    k = 10
+    if name == "hnswlib":
+        hnswlib = anchor("hnswlib")
+        hl = hnswlib.Index(space="ip", dim=d)
+        hl.init_index(max_elements=n, ef_construction=EFC, M=M, random_seed=0)
+        hl.set_num_threads(threads)
+        hl.add_items(x, np.arange(n))
+
+        def hl_search(q: np.ndarray, ef: int) -> np.ndarray:
+            hl.set_ef(ef)
+            return hl.knn_query(q, k=k, num_threads=threads)[0]  # type: ignore[no-any-return]
+
+        return hl_search
+    if name == "faiss HNSWFlat":
+        faiss = anchor("faiss")
+        faiss.omp_set_num_threads(threads)
+        fi = faiss.IndexHNSWFlat(d, M, faiss.METRIC_INNER_PRODUCT)
+        fi.hnsw.efConstruction = EFC
+        fi.add(x)
+
+        def fi_search(q: np.ndarray, ef: int) -> np.ndarray:
+            fi.hnsw.efSearch = ef
+            return fi.search(q, k)[1]  # type: ignore[no-any-return]
+
+        return fi_search
+    if name == "usearch":
+        index = anchor("usearch.index")
+        us = index.Index(ndim=d, metric="ip", dtype="f32", connectivity=M, expansion_add=EFC)
+        us.add(np.arange(n), x, threads=threads)
+
+        def us_search(q: np.ndarray, ef: int) -> np.ndarray:
+            us.expansion_search = ef
+            return np.asarray(us.search(q, k, threads=threads).keys)
+
+        return us_search
+    import rankfunnel as rf
+
+    ours = rf.HNSWIndex(d, "dot", m=M, ef_construction=EFC)
+    ours.add(x, threads=threads)
+    return lambda q, ef: ours.search(q, k, ef=ef, threads=threads)[1]
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, Search]:
+    """Contenders built so far in this module."""
+    return {}
+
+
+def get(name: str, vectors: Vectors, setup: Setup, cache: dict[str, Search]) -> Search:
+    if name not in cache:
+        cache[name] = build(name, vectors.x, setup.threads)
+    return cache[name]
+
+
+@pytest.mark.parametrize("contender", CONTENDERS)
+def test_build(
+    benchmark: Any, contender: str, vectors: Vectors, setup: Setup, built: dict[str, Search]
+) -> None:
+    """Index construction (one round: it takes seconds)."""
+    benchmark.group = f"hnsw build: {setup.n} x {setup.d}, M={M}, efC={EFC}"
+    if contender != "rankfunnel HNSWIndex":
+        anchor({"hnswlib": "hnswlib", "faiss HNSWFlat": "faiss", "usearch": "usearch.index"}[contender])
+    built[contender] = benchmark.pedantic(build, args=(contender, vectors.x, setup.threads), rounds=1)
+
+
+@pytest.mark.parametrize("contender", CONTENDERS)
+def test_search_at_recall(
+    benchmark: Any, contender: str, vectors: Vectors, setup: Setup, built: dict[str, Search]
+) -> None:
+    """Batch search at the smallest ef reaching recall@10 >= 0.95."""
+    benchmark.group = f"hnsw search @ recall@10 {TARGET}: {setup.nq} queries"
+    search = get(contender, vectors, setup, built)
+    ef = next((e for e in EFS if recall(search(vectors.q, e), vectors.truth) >= TARGET), None)
+    if ef is None:
+        pytest.fail(f"{contender} never reaches recall@10 {TARGET} (ef up to {EFS[-1]})")
+    found = benchmark.pedantic(search, args=(vectors.q, ef), rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(ef=ef, recall=recall(found, vectors.truth))
+    benchmark.extra_info["QPS"] = setup.nq / benchmark.stats.stats.min
