@@ -108,10 +108,12 @@ def results(p: Any, stages: Any = None, where: Any = None, k: int = 10) -> list[
 @needs_models
 def test_encode_dataset_matches_the_bi_encoder_in_input_order(ray_session: Any) -> None:
     ds = ray.data.from_items([{"id": str(i), "text": t} for i, t in enumerate(TEXTS)], override_num_blocks=4)
-    for quantize in (None, "int8"):
-        out = encode_dataset(ds, BI, batch_size=16, concurrency=2, quantize=quantize).take_all()
-        assert [r["id"] for r in out] == [str(i) for i in range(N)]
-        got = np.stack([r["embedding"] for r in out])
+    # Two actor pools in one run: float32 over two actors, then int8 into another column.
+    ds = encode_dataset(ds, BI, batch_size=16, concurrency=2)
+    out = encode_dataset(ds, BI, batch_size=16, quantize="int8", column="int8").take_all()
+    assert [r["id"] for r in out] == [str(i) for i in range(N)]
+    for column, quantize in (("embedding", None), ("int8", "int8")):
+        got = np.stack([r[column] for r in out])
         want = rf.BiEncoder(BI, quantize=quantize).encode(TEXTS)
         cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
         assert cos.min() >= 0.99999

@@ -133,8 +133,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
 
 
 def garbage(root: Path, manifest: dict[str, Any]) -> list[Path]:
-    """Entries of ``root`` left by interrupted builds: shard folders, temporary folders and
-    centroid files that ``manifest`` (``{}`` for none) does not name."""
+    """Entries of ``root`` left by interrupted builds: shard folders, temporary folders,
+    centroid files that ``manifest`` (``{}`` for none) does not name, and temporary manifests."""
     keep = {s["path"] for s in manifest.get("shards", [])}
     if manifest.get("centroids"):
         keep.add(manifest["centroids"]["file"])
@@ -142,7 +142,7 @@ def garbage(root: Path, manifest: dict[str, Any]) -> list[Path]:
     for p in root.iterdir():
         if p.name in keep:
             continue
-        if p.name.startswith(("shard-", ".tmp-shard-", "centroids-", ".centroids-")):
+        if p.name.startswith(("shard-", ".tmp-shard-", "centroids-", ".centroids-", f".{MANIFEST}.tmp-")):
             out.append(p)
     return out
 
