@@ -206,7 +206,8 @@ def build_shards(
     max_retries : int
         Retries of a shard task that fails (a lost node ...).
     encode_options : dict, optional
-        Keyword arguments of :func:`encode_dataset` when the vectors are computed here.
+        Keyword arguments of :func:`encode_dataset` when the vectors are computed here
+        (default ``concurrency``: from 1 up to one one-CPU actor per CPU of the cluster).
     shuffle : str, optional
         The Ray Data shuffle strategy that groups rows by shard (a ``ShuffleStrategy`` value).
         The default, a sort-based pull shuffle, runs in plain tasks; ``"hash_shuffle"`` starts
@@ -264,9 +265,10 @@ def build_shards(
     }
     started = time.perf_counter()
     if specs["encoder"] is not None and column not in (ds.columns() or []):
-        ds = encode_dataset(
-            ds, specs["encoder"][0], quantize=quantize, column=column, **(encode_options or {})
-        )
+        options = dict(encode_options or {})
+        # By default an autoscaling pool of one-CPU encoders, up to one per CPU of the cluster.
+        options.setdefault("concurrency", (1, max(1, int(r.cluster_resources().get("CPU", 1)))))
+        ds = encode_dataset(ds, specs["encoder"][0], quantize=quantize, column=column, **options)
     if specs["encoder"] is not None and main_kind(index) == "ivf":
         ds = ds.materialize()  # two passes: the centroids' sample, then the shards
         cfg["centroids"] = _train_centroids(ds, root, cfg, dim)
