@@ -180,6 +180,35 @@ def test_sharded_hnsw_and_ivf_recall(ray_session: Any, tmp_path: Path) -> None:
 
 
 @needs_models
+def test_sharded_colbert_rescoring_runs_once_on_the_merged_candidates(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    """Bi-encoder + ColBERT: the shards encode the tokens, the first stage merges exactly, and
+    the ColBERT scores of the merged candidates are MaxSim over each shard's (compressed)
+    tokens: close to exact MaxSim, best first, ties to the lower id."""
+    emb = vectors()
+    one = rf.Pipeline(encoder=rf.BiEncoder(BI), late_interaction=rf.ColBERTEncoder(COLBERT), candidates=12)
+    one.add(TEXTS, metadata=META, doc_ids=DOC_IDS, embeddings=emb)
+    build_shards(dataset(emb), tmp_path / "s", shards=2, encoder=BI, late_interaction=COLBERT, candidates=12)
+    col = rf.ColBERTEncoder(COLBERT)
+    docs = col.encode_documents(TEXTS)
+    with ShardedPipeline(tmp_path / "s") as sp:
+        assert sp.stages() == ["retrieve", "late"]
+        assert results(sp, ["retrieve"], {"topic": "aero"}) == results(one, ["retrieve"], {"topic": "aero"})
+        for q, hits, ref in zip(
+            QUERIES, sp.search_batch(QUERIES, k=5), one.search_batch(QUERIES, k=12, stages=["retrieve"])
+        ):
+            assert len(hits) == 5
+            assert {h.id for h in hits} <= {h.id for h in ref}  # rescored from the merged candidates
+            qt = col.encode_queries([q])[0]
+            for h in hits:
+                exact = float((qt @ docs[h.id].T).max(1).sum())
+                assert h.scores["late"] == pytest.approx(exact, abs=0.15 * len(qt))
+            keys = [(-h.scores["late"], h.id) for h in hits]
+            assert keys == sorted(keys)
+
+
+@needs_models
 def test_shard_actor_killed_during_a_stream_of_queries(ray_session: Any, tmp_path: Path) -> None:
     emb = vectors()
     build_shards(dataset(emb), tmp_path / "s", shards=2, encoder=BI)
