@@ -102,7 +102,7 @@ def _ray_init(address: Optional[str]) -> None:
 
     r = init(address or None)
     # Ray Data's progress bars and INFO lines would bury the command's own output.
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     r.data.DataContext.get_current().enable_progress_bars = False
 
 
