@@ -32,6 +32,7 @@ from .encode import encode_dataset, model_spec, open_encoder
 
 PathLike = Union[str, "os.PathLike[str]"]
 SHARD_COLUMN = "_rankfunnel_shard"
+HASH_SHUFFLES = ("hash_shuffle", "shuffle_v2", "gpu_shuffle")
 IVF_SAMPLE_PER_LIST = 39
 """Training vectors per IVF list drawn for the shared centroids (faiss's minimum is 39)."""
 
@@ -275,6 +276,10 @@ def build_shards(
     assigned = ds.map_batches(_assign, fn_kwargs={"shards": shards}, batch_format="numpy")
     if shuffle is not None:
         assigned.context.shuffle_strategy = r.data.context.ShuffleStrategy(shuffle)
+    if assigned.context.shuffle_strategy not in HASH_SHUFFLES:
+        # A sort shuffle runs a task per input block and yields as many blocks: regroup into
+        # one block per shard first (a split/merge, no shuffle), not hundreds of small ones.
+        assigned = assigned.repartition(shards)
     with surfaced():
         written = (
             assigned.groupby(SHARD_COLUMN, num_partitions=shards)

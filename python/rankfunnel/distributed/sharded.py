@@ -215,6 +215,12 @@ class ShardedPipeline:
     def __len__(self) -> int:
         return self._count
 
+    def _shared(self, value: Any) -> Any:
+        """``value`` as an argument of one call per shard: put in the object store once when
+        large (every actor reads the one copy), passed inline when small (no extra round trip)."""
+        size = sum(int(getattr(v, "nbytes", 0)) for v in (value if isinstance(value, list) else [value]))
+        return self._ray.put(value) if size > 100_000 else value
+
     def _get(self, refs: list[Any]) -> list[Any]:
         """The results of calls to the shard actors (their errors raised as themselves)."""
         with surfaced():
@@ -310,7 +316,7 @@ class ShardedPipeline:
         timings["encode"] = time.perf_counter() - t
         t = time.perf_counter()
         owner: dict[int, int] = {}
-        ref = ray.put(encoded)
+        ref = self._shared(encoded)
         parts = self._get([a.retrieve.remote(ref, depth["retrieve"], where) for a in self.actors])
         ascending = self.encoder is not None and self.metric == "l2"
         cands: list[Candidates] = [
@@ -348,7 +354,7 @@ class ShardedPipeline:
         """ColBERT rescoring of the merged candidates by the shards holding their tokens."""
         assert self.late_interaction is not None
         qt = self.late_interaction.encode_queries(queries)
-        ref = self._ray.put(qt)
+        ref = self._shared(qt)
         calls = []
         for s, a in enumerate(self.actors):
             held = [[i for i, _ in cs if owner[i] == s] for cs in cands]
