@@ -6,7 +6,8 @@
    (:func:`rankfunnel.distributed.encode_dataset`, ``--actors`` actors sharing the CPUs) and with
    one in-process ``BiEncoder.encode`` on the same texts; prints both rates and their ratio
    (target >= 0.85x on one machine: Ray must cost little over the model itself), overall (with
-   the actors' start-up and model load) and in the steady state (after the first batch).
+   the actors' start-up and model load) and in the steady state (the time of a one-batch run,
+   start-up included, taken off).
 2. For each shard count of ``--shards``: builds a sharded flat pipeline of ``--n`` documents
    (given vectors: ``--vectors`` row i is line i of the corpus; random unit vectors when the
    file is absent) and reports the build time, then the p50/p95 latency of ``search`` (k=10)
@@ -74,20 +75,23 @@ def encode_figures(ray: object, model: str, texts: list[str], actors: int, batch
     enc.encode(texts, batch_size=batch)
     local = len(texts) / (time.perf_counter() - t)
     ds = ray.data.from_items([{"text": s} for s in texts])  # type: ignore[attr-defined]
+
+    def run(data: object) -> int:
+        encoded = encode_dataset(
+            data, model, concurrency=actors, num_cpus=cpus, batch_size=4 * batch, model_batch_size=batch
+        )
+        return sum(len(b["embedding"]) for b in encoded.iter_batches(batch_size=None, batch_format="numpy"))
+
+    # The fixed cost of a run (actors start, models load, one Ray batch encoded), measured alone.
     t = time.perf_counter()
-    first_at, first_rows, n = 0.0, 0, 0
-    encoded = encode_dataset(
-        ds, model, concurrency=actors, num_cpus=cpus, batch_size=4 * batch, model_batch_size=batch
-    )
-    for b in encoded.iter_batches(batch_size=None, batch_format="numpy"):
-        n += len(b["embedding"])
-        if not first_at:
-            first_at, first_rows = time.perf_counter(), n
-    end = time.perf_counter()
+    run(ds.limit(4 * batch))
+    fixed = time.perf_counter() - t
+    t = time.perf_counter()
+    n = run(ds)
+    took = time.perf_counter() - t
     assert n == len(texts)
-    overall = n / (end - t)
-    # Steady state: from the first batch out (the actors have started and loaded the model).
-    steady = (n - first_rows) / max(end - first_at, 1e-9)
+    overall = n / took
+    steady = (n - min(n, 4 * batch)) / max(took - fixed, 1e-9)
     return {
         "texts": n,
         "BiEncoder.encode /s": f"{local:,.0f}",

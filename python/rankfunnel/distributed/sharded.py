@@ -75,16 +75,20 @@ class ShardActor:
         """The actor's process id (tests kill it)."""
         return os.getpid()
 
-    def retrieve(self, encoded: Any, k: int, where: Optional[dict[str, Any]]) -> list[Part]:
-        """Each query's top ``k`` in this shard (``where``: the metadata filter), as arrays."""
+    def retrieve(
+        self, encoded: Any, k: int, where: Optional[dict[str, Any]], rows: bool = False
+    ) -> tuple[list[Part], dict[int, Optional[Row]]]:
+        """Each query's top ``k`` in this shard (``where``: the metadata filter), as arrays;
+        with ``rows``, the rows of those documents too (saves a round trip when no later stage
+        runs: the final hits are among them)."""
         nq = len(encoded)
         allow = None
         if where:
             allow = np.asarray(self.p.docs.where(where), dtype=np.int64)
             if len(allow) == 0:
-                return [_empty() for _ in range(nq)]
+                return [_empty() for _ in range(nq)], {}
         if len(self.p) == 0:
-            return [_empty() for _ in range(nq)]
+            return [_empty() for _ in range(nq)], {}
         out = []
         for cs in self.p._retriever().retrieve(encoded, k, allow):
             out.append(
@@ -93,7 +97,11 @@ class ShardActor:
                     np.asarray([i for i, _ in cs], dtype=np.int64),
                 )
             )
-        return out
+        found: dict[int, Optional[Row]] = {}
+        if rows:
+            ids = sorted({int(i) for _, part in out for i in part.tolist()})
+            found = dict(zip(ids, self.p.docs.get(ids)))
+        return out, found
 
     def late(self, query_tokens: Sequence[Any], ids: Sequence[Sequence[int]], k: int) -> list[Part]:
         """ColBERT MaxSim of each query over its candidates held here; top ``k`` per query."""
@@ -317,7 +325,10 @@ class ShardedPipeline:
         t = time.perf_counter()
         owner: dict[int, int] = {}
         ref = self._shared(encoded)
-        parts = self._get([a.retrieve.remote(ref, depth["retrieve"], where) for a in self.actors])
+        got = self._get(
+            [a.retrieve.remote(ref, depth["retrieve"], where, last == "retrieve") for a in self.actors]
+        )
+        parts = [p for p, _ in got]
         ascending = self.encoder is not None and self.metric == "l2"
         cands: list[Candidates] = [
             [(int(i), {"retrieve": float(s)}) for s, i in zip(*m)]
@@ -325,6 +336,8 @@ class ShardedPipeline:
         ]
         timings["retrieve"] = time.perf_counter() - t
         rows = RowCache(cast(DocStore, _ShardRows(self.actors, owner, ray)))
+        for _, found in got:
+            rows.rows.update(found)
         if "late" in run:
             t = time.perf_counter()
             cands = self._late(queries, cands, depth["late"], owner)
