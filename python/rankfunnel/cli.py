@@ -1,6 +1,7 @@
 """The ``rankfunnel`` command line (also ``python -m rankfunnel``).
 
     rankfunnel index CORPUS --model DIR [--reranker DIR] [--index hnsw] --out PIPELINE_DIR
+    rankfunnel index CORPUS --model DIR --out SHARDED_DIR --ray [ADDRESS] --shards N
     rankfunnel search PIPELINE_DIR "query" [-k 10] [--json] [--where key=value]
     rankfunnel eval PIPELINE_DIR --queries Q --qrels R [--plot out.png]
     rankfunnel bench [flat ivf ...]
@@ -93,10 +94,72 @@ IVF_TRAIN_DOCS = 65_536
 """Documents an IVF pipeline holds before its lists are trained (it searches exactly until then)."""
 
 
+def _ray_init(address: Optional[str]) -> None:
+    """Connect to Ray: ``address`` (``""``: ``$RAY_ADDRESS`` or a new local cluster)."""
+    import logging
+
+    from .distributed._ray import init
+
+    r = init(address or None)
+    # Ray Data's progress bars and INFO lines would bury the command's own output.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    r.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _index_sharded(a: argparse.Namespace) -> None:
+    """``index --ray [ADDRESS] --shards N``: encode with Ray Data, build N shards with Ray tasks."""
+    from .distributed import build_shards, read_corpus_dataset
+
+    if a.shards is None:
+        raise RankfunnelError("--ray needs --shards N (the number of shards to write)")
+    if (Path(a.out) / "pipeline.json").exists() or (Path(a.out) / "sharded.json").exists():
+        raise RankfunnelError(f"{a.out} already holds a pipeline; a sharded build needs a new --out")
+    _ray_init(a.ray)
+    started = time.perf_counter()
+    ds = read_corpus_dataset(a.corpus)
+    manifest = build_shards(
+        ds,
+        a.out,
+        shards=a.shards,
+        encoder=a.model,
+        index=a.index,
+        reranker=a.reranker,
+        late_interaction=a.colbert,
+        metric=a.metric,
+        candidates=a.candidates,
+        quantize=a.quantize,
+        batch_size=a.batch_size,
+        encode_options={"model_batch_size": a.batch_size},
+    )
+    took = time.perf_counter() - started
+    sizes = ", ".join(f"{s['docs']:,}" for s in manifest["shards"])
+    print(
+        f"{manifest['docs']:,} documents indexed into {a.out} in {took:.1f} s "
+        f"({manifest['docs'] / max(took, 1e-9):,.1f} docs/s), {a.shards} shards: {sizes}"
+    )
+
+
+def _open_pipeline(path: str, address: Optional[str]) -> Any:
+    """A pipeline folder for searching: a sharded one (told by its manifest) on Ray, or a single one."""
+    from .distributed.layout import is_sharded
+
+    if is_sharded(path):
+        from .distributed import ShardedPipeline
+
+        _ray_init(address)
+        return ShardedPipeline(path)
+    from . import Pipeline
+
+    return Pipeline.load(path)
+
+
 def _index(a: argparse.Namespace) -> None:
     from . import BiEncoder, ColBERTEncoder, CrossEncoder, Pipeline
     from .corpus import read_corpus
 
+    if a.ray is not None or a.shards is not None:
+        _index_sharded(a)
+        return
     out = Path(a.out)
     show = _progress(a)
     # Read the whole corpus once before loading models or creating `out`: a bad record anywhere
@@ -204,10 +267,8 @@ def _where(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _search(a: argparse.Namespace) -> None:
-    from . import Pipeline
-
     where = _where(a.where) or None
-    p = Pipeline.load(a.pipeline)
+    p = _open_pipeline(a.pipeline, a.ray)
     hits = p.search(a.query, k=a.k, where=where)
     if a.json:
         print(
@@ -282,7 +343,6 @@ def _print_rows(rows: list[dict[str, Any]], k: int, depth: int) -> None:
 
 
 def _eval(a: argparse.Namespace) -> None:
-    from . import Pipeline
     from .corpus import read_queries
     from .eval import evaluate, judged_queries, load_qrels, match_query_ids, sweep
 
@@ -295,7 +355,7 @@ def _eval(a: argparse.Namespace) -> None:
     if read.note:
         print(f"rankfunnel: note: {read.path}: {read.note}", file=sys.stderr)
     queries = judged_queries(match_query_ids(read_queries(a.queries), read.qrels), read.qrels)
-    p = Pipeline.load(a.pipeline)
+    p = _open_pipeline(a.pipeline, a.ray)
     show = _progress(a)
     if grid:
         rows = sweep(p, queries, read.qrels, grid, k=a.k, depth=a.depth, show_progress=show)
@@ -412,6 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the models int8 (row-wise int8 copy, cached; recorded in the pipeline)",
     )
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="build a sharded pipeline on a Ray cluster (ADDRESS, e.g. auto or host:6379; default "
+        "$RAY_ADDRESS or a local cluster); needs rankfunnel[ray]",
+    )
+    s.add_argument("--shards", type=_positive, help="with --ray: the number of shards")
     s.set_defaults(run=_index)
 
     s = sub.add_parser("search", parents=quiet, help="search a pipeline folder")
@@ -420,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=_positive, default=10)
     s.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="metadata filter")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--ray", metavar="ADDRESS", help="Ray cluster for a sharded pipeline (default $RAY_ADDRESS or local)"
+    )
     s.set_defaults(run=_search)
 
     s = sub.add_parser("eval", parents=busy, help="nDCG, MRR, recall and latency per stage configuration")
@@ -449,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument(
         "--plot", help="write recall and nDCG against latency, one curve per configuration (needs matplotlib)"
+    )
+    s.add_argument(
+        "--ray", metavar="ADDRESS", help="Ray cluster for a sharded pipeline (default $RAY_ADDRESS or local)"
     )
     s.set_defaults(run=_eval)
 
