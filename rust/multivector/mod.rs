@@ -338,6 +338,10 @@ impl Index for MultiVectorIndex {
         Ok(new_ids)
     }
 
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
+        self.idmap.assign(n, ids, "documents")
+    }
+
     /// Remove documents by id; all must exist (else nothing changes). Returns how many.
     fn remove(&mut self, ids: &[i64]) -> Result<usize> {
         let mut gone = HashSet::with_capacity(ids.len());

@@ -110,13 +110,19 @@ impl BM25Index {
             None => None,
         };
         let t = parallel::resolve(threads);
-        let out = detached(py, || self.inner.write().add(&texts, ids_slice, t))?;
+        let out = detached(py, || {
+            let _e = self.inner.edit();
+            self.inner.write().add(&texts, ids_slice, t)
+        })?;
         Ok(out.into_pyarray(py))
     }
 
     fn remove(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
         let ids = slice1(&ids, "ids")?;
-        detached(py, || self.inner.write().remove(ids))
+        detached(py, || {
+            let _e = self.inner.edit();
+            self.inner.write().remove(ids)
+        })
     }
 
     #[pyo3(signature = (queries, k, threads=None, allow=None))]
@@ -152,7 +158,10 @@ impl BM25Index {
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        detached(py, || self.inner.read().save(&path))
+        detached(py, || {
+            let _e = self.inner.edit();
+            self.inner.read().save(&path)
+        })
     }
 
     /// Load a saved index; `mmap` is accepted for the shared `load` signature, and the

@@ -103,6 +103,7 @@ index_class! {
             let ids = optional(&ids, "ids")?;
             let t = parallel::resolve(threads);
             let out = detached(py, || {
+                let _e = self.inner.edit();
                 let mut g = self.inner.write();
                 g.check_mapping()?;
                 g.add(docs, ids, t)
