@@ -68,8 +68,10 @@ class VectorCase:
     make: Callable[[], Any]
     search: Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]]
     vecs: np.ndarray
-    #: Share of vectors a self-query must find (HNSW is approximate: in 32-d random data a
-    #: vector or two in thousands is missed by a beam of 32 even after a sequential build).
+    #: Share of vectors a self-query must find. HNSW is approximate: in 32-d random data a
+    #: vector or two in thousands is missed by a beam of 32 after any build, and a parallel build
+    #: starved of CPU (searchers and other processes competing for the cores) occasionally
+    #: misses up to ~0.7%.
     recall: float = 1.0
 
     def build(self) -> Any:
@@ -111,7 +113,7 @@ def _vector_cases() -> dict[str, VectorCase]:
             lambda: rf.HNSWIndex(DIM, m=8, ef_construction=48),
             lambda idx, q: idx.search(q, k=10, ef=32),
             vecs,
-            recall=0.999,
+            recall=0.99,
         ),
         "flat": VectorCase(lambda: rf.FlatIndex(DIM), lambda idx, q: idx.search(q, k=10), vecs),
         "ivf": VectorCase(ivf, lambda idx, q: idx.search(q, k=10, nprobe=8), vecs),

@@ -174,18 +174,61 @@ macro_rules! index_class {
 }
 pub(crate) use index_class;
 
+/// What [`add_chunked`] and [`remove_ids`] need of an index: every [`Index`], and the BM25 index.
+pub(crate) trait Edit {
+    /// See [`Index::assign_ids`].
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> crate::Result<Vec<i64>>;
+    /// See [`Index::remove`].
+    fn remove(&mut self, ids: &[i64]) -> crate::Result<usize>;
+    /// See [`Index::contains`].
+    fn contains(&self, id: i64) -> bool;
+    /// See [`Index::check_mapping`].
+    fn check_mapping(&self) -> crate::Result<()>;
+}
+
+impl<T: Index> Edit for T {
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> crate::Result<Vec<i64>> {
+        Index::assign_ids(self, n, ids)
+    }
+    fn remove(&mut self, ids: &[i64]) -> crate::Result<usize> {
+        Index::remove(self, ids)
+    }
+    fn contains(&self, id: i64) -> bool {
+        Index::contains(self, id)
+    }
+    fn check_mapping(&self) -> crate::Result<()> {
+        Index::check_mapping(self)
+    }
+}
+
+impl Edit for crate::bm25::BM25Index {
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> crate::Result<Vec<i64>> {
+        crate::bm25::BM25Index::assign_ids(self, n, ids)
+    }
+    fn remove(&mut self, ids: &[i64]) -> crate::Result<usize> {
+        crate::bm25::BM25Index::remove(self, ids)
+    }
+    fn contains(&self, id: i64) -> bool {
+        crate::bm25::BM25Index::contains(self, id)
+    }
+    fn check_mapping(&self) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
 /// Ids removed per write-lock section by [`remove_ids`].
 const REMOVE_CHUNK: usize = 4096;
 
 /// `remove` of every index class: check every id first (an unknown one fails the call before
 /// anything is removed), then remove them in chunks of [`REMOVE_CHUNK`], each under the write
 /// lock, so searches run between chunks; each one sees every id either present or removed.
-pub(crate) fn remove_ids<T: Index>(inner: &Locked<T>, ids: &[i64]) -> crate::Result<usize> {
+pub(crate) fn remove_ids<T: Edit>(inner: &Locked<T>, ids: &[i64]) -> crate::Result<usize> {
     let _e = inner.edit();
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
     let unique: Vec<i64> = ids.iter().copied().filter(|&id| seen.insert(id)).collect();
     {
-        let g = inner.checked()?;
+        let g = inner.read();
+        g.check_mapping()?;
         if let Some(&bad) = unique.iter().find(|&&id| !g.contains(id)) {
             return Err(Error::UnknownId(bad));
         }
@@ -207,30 +250,31 @@ pub(crate) fn remove_ids<T: Index>(inner: &Locked<T>, ids: &[i64]) -> crate::Res
 /// and may do the batch's heavy work. The ids are checked and assigned next, before anything
 /// changes, so the call stays all-or-nothing. Should a later chunk still fail,
 /// the chunks already added are removed again before the error is returned.
-pub(crate) fn add_chunked<T: Index, P>(
+pub(crate) fn add_chunked<T: Edit, P>(
     inner: &Locked<T>,
     n: usize,
     ids: Option<&[i64]>,
     per_chunk: usize,
     prepare: impl FnOnce(&T) -> crate::Result<P>,
-    mut apply: impl FnMut(&mut T, &P, std::ops::Range<usize>, &[i64]) -> crate::Result<Vec<i64>>,
+    mut apply: impl FnMut(&mut T, &mut P, std::ops::Range<usize>, &[i64]) -> crate::Result<Vec<i64>>,
 ) -> crate::Result<Vec<i64>> {
     let _e = inner.edit();
-    let (prep, all) = {
-        let g = inner.checked()?;
+    let (mut prep, all) = {
+        let g = inner.read();
+        g.check_mapping()?;
         (prepare(&g)?, g.assign_ids(n, ids)?)
     };
     if n == 0 {
         let mut g = inner.write();
         g.check_mapping()?;
-        return apply(&mut g, &prep, 0..0, &[]);
+        return apply(&mut g, &mut prep, 0..0, &[]);
     }
     let mut start = 0;
     while start < n {
         let r = start..(start + per_chunk.max(1)).min(n);
         let done = {
             let mut g = inner.write();
-            g.check_mapping().and_then(|()| apply(&mut g, &prep, r.clone(), &all[r.clone()]))
+            g.check_mapping().and_then(|()| apply(&mut g, &mut prep, r.clone(), &all[r.clone()]))
         };
         if let Err(e) = done {
             if start > 0 {
@@ -246,7 +290,7 @@ pub(crate) fn add_chunked<T: Index, P>(
 }
 
 /// Rows per chunk of [`add_rows`]: about this many floats per write-lock section.
-const ADD_CHUNK_FLOATS: usize = 1 << 17;
+pub(crate) const ADD_CHUNK_FLOATS: usize = 1 << 17;
 
 /// Rows of `vectors` checked against the index width, with the optional ids and thread count
 /// of an `add` call.
