@@ -57,7 +57,11 @@ def searcher(kind: str, args: argparse.Namespace) -> Callable[[Any, np.ndarray],
 
 
 def under_searches(
-    idx: Any, search: Callable[[Any, np.ndarray], object], queries: np.ndarray, nthreads: int, work: Callable[[], Any]
+    idx: Any,
+    search: Callable[[Any, np.ndarray], object],
+    queries: np.ndarray,
+    nthreads: int,
+    work: Callable[[], Any],
 ) -> tuple[float, np.ndarray]:
     """Run ``work`` while ``nthreads`` threads search back to back; returns its wall time and the
     latencies (seconds) of the searches that overlapped it."""
@@ -87,7 +91,9 @@ def under_searches(
     return t1 - t0, np.asarray(lat, dtype=np.float64)
 
 
-def idle(idx: Any, search: Callable[[Any, np.ndarray], object], queries: np.ndarray, count: int) -> np.ndarray:
+def idle(
+    idx: Any, search: Callable[[Any, np.ndarray], object], queries: np.ndarray, count: int
+) -> np.ndarray:
     out = np.empty(count)
     for i in range(count):
         t = time.perf_counter()
@@ -107,7 +113,9 @@ def run(kind: str, args: argparse.Namespace) -> None:
     base, batch = data[: args.n], data[args.n :]
     batch_ids = np.arange(args.n, args.n + args.add)
     search, add = searcher(kind, args), adder(kind, args)
-    print(f"\n{kind}: {args.n:,} x {dim}-d, add {args.add:,}, remove {args.remove:,}, {args.searchers} searcher(s)")
+    print(
+        f"\n{kind}: {args.n:,} x {dim}-d, add {args.add:,}, remove {args.remove:,}, {args.searchers} searcher(s)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         base_path = os.path.join(tmp, "base.rf")
         t = time.perf_counter()
@@ -125,7 +133,9 @@ def run(kind: str, args: argparse.Namespace) -> None:
         add_busy, lat_add = under_searches(
             idx, search, queries, args.searchers, lambda: add(idx, batch, batch_ids)
         )
-        gone = np.random.default_rng(2).choice(args.n + args.add, size=min(args.remove, args.n), replace=False)
+        gone = np.random.default_rng(2).choice(
+            args.n + args.add, size=min(args.remove, args.n), replace=False
+        )
         rm_wall, lat_rm = under_searches(idx, search, queries, args.searchers, lambda: idx.remove(gone))
         path = os.path.join(tmp, "saved.rf")
         save_wall, lat_save = under_searches(idx, search, queries, args.searchers, lambda: idx.save(path))

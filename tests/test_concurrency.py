@@ -31,7 +31,9 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def run_with_searchers(write: Callable[[], Any], search_once: Callable[[], None], min_searches: int = 5) -> Any:
+def run_with_searchers(
+    write: Callable[[], Any], search_once: Callable[[], None], min_searches: int = 5
+) -> Any:
     """Run ``write`` while SEARCHERS threads call ``search_once`` until it returns (and at least
     ``min_searches`` times each); re-raise the first failure of any thread."""
     done = threading.Event()
@@ -79,7 +81,9 @@ class VectorCase:
         idx.add(self.vecs[:BASE], np.arange(BASE))
         return idx
 
-    def checker(self, idx: Any, allowed: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> Callable[[], None]:
+    def checker(
+        self, idx: Any, allowed: Callable[[np.ndarray], np.ndarray], seed: int = 0
+    ) -> Callable[[], None]:
         """A search of a random query whose every result must be allowed, exact and sorted."""
         rng = np.random.default_rng(seed)
         lock = threading.Lock()
@@ -255,19 +259,26 @@ def test_bm25_search_during_add_and_remove() -> None:
 
         return once
 
-    run_with_searchers(lambda: idx.add(texts[base:], np.arange(base, base + batch)), search(in_range(base + batch)))
+    run_with_searchers(
+        lambda: idx.add(texts[base:], np.arange(base, base + batch)), search(in_range(base + batch))
+    )
     _, found = idx.search([f"only{_letters(i)}" for i in range(base + batch)], k=1)
     np.testing.assert_array_equal(found[:, 0], np.arange(base + batch))
     gone = np.arange(0, base + batch, 2)
     run_with_searchers(lambda: idx.remove(gone), search(in_range(base + batch)))
     _, found = idx.search([f"only{_letters(i)}" for i in range(base + batch)], k=1)
-    np.testing.assert_array_equal(found[:, 0], np.where(np.arange(base + batch) % 2 == 1, np.arange(base + batch), -1))
+    np.testing.assert_array_equal(
+        found[:, 0], np.where(np.arange(base + batch) % 2 == 1, np.arange(base + batch), -1)
+    )
 
 
 def test_multivector_search_during_add_and_remove() -> None:
     rng = np.random.default_rng(5)
     base, batch = 300, 1500
-    docs = [unit(rng.standard_normal((int(rng.integers(2, 5)), 16)).astype(np.float32)) for _ in range(base + batch)]
+    docs = [
+        unit(rng.standard_normal((int(rng.integers(2, 5)), 16)).astype(np.float32))
+        for _ in range(base + batch)
+    ]
     idx = rf.MultiVectorIndex(16, nbits=0)
     idx.add(docs[:base], np.arange(base))
 
@@ -283,7 +294,9 @@ def test_multivector_search_during_add_and_remove() -> None:
 
         return once
 
-    run_with_searchers(lambda: idx.add(docs[base:], np.arange(base, base + batch)), search(in_range(base + batch)))
+    run_with_searchers(
+        lambda: idx.add(docs[base:], np.arange(base, base + batch)), search(in_range(base + batch))
+    )
     assert len(idx) == base + batch
     gone = np.arange(0, base + batch, 2)
     run_with_searchers(lambda: idx.remove(gone), search(in_range(base + batch)))

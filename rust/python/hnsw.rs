@@ -5,8 +5,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::{
-    check_dim, AddArgs, check_k, detached, get_rows, index_class, metric, optional, results, slice, slice1,
-    to_py,
+    check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice, slice1, to_py,
+    AddArgs,
 };
 use crate::error::Error;
 use crate::hnsw::{self, FilterMode, HnswParams};

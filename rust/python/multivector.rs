@@ -8,7 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::{
-    add_chunked, check_k, detached, index_class, optional, results, slice, slice1, to_py, Locked, ADD_CHUNK_FLOATS,
+    add_chunked, check_k, detached, index_class, optional, results, slice, slice1, to_py, Locked,
+    ADD_CHUNK_FLOATS,
 };
 use crate::error::Error;
 use crate::index::Index;
