@@ -9,14 +9,17 @@
 //! - a per-thread, generation-stamped visited list, reused across searches.
 //!
 //! Builds insert nodes in parallel (rayon), each node's link lists guarded by its own lock while
-//! readers walk the graph lock-free through atomic loads. Removal marks a slot deleted: it is
-//! never returned again but still routes searches until a later add reuses it, rewriting its
-//! vector, relinking it and repairing the lists of its old neighbours.
+//! readers walk the graph lock-free through atomic loads. Searches use the same atomic loads, so an
+//! add can link its nodes while searches run (see [`HnswIndex::stage`]). Removal marks a slot
+//! deleted: it is never returned again but still routes searches until a later add reuses it,
+//! rewriting its vector, relinking it and repairing the lists of its old neighbours.
 
 mod builder;
 mod graph;
 mod io;
 mod search;
+#[cfg(test)]
+mod staged_tests;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
