@@ -100,14 +100,20 @@ impl HnswParams<'_> {
     }
 }
 
-/// An add between its steps: vectors stored by [`HnswIndex::stage`], not linked yet.
-pub(crate) struct Staged {
+/// An add between its steps: vectors stored by [`HnswIndex::stage`], not published yet.
+pub struct Staged {
     /// Ids of the batch, in order.
     ids: Vec<i64>,
     /// Slots of the batch, in order (reused ones first).
     order: Vec<u32>,
     /// The lists each reused slot had, level by level (their owners are repaired).
     old: HashMap<u32, Vec<Vec<u32>>>,
+}
+
+/// The entry point an add's [`HnswIndex::link`] leaves, for [`HnswIndex::publish`].
+pub struct Linked {
+    entry: Option<u32>,
+    level: usize,
 }
 
 /// Approximate nearest-neighbour index over an HNSW graph.
@@ -251,7 +257,7 @@ impl HnswIndex {
     /// An error leaves the index as it was. Once this returns, searches may find the staged
     /// vectors (exact scans see them; graph walks reach them as [`HnswIndex::link`] connects
     /// them), each one whole: its row is written before any search can read it.
-    pub(crate) fn stage(&mut self, vectors: &[f32], ids: Option<&[i64]>) -> Result<Staged> {
+    pub fn stage(&mut self, vectors: &[f32], ids: Option<&[i64]>) -> Result<Staged> {
         let d = self.dim;
         let n = vectors::rows(vectors, d, "vectors")?;
         vectors::check_finite(vectors, d, "vectors")?;
@@ -327,24 +333,28 @@ impl HnswIndex {
     }
 
     /// Second step of an add: link the staged nodes into the graph, in parallel, through a
-    /// shared reference, so searches can run meanwhile (they read the lists with atomic loads
-    /// and see every list either before or after each write, never a word out of range).
-    /// Returns the new entry point and its level, for [`HnswIndex::publish`]; until then
-    /// searches start from the old one, which stays valid.
+    /// shared reference, so searches can run meanwhile. Searches read the lists with atomic
+    /// loads: a list being rewritten may read as a mix of its old and new links, every one a
+    /// valid slot whose vector is whole, so a search always routes through whole vectors.
+    /// Returns the new entry point, for [`HnswIndex::publish`]; until then searches start from
+    /// the old one, which stays valid.
     ///
-    /// Callers must not run two `link`s, or a `link` and a [`Index::save`], at the same time
-    /// (the binding holds the index's edit lock); searches are welcome.
-    pub(crate) fn link(&self, staged: &Staged, threads: usize) -> (Option<u32>, usize) {
-        if staged.order.is_empty() {
-            return (self.entry, self.max_level);
-        }
-        self.build(&staged.order, &staged.old, threads)
+    /// Run one `link` at a time, and no [`Index::save`] meanwhile (the binding holds the index's
+    /// edit lock): overlapping ones are memory-safe but would save or build a muddled graph.
+    /// Searches are welcome.
+    pub fn link(&self, staged: &Staged, threads: usize) -> Linked {
+        let (entry, level) = if staged.order.is_empty() {
+            (self.entry, self.max_level)
+        } else {
+            self.build(&staged.order, &staged.old, threads)
+        };
+        Linked { entry, level }
     }
 
     /// Last step of an add: make the entry point found by [`HnswIndex::link`] the one searches
     /// start from; returns the ids of the batch.
-    pub(crate) fn publish(&mut self, staged: Staged, top: (Option<u32>, usize)) -> Vec<i64> {
-        (self.entry, self.max_level) = top;
+    pub fn publish(&mut self, staged: Staged, top: Linked) -> Vec<i64> {
+        (self.entry, self.max_level) = (top.entry, top.level);
         staged.ids
     }
 }
