@@ -160,6 +160,10 @@ impl Index for FlatIndex {
         Ok(new_ids)
     }
 
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
+        self.idmap.assign(n, ids, "vectors")
+    }
+
     /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.
     fn remove(&mut self, ids: &[i64]) -> Result<usize> {
         self.idmap.check_known(ids)?;

@@ -52,6 +52,11 @@ pub trait Index: Sized {
     /// ids given. Everything is checked first, so a failed add leaves the index as it was.
     fn add(&mut self, data: Self::Data<'_>, ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>>;
 
+    /// The ids an add of `n` items with `ids` (or the next free ids) would get, after checking
+    /// them (no duplicates, none already held); changes nothing. Lets a caller validate a whole
+    /// batch before adding it in parts.
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>>;
+
     /// Remove `ids`; an unknown id is an error and then nothing is removed. Returns the count.
     fn remove(&mut self, ids: &[i64]) -> Result<usize>;
 

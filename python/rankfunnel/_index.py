@@ -70,6 +70,12 @@ class IdIndexBase:
         ------
         UnknownIdError
             If any id is not stored; then nothing is removed.
+
+        Notes
+        -----
+        Every id is checked first; they are then removed in chunks, searches from other threads
+        running between them, so a concurrent search may still return some of the ids (whole and
+        with their exact scores) but none once the call has returned.
         """
         return int(self._index.remove(as_ids(ids)))
 
@@ -81,6 +87,9 @@ class IdIndexBase:
         """Write the index to ``path`` atomically (temporary file, fsync, rename).
 
         Every index kind shares one file format; :func:`rankfunnel.load` reads any of them.
+        Searches from other threads keep running during a save; an add or remove from another
+        thread waits for it (and a save waits for one in progress), so the file holds the index
+        before or after each change, never part of one.
         """
         self._index.save(os.fspath(path))
 

@@ -185,6 +185,14 @@ class BM25Index(IdIndexBase):
         ------
         RankfunnelError
             On non-string texts or bad/duplicate ids; the index is then unchanged.
+
+        Notes
+        -----
+        Searches from other threads keep running during the call: the texts are analyzed first, then
+        the batch is stored in chunks, searches running between them. A concurrent search may see
+        part of the batch, each document either absent or whole, never partly written; the call
+        returns once all of them are in. A batch that fails validation fails before any of it is
+        stored. Adds, removes and saves of one index run one at a time.
         """
         docs, _ = _texts(texts, "texts")
         out: Ids = self._index.add(docs, None if ids is None else as_ids(ids), threads_arg(threads))

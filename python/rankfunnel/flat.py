@@ -122,6 +122,14 @@ class FlatIndex(BF16Copy, IndexBase):
         ------
         RankfunnelError
             On a wrong shape, NaN/inf, or bad/duplicate ids; the index is then unchanged.
+
+        Notes
+        -----
+        Searches from other threads keep running during the call: the batch is stored in chunks,
+        searches running between them. A concurrent search may see part of the batch, each vector
+        either absent or whole, never partly written; the call returns once all of them are in. A
+        batch that fails validation fails before any of it is stored. Adds, removes and saves of one
+        index run one at a time.
         """
         out: Ids = self._index.add(*self._vectors(vectors, ids))
         return out

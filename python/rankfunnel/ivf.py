@@ -116,6 +116,14 @@ class IVFIndex(IndexBase):
         ------
         RankfunnelError
             Before training, or on bad vectors or ids; the index is then unchanged.
+
+        Notes
+        -----
+        Searches from other threads keep running during the call: the lists are chosen first, then
+        the batch is stored in chunks, searches running between them. A concurrent search may see
+        part of the batch, each vector either absent or whole, never partly written; the call
+        returns once all of them are in. A batch that fails validation fails before any of it is
+        stored. Adds, removes and saves of one index run one at a time.
         """
         v, id_arr = self._vectors(vectors, ids)
         out: Ids = self._index.add(v, id_arr, threads_arg(threads))

@@ -165,6 +165,14 @@ class MultiVectorIndex(IndexBase):
         ------
         RankfunnelError
             On a wrong dimension, NaN/inf, or bad/duplicate ids; the index is then unchanged.
+
+        Notes
+        -----
+        Searches from other threads keep running during the call: once the centroids exist, tokens
+        are encoded first, then the batch is stored in chunks, searches running between them. A
+        concurrent search may see part of the batch, each document either absent or whole, never
+        partly written; the call returns once all of them are in. A batch that fails validation
+        fails before any of it is stored. Adds, removes and saves of one index run one at a time.
         """
         if isinstance(docs, PackedDocs):
             if docs.dtype != "f32":

@@ -176,7 +176,14 @@ impl BM25Index {
         ids: Option<&[i64]>,
         threads: usize,
     ) -> Result<Vec<i64>> {
-        let n = texts.len();
+        self.assign_ids(texts.len(), ids)?;
+        let analyzed = self.analyze_all(texts, threads);
+        self.add_analyzed(analyzed, ids)
+    }
+
+    /// The ids an add of `n` documents with `ids` (or the next free ids) would get, after
+    /// checking them (no duplicates, none already held, room left); changes nothing.
+    pub fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
         let new_ids = vectors::new_ids(n, ids, self.next_id, "documents", |id| self.slots.contains_key(&id))?;
         if self.slot_ids.len() + n > u32::MAX as usize {
             return Err(Error::InvalidArgument(format!(
@@ -184,9 +191,20 @@ impl BM25Index {
                 u32::MAX
             )));
         }
+        Ok(new_ids)
+    }
+
+    /// The terms of each text, analyzed on `threads` threads: the heavy part of an add, which
+    /// changes nothing (so it can run while searches share the index).
+    pub fn analyze_all<S: AsRef<str> + Sync>(&self, texts: &[S], threads: usize) -> Vec<Vec<String>> {
         let analyzer = &self.analyzer;
-        let analyzed: Vec<Vec<String>> =
-            parallel::install(threads, || texts.par_iter().map(|t| analyzer.terms(t.as_ref())).collect());
+        parallel::install(threads, || texts.par_iter().map(|t| analyzer.terms(t.as_ref())).collect())
+    }
+
+    /// Add documents given as their analyzed terms (see [`BM25Index::analyze_all`]) under `ids`
+    /// (or the next free ids); returns the ids given. Checks the ids before changing anything.
+    pub fn add_analyzed(&mut self, analyzed: Vec<Vec<String>>, ids: Option<&[i64]>) -> Result<Vec<i64>> {
+        let new_ids = self.assign_ids(analyzed.len(), ids)?;
         let mut doc: Vec<u32> = Vec::new();
         for (terms, &id) in analyzed.into_iter().zip(&new_ids) {
             let slot = self.slot_ids.len() as u32;

@@ -16,23 +16,27 @@ use super::{bit, HnswIndex};
 use crate::metric::Metric;
 use crate::parallel;
 
-/// View a `u32` buffer as atomics for the duration of a parallel build.
-fn atomic_view(v: &mut [u32]) -> &[AtomicU32] {
-    // SAFETY: AtomicU32 has the size, alignment and bit validity of u32, and the exclusive borrow
-    // guarantees nothing else accesses the memory non-atomically while the view lives.
-    unsafe { &*(v as *mut [u32] as *const [AtomicU32]) }
-}
-
 impl HnswIndex {
-    /// Insert (or relink) the nodes in `order`, in parallel.
-    pub(super) fn build(&mut self, order: &[u32], old: &HashMap<u32, Vec<Vec<u32>>>, threads: usize) {
+    /// Insert (or relink) the nodes in `order`, in parallel; returns the new entry point and its
+    /// level. Writes the link lists through atomics, so searches may walk them meanwhile (see
+    /// [`HnswIndex::link`]).
+    pub(super) fn build(
+        &self,
+        order: &[u32],
+        old: &HashMap<u32, Vec<Vec<u32>>>,
+        threads: usize,
+    ) -> (Option<u32>, usize) {
         let total = self.ids.len();
         let locks: Vec<Mutex<()>> = (0..total).map(|_| Mutex::new(())).collect();
         let w0 = self.shape.m0 + 1;
+        let (Some(l0), Some(up)) = (self.links0.writable(), self.upper.writable()) else {
+            unreachable!("HnswIndex::stage copies mapped link lists into memory")
+        };
         let indeg: Vec<AtomicU32> = (0..total).map(|_| AtomicU32::new(0)).collect();
-        for list in self.links0.as_slice().chunks_exact(w0) {
-            for &t in &list[1..1 + (list[0] as usize).min(w0 - 1)] {
-                indeg[t as usize].fetch_add(1, Relaxed);
+        for list in l0.chunks_exact(w0) {
+            let c = (list[0].load(Relaxed) as usize).min(w0 - 1);
+            for t in &list[1..1 + c] {
+                indeg[t.load(Relaxed) as usize].fetch_add(1, Relaxed);
             }
         }
         let l2 = self.metric == Metric::L2;
@@ -40,12 +44,7 @@ impl HnswIndex {
             indeg: &indeg,
             space: Space::new(self.vectors.as_slice(), self.dim, l2),
             half: self.prefilter.then(|| HalfSpace::new(self.half.as_slice(), self.dim, l2)),
-            links: AtomicLinks {
-                l0: atomic_view(self.links0.to_mut()),
-                up: atomic_view(self.upper.to_mut()),
-                up_off: &self.up_off,
-                shape: self.shape,
-            },
+            links: AtomicLinks { l0, up, up_off: &self.up_off, shape: self.shape },
             locks: &locks,
             levels: &self.levels,
             deleted: &self.deleted,
@@ -64,12 +63,11 @@ impl HnswIndex {
         } else {
             parallel::install(threads, || rest.par_iter().with_min_len(8).for_each(one));
         }
-        let (entry, level) = *b.top.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = entry {
+        let top = *b.top.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = top.0 {
             b.reconnect(e);
         }
-        self.entry = entry;
-        self.max_level = level;
+        top
     }
 }
 

@@ -10,6 +10,8 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, Ordering as Mem};
 
+use crate::storage::{Buf, Mapping};
+
 /// A node and its distance to the query (lower is better); ordered by distance, then slot.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Cand {
@@ -127,7 +129,7 @@ impl<T: Sync> Dist for Rows<'_, T> {
     }
 }
 
-/// Read access to link lists: plain (owned or mmapped) or atomic (during a parallel build).
+/// Read access to link lists.
 pub(crate) trait Links: Sync {
     /// Replace `out` with the links of `s` at `level`.
     fn get(&self, s: u32, level: usize, out: &mut Vec<u32>);
@@ -167,37 +169,9 @@ impl Shape {
     }
 }
 
-/// Link lists read from plain slices (searches; the graph is not being modified).
-pub(crate) struct Plain<'a> {
-    pub l0: &'a [u32],
-    pub up: &'a [u32],
-    pub up_off: &'a [u32],
-    pub shape: Shape,
-}
-
-impl Links for Plain<'_> {
-    #[inline]
-    fn get(&self, s: u32, level: usize, out: &mut Vec<u32>) {
-        out.clear();
-        let (at, w) = self.shape.range(self.up_off, s, level);
-        let list = if level == 0 { &self.l0[at..at + w] } else { &self.up[at..at + w] };
-        let c = (list[0] as usize).min(w - 1);
-        out.extend_from_slice(&list[1..1 + c]);
-    }
-
-    #[inline]
-    fn prefetch(&self, s: u32) {
-        let w = self.shape.m0 + 1;
-        let at = s as usize * w;
-        if at < self.l0.len() {
-            prefetch_bytes(self.l0[at..].as_ptr() as *const u8, w * 4);
-        }
-    }
-}
-
-/// Link lists shared between build threads: readers load without locking (every value ever
-/// stored is a valid slot, so a read racing a write sees a usable, if mixed, list); writers hold
-/// the node's lock.
+/// Link lists shared between inserting threads and searches: readers load without locking
+/// (every value ever stored is a valid slot, so a read racing a write sees a usable, if mixed,
+/// list); writers hold the node's lock.
 pub(crate) struct AtomicLinks<'a> {
     pub l0: &'a [AtomicU32],
     pub up: &'a [AtomicU32],
@@ -241,6 +215,99 @@ impl Links for AtomicLinks<'_> {
         let at = s as usize * w;
         if at < self.l0.len() {
             prefetch_bytes(self.l0[at..].as_ptr() as *const u8, w * 4);
+        }
+    }
+}
+
+/// The words of one link array (a count then `cap` slots per list): owned atomics, which an
+/// add rewrites while searches read them, or a read-only file mapping, which no one writes
+/// (an add first copies it into memory with [`LinkWords::to_mut`]).
+pub(crate) enum LinkWords {
+    /// Heap memory, written by adds while searches load from it.
+    Owned(Vec<AtomicU32>),
+    /// A section of a read-only file mapping.
+    Mapped(Buf<u32>),
+}
+
+impl Default for LinkWords {
+    fn default() -> Self {
+        LinkWords::Owned(Vec::new())
+    }
+}
+
+impl LinkWords {
+    /// Wrap a buffer read from a file: mapped stays mapped, owned words become atomics.
+    pub fn from_buf(b: Buf<u32>) -> LinkWords {
+        match b {
+            Buf::Owned(v) => LinkWords::Owned(v.into_iter().map(AtomicU32::new).collect()),
+            mapped => LinkWords::Mapped(mapped),
+        }
+    }
+
+    /// The words, for loading.
+    pub fn atomics(&self) -> &[AtomicU32] {
+        match self {
+            LinkWords::Owned(v) => v,
+            LinkWords::Mapped(b) => {
+                let s = b.as_slice();
+                // SAFETY: AtomicU32 has the size, alignment and bit validity of u32. The mapped
+                // words are only ever loaded (no one holds a writable view of them: an add copies
+                // them first), and loads of read-only memory are fine for lock-free atomics.
+                unsafe { &*(s as *const [u32] as *const [AtomicU32]) }
+            }
+        }
+    }
+
+    /// The owned words that an add may write through a shared reference (`None` while mapped).
+    pub fn writable(&self) -> Option<&[AtomicU32]> {
+        match self {
+            LinkWords::Owned(v) => Some(v),
+            LinkWords::Mapped(_) => None,
+        }
+    }
+
+    /// Number of words.
+    pub fn len(&self) -> usize {
+        match self {
+            LinkWords::Owned(v) => v.len(),
+            LinkWords::Mapped(b) => b.as_slice().len(),
+        }
+    }
+
+    /// Mutable access, copying a mapped buffer into memory first.
+    pub fn to_mut(&mut self) -> &mut Vec<AtomicU32> {
+        if let LinkWords::Mapped(b) = self {
+            *self = LinkWords::Owned(b.as_slice().iter().map(|&w| AtomicU32::new(w)).collect());
+        }
+        match self {
+            LinkWords::Owned(v) => v,
+            LinkWords::Mapped(_) => unreachable!("copied above"),
+        }
+    }
+
+    /// Grow (or shrink) to `n` words, new ones zero (empty lists).
+    pub fn resize(&mut self, n: usize) {
+        self.to_mut().resize_with(n, || AtomicU32::new(0));
+    }
+
+    /// A plain copy of the words (for saving).
+    pub fn snapshot(&self) -> Vec<u32> {
+        self.atomics().iter().map(|w| w.load(Mem::Relaxed)).collect()
+    }
+
+    /// The file mapping the words are read from, if any.
+    pub fn mapping(&self) -> Option<&Mapping> {
+        match self {
+            LinkWords::Owned(_) => None,
+            LinkWords::Mapped(b) => b.mapping(),
+        }
+    }
+
+    /// Bytes of heap memory held (0 for a mapping).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            LinkWords::Owned(v) => v.capacity() * 4,
+            LinkWords::Mapped(_) => 0,
         }
     }
 }

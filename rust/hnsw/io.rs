@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::graph::LinkWords;
 use super::{bit, HnswIndex, Shape, MAX_LEVEL, MAX_M};
 use crate::error::Result;
 use crate::ids::IdMap;
@@ -34,14 +35,17 @@ impl HnswIndex {
             self.idmap.next_id(),
             self.prefilter as i64,
         ];
+        // Plain copies of the link words (an add, never concurrent with a save, writes them
+        // through atomics).
+        let (links0, upper) = (self.links0.snapshot(), self.upper.snapshot());
         let mut w = Writer::new(header);
         w.add("params", &params);
         w.add("vectors", self.vectors.as_slice());
         w.add("half", self.half.as_slice());
         w.add("ids", &self.ids);
         w.add("levels", &self.levels);
-        w.add("links0", self.links0.as_slice());
-        w.add("upper", self.upper.as_slice());
+        w.add("links0", &links0);
+        w.add("upper", &upper);
         w.add("deleted", &self.deleted);
         w.write_atomic(path)
     }
@@ -152,8 +156,8 @@ impl HnswIndex {
             vectors,
             half,
             prefilter,
-            links0,
-            upper,
+            links0: LinkWords::from_buf(links0),
+            upper: LinkWords::from_buf(upper),
             up_off,
             levels,
             ids,

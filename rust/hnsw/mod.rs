@@ -9,20 +9,23 @@
 //! - a per-thread, generation-stamped visited list, reused across searches.
 //!
 //! Builds insert nodes in parallel (rayon), each node's link lists guarded by its own lock while
-//! readers walk the graph lock-free through atomic loads. Removal marks a slot deleted: it is
-//! never returned again but still routes searches until a later add reuses it, rewriting its
-//! vector, relinking it and repairing the lists of its old neighbours.
+//! readers walk the graph lock-free through atomic loads. Searches use the same atomic loads, so an
+//! add can link its nodes while searches run (see [`HnswIndex::stage`]). Removal marks a slot
+//! deleted: it is never returned again but still routes searches until a later add reuses it,
+//! rewriting its vector, relinking it and repairing the lists of its old neighbours.
 
 mod builder;
 mod graph;
 mod io;
 mod search;
+#[cfg(test)]
+mod staged_tests;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
-use self::graph::{Links, Plain, Shape, Space};
+use self::graph::{AtomicLinks, LinkWords, Links, Shape, Space};
 use crate::error::Result;
 use crate::ids::IdMap;
 use crate::index::Index;
@@ -97,6 +100,22 @@ impl HnswParams<'_> {
     }
 }
 
+/// An add between its steps: vectors stored by [`HnswIndex::stage`], not published yet.
+pub struct Staged {
+    /// Ids of the batch, in order.
+    ids: Vec<i64>,
+    /// Slots of the batch, in order (reused ones first).
+    order: Vec<u32>,
+    /// The lists each reused slot had, level by level (their owners are repaired).
+    old: HashMap<u32, Vec<Vec<u32>>>,
+}
+
+/// The entry point an add's [`HnswIndex::link`] leaves, for [`HnswIndex::publish`].
+pub struct Linked {
+    entry: Option<u32>,
+    level: usize,
+}
+
 /// Approximate nearest-neighbour index over an HNSW graph.
 ///
 /// Ids are non-negative `i64` labels; internally nodes live in `u32` slots.
@@ -111,8 +130,10 @@ pub struct HnswIndex {
     /// bfloat16 copy of `vectors` walked by searches and inserts (empty without `prefilter`).
     half: Buf<u16>,
     prefilter: bool,
-    links0: Buf<u32>,
-    upper: Buf<u32>,
+    /// Level-0 link lists; an add rewrites them while searches read (see [`HnswIndex::link`]).
+    links0: LinkWords,
+    /// Upper-level link lists, likewise.
+    upper: LinkWords,
     /// Start of each slot's upper lists in `upper` (unused for level-0-only slots).
     up_off: Vec<u32>,
     levels: Vec<u8>,
@@ -166,8 +187,8 @@ impl HnswIndex {
             vectors: Buf::default(),
             half: Buf::default(),
             prefilter,
-            links0: Buf::default(),
-            upper: Buf::default(),
+            links0: LinkWords::default(),
+            upper: LinkWords::default(),
             up_off: Vec::new(),
             levels: Vec::new(),
             ids: Vec::new(),
@@ -215,10 +236,11 @@ impl HnswIndex {
         ((-u.ln() * mult).floor() as usize).min(MAX_LEVEL)
     }
 
-    fn plain(&self) -> Plain<'_> {
-        Plain {
-            l0: self.links0.as_slice(),
-            up: self.upper.as_slice(),
+    /// The link lists, for reading (concurrent adds may rewrite them; see [`HnswIndex::link`]).
+    fn links(&self) -> AtomicLinks<'_> {
+        AtomicLinks {
+            l0: self.links0.atomics(),
+            up: self.upper.atomics(),
             up_off: &self.up_off,
             shape: self.shape,
         }
@@ -226,6 +248,114 @@ impl HnswIndex {
 
     fn space(&self) -> Space<'_> {
         Space::new(self.vectors.as_slice(), self.dim, self.metric == Metric::L2)
+    }
+
+    /// First step of an add: check everything, then store the vectors in their slots (deleted
+    /// slots first, then new ones) and make sure the link arrays are in memory and large enough.
+    /// Nothing is linked yet; see [`HnswIndex::link`].
+    ///
+    /// An error leaves the index as it was. Once this returns, searches may find the staged
+    /// vectors (exact scans see them; graph walks reach them as [`HnswIndex::link`] connects
+    /// them), each one whole: its row is written before any search can read it.
+    pub fn stage(&mut self, vectors: &[f32], ids: Option<&[i64]>) -> Result<Staged> {
+        let d = self.dim;
+        let n = vectors::rows(vectors, d, "vectors")?;
+        vectors::check_finite(vectors, d, "vectors")?;
+        let new_ids = self.idmap.assign(n, ids, "vectors")?;
+        if n == 0 {
+            return Ok(Staged { ids: new_ids, order: Vec::new(), old: HashMap::new() });
+        }
+        let rows: Cow<[f32]> = if self.metric == Metric::Cosine {
+            Cow::Owned(vectors::normalized(vectors, d))
+        } else {
+            Cow::Borrowed(vectors)
+        };
+        let reuse = n.min(self.free.len());
+        let old_n = self.ids.len();
+        let total = old_n + (n - reuse);
+        if total >= u32::MAX as usize {
+            return Err(invalid!("an HnswIndex holds at most 2^32-2 vectors"));
+        }
+        let fresh_levels: Vec<usize> = (0..n - reuse).map(|_| self.draw_level()).collect();
+        let up_w = self.shape.m + 1;
+        let extra: usize = fresh_levels.iter().map(|&l| l * up_w).sum();
+        if self.upper.len() + extra > u32::MAX as usize {
+            return Err(invalid!("too many upper-level links for one index"));
+        }
+
+        // Nothing fails from here on.
+        let mut order: Vec<u32> = Vec::with_capacity(n);
+        let mut old_links: HashMap<u32, Vec<Vec<u32>>> = HashMap::new();
+        for _ in 0..reuse {
+            let s = self.free.pop().expect("counted above");
+            let links = self.links();
+            let mut lists = Vec::new();
+            for l in 0..=self.levels[s as usize] as usize {
+                let mut v = Vec::new();
+                links.get(s, l, &mut v);
+                lists.push(v);
+            }
+            old_links.insert(s, lists);
+            order.push(s);
+        }
+        order.extend(old_n as u32..total as u32);
+        let mut up_len = self.upper.len();
+        for &l in &fresh_levels {
+            self.up_off.push(up_len as u32);
+            self.levels.push(l as u8);
+            up_len += l * up_w;
+        }
+        self.upper.resize(up_len);
+        self.links0.resize(total * (self.shape.m0 + 1));
+        self.ids.resize(total, -1);
+        self.deleted.resize(total.div_ceil(64), 0);
+        let data = self.vectors.to_mut();
+        data.resize(total * d, 0.0);
+        for ((&s, row), &id) in order.iter().zip(rows.chunks_exact(d)).zip(&new_ids) {
+            let s = s as usize;
+            data[s * d..(s + 1) * d].copy_from_slice(row);
+            self.ids[s] = id;
+            self.deleted[s / 64] &= !(1u64 << (s % 64));
+            self.idmap.insert(id, s as u32);
+        }
+        if self.prefilter {
+            let half = self.half.to_mut();
+            half.resize(total * d, 0);
+            for (&s, row) in order.iter().zip(rows.chunks_exact(d)) {
+                let s = s as usize;
+                for (h, &x) in half[s * d..(s + 1) * d].iter_mut().zip(row) {
+                    *h = crate::half::to_bf16(x);
+                }
+            }
+        }
+        self.idmap.advance(&new_ids);
+        Ok(Staged { ids: new_ids, order, old: old_links })
+    }
+
+    /// Second step of an add: link the staged nodes into the graph, in parallel, through a
+    /// shared reference, so searches can run meanwhile. Searches read the lists with atomic
+    /// loads: a list being rewritten may read as a mix of its old and new links, every one a
+    /// valid slot whose vector is whole, so a search always routes through whole vectors.
+    /// Returns the new entry point, for [`HnswIndex::publish`]; until then searches start from
+    /// the old one, which stays valid.
+    ///
+    /// Run one `link` at a time, and no [`Index::save`] meanwhile (the binding holds the index's
+    /// edit lock): overlapping ones are memory-safe but would save or build a muddled graph.
+    /// Searches are welcome.
+    pub fn link(&self, staged: &Staged, threads: usize) -> Linked {
+        let (entry, level) = if staged.order.is_empty() {
+            (self.entry, self.max_level)
+        } else {
+            self.build(&staged.order, &staged.old, threads)
+        };
+        Linked { entry, level }
+    }
+
+    /// Last step of an add: make the entry point found by [`HnswIndex::link`] the one searches
+    /// start from; returns the ids of the batch.
+    pub fn publish(&mut self, staged: Staged, top: Linked) -> Vec<i64> {
+        (self.entry, self.max_level) = (top.entry, top.level);
+        staged.ids
     }
 }
 
@@ -276,81 +406,17 @@ impl Index for HnswIndex {
     /// Add `vectors` (`n x dim`, row-major) using up to `threads` threads; returns their ids.
     ///
     /// Deleted slots are reused first. Everything is checked before anything changes, so a
-    /// failed add leaves the index as it was.
+    /// failed add leaves the index as it was. This is [`HnswIndex::stage`], [`HnswIndex::link`]
+    /// and [`HnswIndex::publish`] in a row; a caller that serves searches while it adds runs
+    /// `link` under a shared lock instead.
     fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
-        let d = self.dim;
-        let n = vectors::rows(vectors, d, "vectors")?;
-        vectors::check_finite(vectors, d, "vectors")?;
-        let new_ids = self.idmap.assign(n, ids, "vectors")?;
-        if n == 0 {
-            return Ok(new_ids);
-        }
-        let rows: Cow<[f32]> = if self.metric == Metric::Cosine {
-            Cow::Owned(vectors::normalized(vectors, d))
-        } else {
-            Cow::Borrowed(vectors)
-        };
-        let reuse = n.min(self.free.len());
-        let old_n = self.ids.len();
-        let total = old_n + (n - reuse);
-        if total >= u32::MAX as usize {
-            return Err(invalid!("an HnswIndex holds at most 2^32-2 vectors"));
-        }
-        let fresh_levels: Vec<usize> = (0..n - reuse).map(|_| self.draw_level()).collect();
-        let up_w = self.shape.m + 1;
-        let extra: usize = fresh_levels.iter().map(|&l| l * up_w).sum();
-        if self.upper.as_slice().len() + extra > u32::MAX as usize {
-            return Err(invalid!("too many upper-level links for one index"));
-        }
+        let staged = self.stage(vectors, ids)?;
+        let top = self.link(&staged, threads);
+        Ok(self.publish(staged, top))
+    }
 
-        // Nothing fails from here on.
-        let mut order: Vec<u32> = Vec::with_capacity(n);
-        let mut old_links: HashMap<u32, Vec<Vec<u32>>> = HashMap::new();
-        for _ in 0..reuse {
-            let s = self.free.pop().expect("counted above");
-            let plain = self.plain();
-            let mut lists = Vec::new();
-            for l in 0..=self.levels[s as usize] as usize {
-                let mut v = Vec::new();
-                plain.get(s, l, &mut v);
-                lists.push(v);
-            }
-            old_links.insert(s, lists);
-            order.push(s);
-        }
-        order.extend(old_n as u32..total as u32);
-        let mut up_len = self.upper.as_slice().len();
-        for &l in &fresh_levels {
-            self.up_off.push(up_len as u32);
-            self.levels.push(l as u8);
-            up_len += l * up_w;
-        }
-        self.upper.to_mut().resize(up_len, 0);
-        self.links0.to_mut().resize(total * (self.shape.m0 + 1), 0);
-        self.ids.resize(total, -1);
-        self.deleted.resize(total.div_ceil(64), 0);
-        let data = self.vectors.to_mut();
-        data.resize(total * d, 0.0);
-        for ((&s, row), &id) in order.iter().zip(rows.chunks_exact(d)).zip(&new_ids) {
-            let s = s as usize;
-            data[s * d..(s + 1) * d].copy_from_slice(row);
-            self.ids[s] = id;
-            self.deleted[s / 64] &= !(1u64 << (s % 64));
-            self.idmap.insert(id, s as u32);
-        }
-        if self.prefilter {
-            let half = self.half.to_mut();
-            half.resize(total * d, 0);
-            for (&s, row) in order.iter().zip(rows.chunks_exact(d)) {
-                let s = s as usize;
-                for (h, &x) in half[s * d..(s + 1) * d].iter_mut().zip(row) {
-                    *h = crate::half::to_bf16(x);
-                }
-            }
-        }
-        self.idmap.advance(&new_ids);
-        self.build(&order, &old_links, threads);
-        Ok(new_ids)
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
+        self.idmap.assign(n, ids, "vectors")
     }
 
     /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.

@@ -176,7 +176,7 @@ impl HnswIndex {
         allow: Option<&[u64]>,
         found: &mut Vec<Cand>,
     ) {
-        let links = self.plain();
+        let links = self.links();
         let deleted = &self.deleted;
         let all_ok = allow.is_none() && self.free.is_empty();
         with_scratch(|sc| {

@@ -251,6 +251,101 @@ impl IvfIndex {
         Ok(topk::search(x, Source::Packed(b), self.coarse_metric(), nprobe, threads)?.ids)
     }
 
+    /// First step of an add: check `v` (the index trained, every value finite, room left) and
+    /// find each row's list. Changes nothing, so it can run while searches share the index.
+    pub(crate) fn route(&self, v: &[f32], threads: usize) -> Result<Vec<i64>> {
+        if !self.is_trained() {
+            return Err(Error::InvalidArgument(
+                "the IVFIndex is not trained: call train(sample) before add".into(),
+            ));
+        }
+        let d = self.dim;
+        let n = vectors::rows(v, d, "vectors")?;
+        vectors::check_finite(v, d, "vectors")?;
+        if self.len() + n > u32::MAX as usize {
+            return Err(Error::InvalidArgument("an IVFIndex holds at most 2^32-1 vectors".into()));
+        }
+        let mut owned = Vec::new();
+        let x = self.prepare(v, &mut owned);
+        self.probe(x, 1, threads)
+    }
+
+    /// Reserve exactly what a batch routed to `lists` (by [`IvfIndex::route`]) needs, so memory
+    /// tracks the data rather than Vec growth, and adding the batch in parts copies nothing.
+    pub(crate) fn reserve_for(&mut self, lists: &[i64]) {
+        let d = self.dim;
+        let n = lists.len();
+        let mut counts = vec![0usize; self.nlist];
+        for &l in lists {
+            counts[l as usize] += 1;
+        }
+        let l2 = self.metric == Metric::L2;
+        for (list, &c) in self.lists.iter_mut().zip(&counts) {
+            if c == 0 {
+                continue;
+            }
+            let w = if self.storage == Storage::Int8 { pack::quad_dim(d) } else { d };
+            let grow = pack::packed_len(list.len() + c, w) - pack::packed_len(list.len(), w);
+            match self.storage {
+                Storage::F32 => list.data.reserve_exact(grow),
+                Storage::Int8 => list.codes.reserve_exact(grow),
+            }
+            list.labels.reserve_exact(c);
+            list.slots.reserve_exact(c);
+            if l2 && self.storage == Storage::Int8 {
+                list.norms.reserve_exact(c);
+            }
+        }
+        self.loc.reserve_exact(n);
+        if self.storage == Storage::Int8 {
+            self.raw.to_mut().reserve_exact(n * d);
+        }
+    }
+
+    /// Last step of an add: store the rows of `v` in the lists [`IvfIndex::route`] chose for them
+    /// (`lists`, one per row) under `ids` (or the next free ids); returns the ids given. Checks
+    /// the ids before changing anything.
+    pub(crate) fn add_routed(&mut self, v: &[f32], ids: Option<&[i64]>, lists: &[i64]) -> Result<Vec<i64>> {
+        let d = self.dim;
+        let new_ids = self.idmap.assign(lists.len(), ids, "vectors")?;
+        if v.len() != lists.len() * d {
+            return Err(Error::InvalidArgument("one list per row expected".into()));
+        }
+        let mut owned = Vec::new();
+        let x = self.prepare(v, &mut owned);
+        let assign = lists;
+        let l2 = self.metric == Metric::L2;
+        let mut codes = vec![0u8; d];
+        let dp = pack::quad_dim(d);
+        for (i, row) in x.chunks_exact(d).enumerate() {
+            let l = assign[i] as usize;
+            let slot = self.loc.len() as u32;
+            let norm = if self.storage == Storage::Int8 { self.encode(row, &mut codes) } else { 0.0 };
+            let list = &mut self.lists[l];
+            let pos = list.len();
+            match self.storage {
+                Storage::F32 => {
+                    list.data.resize(pack::packed_len(pos + 1, d), 0.0);
+                    pack::write_vector(&mut list.data, d, pos, row);
+                }
+                Storage::Int8 => {
+                    list.codes.resize(pack::packed_len(pos + 1, dp), 0);
+                    pack::write_quad(&mut list.codes, dp, pos, &codes);
+                    if l2 {
+                        list.norms.push(norm);
+                    }
+                    self.raw.to_mut().extend_from_slice(row);
+                }
+            }
+            list.labels.push(new_ids[i]);
+            list.slots.push(slot);
+            self.loc.push((l as u32, pos as u32));
+            self.idmap.insert(new_ids[i], slot);
+        }
+        self.idmap.advance(&new_ids);
+        Ok(new_ids)
+    }
+
     fn encode(&self, row: &[f32], codes: &mut [u8]) -> f32 {
         let mut norm = 0f32;
         for t in 0..self.dim {
@@ -318,76 +413,14 @@ impl Index for IvfIndex {
     }
 
     fn add(&mut self, v: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
-        if !self.is_trained() {
-            return Err(Error::InvalidArgument(
-                "the IVFIndex is not trained: call train(sample) before add".into(),
-            ));
-        }
-        let d = self.dim;
-        let n = vectors::rows(v, d, "vectors")?;
-        vectors::check_finite(v, d, "vectors")?;
-        let new_ids = self.idmap.assign(n, ids, "vectors")?;
-        if self.len() + n > u32::MAX as usize {
-            return Err(Error::InvalidArgument("an IVFIndex holds at most 2^32-1 vectors".into()));
-        }
-        let mut owned = Vec::new();
-        let x = self.prepare(v, &mut owned);
-        let assign = self.probe(x, 1, threads)?;
-        // Reserve exactly what this batch needs, so memory tracks the data rather than Vec growth.
-        let mut counts = vec![0usize; self.nlist];
-        for &l in &assign {
-            counts[l as usize] += 1;
-        }
-        let l2 = self.metric == Metric::L2;
-        for (list, &c) in self.lists.iter_mut().zip(&counts) {
-            if c == 0 {
-                continue;
-            }
-            let w = if self.storage == Storage::Int8 { pack::quad_dim(d) } else { d };
-            let grow = pack::packed_len(list.len() + c, w) - pack::packed_len(list.len(), w);
-            match self.storage {
-                Storage::F32 => list.data.reserve_exact(grow),
-                Storage::Int8 => list.codes.reserve_exact(grow),
-            }
-            list.labels.reserve_exact(c);
-            list.slots.reserve_exact(c);
-            if l2 && self.storage == Storage::Int8 {
-                list.norms.reserve_exact(c);
-            }
-        }
-        self.loc.reserve_exact(n);
-        if self.storage == Storage::Int8 {
-            self.raw.to_mut().reserve_exact(n * d);
-        }
-        let mut codes = vec![0u8; d];
-        let dp = pack::quad_dim(d);
-        for (i, row) in x.chunks_exact(d).enumerate() {
-            let l = assign[i] as usize;
-            let slot = self.loc.len() as u32;
-            let norm = if self.storage == Storage::Int8 { self.encode(row, &mut codes) } else { 0.0 };
-            let list = &mut self.lists[l];
-            let pos = list.len();
-            match self.storage {
-                Storage::F32 => {
-                    list.data.resize(pack::packed_len(pos + 1, d), 0.0);
-                    pack::write_vector(&mut list.data, d, pos, row);
-                }
-                Storage::Int8 => {
-                    list.codes.resize(pack::packed_len(pos + 1, dp), 0);
-                    pack::write_quad(&mut list.codes, dp, pos, &codes);
-                    if l2 {
-                        list.norms.push(norm);
-                    }
-                    self.raw.to_mut().extend_from_slice(row);
-                }
-            }
-            list.labels.push(new_ids[i]);
-            list.slots.push(slot);
-            self.loc.push((l as u32, pos as u32));
-            self.idmap.insert(new_ids[i], slot);
-        }
-        self.idmap.advance(&new_ids);
-        Ok(new_ids)
+        let lists = self.route(v, threads)?;
+        self.idmap.assign(lists.len(), ids, "vectors")?;
+        self.reserve_for(&lists);
+        self.add_routed(v, ids, &lists)
+    }
+
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
+        self.idmap.assign(n, ids, "vectors")
     }
 
     /// Remove ids; an unknown id is an error and then nothing is removed.

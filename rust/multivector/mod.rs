@@ -134,6 +134,15 @@ pub struct TokenDocs<'a> {
     pub offsets: &'a [i64],
 }
 
+/// The centroid codes and residual codes of a batch's tokens (see
+/// [`MultiVectorIndex::encode_docs`]).
+pub(crate) struct Encoded {
+    /// Centroid of each token.
+    pub codes: Vec<u32>,
+    /// Residual codes, a fixed number of bytes per token (empty without `nbits`).
+    pub residuals: Vec<u8>,
+}
+
 /// Search settings of a [`MultiVectorIndex`] besides `k` and the allow-list.
 #[derive(Clone, Copy, Debug)]
 pub struct SearchParams {
@@ -205,6 +214,92 @@ impl MultiVectorIndex {
     /// Residual bits per dimension (0 = f32 tokens).
     pub fn nbits(&self) -> usize {
         self.nbits
+    }
+
+    /// Check a batch of documents (dimension, offsets, finite values, room left, the f16 range
+    /// of the refine copy); returns how many documents it holds. Changes nothing.
+    pub(crate) fn check_docs(&self, docs: TokenDocs<'_>) -> Result<usize> {
+        let TokenDocs { tokens, offsets } = docs;
+        let d = self.dim;
+        vectors::rows(tokens, d, "document tokens")?;
+        Docs::Packed { tokens: Tokens::F32(tokens), offsets }.validate(d)?;
+        vectors::check_finite(tokens, d, "document tokens")?;
+        let n = offsets.len() - 1;
+        if self.ids.len() + n > u32::MAX as usize {
+            return Err(Error::InvalidArgument("a MultiVectorIndex holds at most 2^32 - 1 documents".into()));
+        }
+        if self.refine == Refine::F16 && tokens.iter().any(|x| x.abs() > 65504.0) {
+            return Err(Error::InvalidArgument(
+                "document tokens exceed the float16 range (|x| > 65504) of the f16 refine copy".into(),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// The centroid of each of `tokens` and, with `nbits`, their residual codes: the heavy part
+    /// of an add, which changes nothing (so it can run while searches share the index). The
+    /// index must have its centroids (the first add trains them).
+    pub(crate) fn encode_docs(&self, tokens: &[f32], threads: usize) -> Result<Encoded> {
+        if tokens.is_empty() {
+            return Ok(Encoded { codes: Vec::new(), residuals: Vec::new() });
+        }
+        let codes = self.assign(tokens, threads)?;
+        let residuals = if self.nbits > 0 { self.encode(tokens, &codes, threads) } else { Vec::new() };
+        Ok(Encoded { codes, residuals })
+    }
+
+    /// Store checked documents (see [`MultiVectorIndex::check_docs`]) with their `codes` and
+    /// `residuals` (from [`MultiVectorIndex::encode_docs`], these tokens' part) under `ids` (or
+    /// the next free ids); returns the ids given. Checks the ids before changing anything.
+    pub(crate) fn append(
+        &mut self,
+        docs: TokenDocs<'_>,
+        ids: Option<&[i64]>,
+        codes: &[u32],
+        residuals: &[u8],
+    ) -> Result<Vec<i64>> {
+        let TokenDocs { tokens, offsets } = docs;
+        let d = self.dim;
+        let n_tok = tokens.len() / d;
+        let n = offsets.len() - 1;
+        let new_ids = self.idmap.assign(n, ids, "documents")?;
+        if codes.len() != n_tok {
+            return Err(Error::InvalidArgument("one centroid code per token expected".into()));
+        }
+        let base = self.n_tokens() as u64;
+        match (self.nbits, self.refine) {
+            (0, _) => self.tokens.to_mut().extend_from_slice(tokens),
+            (_, Refine::F16) => self.exact16.to_mut().extend(tokens.iter().map(|&x| half::f32_to_f16(x))),
+            (_, Refine::F32) => self.exact32.to_mut().extend_from_slice(tokens),
+            (_, Refine::None) => {}
+        }
+        if n_tok > 0 {
+            if self.nbits > 0 {
+                self.residuals.to_mut().extend_from_slice(residuals);
+            }
+            let first = self.ids.len();
+            if self.lists.len() < self.n_centroids() {
+                self.lists.resize(self.n_centroids(), Vec::new());
+            }
+            let mut seen: Vec<u32> = Vec::new();
+            for i in 0..n {
+                seen.clear();
+                seen.extend(&codes[offsets[i] as usize..offsets[i + 1] as usize]);
+                seen.sort_unstable();
+                seen.dedup();
+                for &c in &seen {
+                    self.lists[c as usize].push((first + i) as u32);
+                }
+            }
+            self.codes.to_mut().extend_from_slice(codes);
+        }
+        for (i, &id) in new_ids.iter().enumerate() {
+            self.idmap.insert(id, self.ids.len());
+            self.ids.push(id);
+            self.offsets.push(base + offsets[i + 1] as u64);
+        }
+        self.idmap.advance(&new_ids);
+        Ok(new_ids)
     }
 
     /// Number of centroids (0 before the first add).
@@ -282,60 +377,17 @@ impl Index for MultiVectorIndex {
     ///
     /// Everything is checked before anything changes, so a failed add leaves the index as it was.
     fn add(&mut self, docs: TokenDocs<'_>, ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
-        let TokenDocs { tokens, offsets } = docs;
-        let d = self.dim;
-        let n_tok = vectors::rows(tokens, d, "document tokens")?;
-        Docs::Packed { tokens: Tokens::F32(tokens), offsets }.validate(d)?;
-        vectors::check_finite(tokens, d, "document tokens")?;
-        let n = offsets.len() - 1;
-        let new_ids = self.idmap.assign(n, ids, "documents")?;
-        if self.ids.len() + n > u32::MAX as usize {
-            return Err(Error::InvalidArgument("a MultiVectorIndex holds at most 2^32 - 1 documents".into()));
+        let n = self.check_docs(docs)?;
+        self.idmap.assign(n, ids, "documents")?;
+        if !docs.tokens.is_empty() && self.centroids.is_empty() {
+            self.train(docs.tokens, threads)?;
         }
-        if self.refine == Refine::F16 && tokens.iter().any(|x| x.abs() > 65504.0) {
-            return Err(Error::InvalidArgument(
-                "document tokens exceed the float16 range (|x| > 65504) of the f16 refine copy".into(),
-            ));
-        }
-        if n_tok > 0 && self.centroids.is_empty() {
-            self.train(tokens, threads)?;
-        }
-        let base = self.n_tokens() as u64;
-        match (self.nbits, self.refine) {
-            (0, _) => self.tokens.to_mut().extend_from_slice(tokens),
-            (_, Refine::F16) => self.exact16.to_mut().extend(tokens.iter().map(|&x| half::f32_to_f16(x))),
-            (_, Refine::F32) => self.exact32.to_mut().extend_from_slice(tokens),
-            (_, Refine::None) => {}
-        }
-        if n_tok > 0 {
-            let codes = self.assign(tokens, threads)?;
-            if self.nbits > 0 {
-                let res = self.encode(tokens, &codes, threads);
-                self.residuals.to_mut().extend_from_slice(&res);
-            }
-            let first = self.ids.len();
-            if self.lists.len() < self.n_centroids() {
-                self.lists.resize(self.n_centroids(), Vec::new());
-            }
-            let mut seen: Vec<u32> = Vec::new();
-            for i in 0..n {
-                seen.clear();
-                seen.extend(&codes[offsets[i] as usize..offsets[i + 1] as usize]);
-                seen.sort_unstable();
-                seen.dedup();
-                for &c in &seen {
-                    self.lists[c as usize].push((first + i) as u32);
-                }
-            }
-            self.codes.to_mut().extend_from_slice(&codes);
-        }
-        for (i, &id) in new_ids.iter().enumerate() {
-            self.idmap.insert(id, self.ids.len());
-            self.ids.push(id);
-            self.offsets.push(base + offsets[i + 1] as u64);
-        }
-        self.idmap.advance(&new_ids);
-        Ok(new_ids)
+        let enc = self.encode_docs(docs.tokens, threads)?;
+        self.append(docs, ids, &enc.codes, &enc.residuals)
+    }
+
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
+        self.idmap.assign(n, ids, "documents")
     }
 
     /// Remove documents by id; all must exist (else nothing changes). Returns how many.

@@ -6,11 +6,14 @@ use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{check_k, detached, results, slice1, to_py, Locked};
+use super::{add_chunked, check_k, detached, remove_ids, results, slice1, to_py, Locked};
 use crate::bm25::{self, Analyzer, Params, Stopwords};
 use crate::error::Error;
 use crate::parallel;
 use crate::storage::IndexFile;
+
+/// Documents stored per write-lock section by `add`.
+const ADD_CHUNK_DOCS: usize = 1024;
 
 /// Lexical BM25 index (see `rankfunnel.BM25Index` for the documented API).
 #[pyclass(frozen, module = "rankfunnel._core")]
@@ -110,13 +113,28 @@ impl BM25Index {
             None => None,
         };
         let t = parallel::resolve(threads);
-        let out = detached(py, || self.inner.write().add(&texts, ids_slice, t))?;
+        // The texts are analyzed first, sharing the index with searches; the documents are then
+        // stored chunk by chunk (see `add_chunked`).
+        let n = texts.len();
+        let out = detached(py, || {
+            add_chunked(
+                &self.inner,
+                n,
+                ids_slice,
+                ADD_CHUNK_DOCS,
+                |g| Ok(g.analyze_all(&texts, t)),
+                |g, analyzed, r, chunk_ids| {
+                    let part: Vec<Vec<String>> = analyzed[r].iter_mut().map(std::mem::take).collect();
+                    g.add_analyzed(part, Some(chunk_ids))
+                },
+            )
+        })?;
         Ok(out.into_pyarray(py))
     }
 
     fn remove(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
         let ids = slice1(&ids, "ids")?;
-        detached(py, || self.inner.write().remove(ids))
+        detached(py, || remove_ids(&self.inner, ids))
     }
 
     #[pyo3(signature = (queries, k, threads=None, allow=None))]
@@ -152,7 +170,10 @@ impl BM25Index {
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        detached(py, || self.inner.read().save(&path))
+        detached(py, || {
+            let _e = self.inner.edit();
+            self.inner.read().save(&path)
+        })
     }
 
     /// Load a saved index; `mmap` is accepted for the shared `load` signature, and the

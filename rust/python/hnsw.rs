@@ -1,12 +1,12 @@
 //! Binding of [`crate::hnsw::HnswIndex`].
 
-use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::{
-    add_rows, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice, slice1,
-    to_py,
+    check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice, slice1, to_py,
+    AddArgs,
 };
 use crate::error::Error;
 use crate::hnsw::{self, FilterMode, HnswParams};
@@ -78,7 +78,20 @@ index_class! {
             ids: Option<PyReadonlyArray1<'py, i64>>,
             threads: Option<usize>,
         ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-            add_rows(py, &self.inner, vectors, ids, threads)
+            // Stored under a short write lock, linked under the shared one while searches run,
+            // then the entry point published under a second short write lock.
+            let a = AddArgs::new(&self.inner, &vectors, &ids, threads)?;
+            let out = detached(py, || {
+                let _e = self.inner.edit();
+                let staged = {
+                    let mut g = self.inner.write();
+                    g.check_mapping()?;
+                    g.stage(a.v, a.ids)?
+                };
+                let top = self.inner.read().link(&staged, a.threads);
+                Ok(self.inner.write().publish(staged, top))
+            })?;
+            Ok(out.into_pyarray(py))
         }
 
         fn get<'py>(&self, py: Python<'py>, ids: PyReadonlyArray1<'py, i64>) -> PyResult<Bound<'py, PyArray2<f32>>> {

@@ -8,7 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::{
-    add_rows, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice, to_py,
+    add_chunked, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice,
+    to_py, AddArgs,
 };
 use crate::error::Error;
 use crate::index::Index;
@@ -71,7 +72,10 @@ index_class! {
             check_dim(sample.shape()[1], self.inner.read().dim(), "training vectors")?;
             let x = slice(&sample, "sample")?;
             let t = parallel::resolve(threads);
-            detached(py, || self.inner.write().train(x, iters, seed, t))
+            detached(py, || {
+                let _e = self.inner.edit();
+                self.inner.write().train(x, iters, seed, t)
+            })
         }
 
         #[pyo3(signature = (vectors, ids=None, threads=None))]
@@ -82,7 +86,25 @@ index_class! {
             ids: Option<PyReadonlyArray1<'py, i64>>,
             threads: Option<usize>,
         ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-            add_rows(py, &self.inner, vectors, ids, threads)
+            // The lists are chosen for the whole batch first, sharing the index with searches;
+            // the rows are then stored chunk by chunk (see `add_chunked`).
+            let a = AddArgs::new(&self.inner, &vectors, &ids, threads)?;
+            let out = detached(py, || {
+                add_chunked(
+                    &self.inner,
+                    a.n,
+                    a.ids,
+                    a.per_chunk(),
+                    |g| g.route(a.v, a.threads),
+                    |g, lists, r, chunk_ids| {
+                        if r.start == 0 {
+                            g.reserve_for(lists);
+                        }
+                        g.add_routed(a.rows(r.clone()), Some(chunk_ids), &lists[r])
+                    },
+                )
+            })?;
+            Ok(out.into_pyarray(py))
         }
 
         fn get<'py>(&self, py: Python<'py>, ids: PyReadonlyArray1<'py, i64>) -> PyResult<Bound<'py, PyArray2<f32>>> {

@@ -52,18 +52,33 @@ pub(crate) fn to_py(e: Error) -> PyErr {
     }
 }
 
-/// A core index behind a lock that survives a panic: searches share it, edits take it alone.
-pub(crate) struct Locked<T>(std::sync::RwLock<T>);
+/// A core index behind locks that survive a panic.
+///
+/// Searches share the read lock. A call that changes the index (add, remove, train) or must see
+/// it unchanged from start to end (save) first takes the edit lock, for its whole length, so
+/// such calls run one at a time; it then takes the write lock only for short sections (one
+/// chunk of a batch, or the bookkeeping of an HNSW insert), so searches are never held up for
+/// the length of a large add or remove. Taking the edit lock before waiting for the write lock
+/// also keeps a second writer from queueing on the write lock while the first one holds the
+/// read lock, which would stall every new search behind it.
+pub(crate) struct Locked<T> {
+    data: std::sync::RwLock<T>,
+    edit: std::sync::Mutex<()>,
+}
 
 impl<T> Locked<T> {
     pub(crate) fn new(v: T) -> Self {
-        Locked(std::sync::RwLock::new(v))
+        Locked { data: std::sync::RwLock::new(v), edit: std::sync::Mutex::new(()) }
     }
     pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, T> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.data.read().unwrap_or_else(|e| e.into_inner())
     }
     pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, T> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
+        self.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+    /// The edit lock: held for the whole of a call that changes the index or saves it.
+    pub(crate) fn edit(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.edit.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -132,11 +147,7 @@ macro_rules! index_class {
 
             fn remove(&self, py: Python<'_>, ids: numpy::PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
                 let ids = $crate::python::slice1(&ids, "ids")?;
-                $crate::python::detached(py, || {
-                    let mut g = self.inner.write();
-                    $crate::index::Index::check_mapping(&*g)?;
-                    $crate::index::Index::remove(&mut *g, ids)
-                })
+                $crate::python::detached(py, || $crate::python::remove_ids(&self.inner, ids))
             }
 
             fn memory_bytes(&self) -> usize {
@@ -144,7 +155,10 @@ macro_rules! index_class {
             }
 
             fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-                $crate::python::detached(py, || $crate::index::Index::save(&*self.inner.checked()?, &path))
+                $crate::python::detached(py, || {
+                    let _e = self.inner.edit();
+                    $crate::index::Index::save(&*self.inner.checked()?, &path)
+                })
             }
 
             #[staticmethod]
@@ -160,7 +174,165 @@ macro_rules! index_class {
 }
 pub(crate) use index_class;
 
-/// `add` of an index of vectors: check the width, release the GIL, return the ids given.
+/// What [`add_chunked`] and [`remove_ids`] need of an index: every [`Index`], and the BM25 index.
+pub(crate) trait Edit {
+    /// See [`Index::assign_ids`].
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> crate::Result<Vec<i64>>;
+    /// See [`Index::remove`].
+    fn remove(&mut self, ids: &[i64]) -> crate::Result<usize>;
+    /// See [`Index::contains`].
+    fn contains(&self, id: i64) -> bool;
+    /// See [`Index::check_mapping`].
+    fn check_mapping(&self) -> crate::Result<()>;
+}
+
+impl<T: Index> Edit for T {
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> crate::Result<Vec<i64>> {
+        Index::assign_ids(self, n, ids)
+    }
+    fn remove(&mut self, ids: &[i64]) -> crate::Result<usize> {
+        Index::remove(self, ids)
+    }
+    fn contains(&self, id: i64) -> bool {
+        Index::contains(self, id)
+    }
+    fn check_mapping(&self) -> crate::Result<()> {
+        Index::check_mapping(self)
+    }
+}
+
+impl Edit for crate::bm25::BM25Index {
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> crate::Result<Vec<i64>> {
+        crate::bm25::BM25Index::assign_ids(self, n, ids)
+    }
+    fn remove(&mut self, ids: &[i64]) -> crate::Result<usize> {
+        crate::bm25::BM25Index::remove(self, ids)
+    }
+    fn contains(&self, id: i64) -> bool {
+        crate::bm25::BM25Index::contains(self, id)
+    }
+    fn check_mapping(&self) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ids removed per write-lock section by [`remove_ids`].
+const REMOVE_CHUNK: usize = 4096;
+
+/// `remove` of every index class: check every id first (an unknown one fails the call before
+/// anything is removed), then remove them in chunks of [`REMOVE_CHUNK`], each under the write
+/// lock, so searches run between chunks; each one sees every id either present or removed.
+pub(crate) fn remove_ids<T: Edit>(inner: &Locked<T>, ids: &[i64]) -> crate::Result<usize> {
+    let _e = inner.edit();
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    let unique: Vec<i64> = ids.iter().copied().filter(|&id| seen.insert(id)).collect();
+    {
+        let g = inner.read();
+        g.check_mapping()?;
+        if let Some(&bad) = unique.iter().find(|&&id| !g.contains(id)) {
+            return Err(Error::UnknownId(bad));
+        }
+    }
+    let mut removed = 0;
+    for chunk in unique.chunks(REMOVE_CHUNK) {
+        let mut g = inner.write();
+        g.check_mapping()?;
+        removed += g.remove(chunk)?;
+    }
+    Ok(removed)
+}
+
+/// Adds `n` items under the edit lock in chunks of `per_chunk`, each chunk applied by `apply`
+/// (given the index, what `prepare` returned, the chunk's item range and its ids) under the
+/// write lock, so searches run between chunks and see a prefix of the batch, each item whole.
+///
+/// `prepare` runs first, under the read lock (searches go on): it checks the whole batch's data
+/// and may do the batch's heavy work. The ids are checked and assigned next, before anything
+/// changes, so the call stays all-or-nothing. Should a later chunk still fail,
+/// the chunks already added are removed again before the error is returned.
+pub(crate) fn add_chunked<T: Edit, P>(
+    inner: &Locked<T>,
+    n: usize,
+    ids: Option<&[i64]>,
+    per_chunk: usize,
+    prepare: impl FnOnce(&T) -> crate::Result<P>,
+    mut apply: impl FnMut(&mut T, &mut P, std::ops::Range<usize>, &[i64]) -> crate::Result<Vec<i64>>,
+) -> crate::Result<Vec<i64>> {
+    let _e = inner.edit();
+    let (mut prep, all) = {
+        let g = inner.read();
+        g.check_mapping()?;
+        (prepare(&g)?, g.assign_ids(n, ids)?)
+    };
+    if n == 0 {
+        let mut g = inner.write();
+        g.check_mapping()?;
+        return apply(&mut g, &mut prep, 0..0, &[]);
+    }
+    let mut start = 0;
+    while start < n {
+        let r = start..(start + per_chunk.max(1)).min(n);
+        let done = {
+            let mut g = inner.write();
+            g.check_mapping().and_then(|()| apply(&mut g, &mut prep, r.clone(), &all[r.clone()]))
+        };
+        if let Err(e) = done {
+            if start > 0 {
+                let mut g = inner.write();
+                // Best effort: the ids were just added, so removing them cannot be refused.
+                let _ = g.remove(&all[..start]);
+            }
+            return Err(e);
+        }
+        start = r.end;
+    }
+    Ok(all)
+}
+
+/// Rows per chunk of [`add_rows`]: about this many floats per write-lock section.
+pub(crate) const ADD_CHUNK_FLOATS: usize = 1 << 17;
+
+/// Rows of `vectors` checked against the index width, with the optional ids and thread count
+/// of an `add` call.
+pub(crate) struct AddArgs<'a> {
+    pub v: &'a [f32],
+    pub ids: Option<&'a [i64]>,
+    pub n: usize,
+    pub d: usize,
+    pub threads: usize,
+}
+
+impl<'a> AddArgs<'a> {
+    pub(crate) fn new<T: Index>(
+        inner: &Locked<T>,
+        vectors: &'a PyReadonlyArray2<'_, f32>,
+        ids: &'a Option<PyReadonlyArray1<'_, i64>>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let d = inner.read().dim();
+        check_dim(vectors.shape()[1], d, "vectors")?;
+        Ok(AddArgs {
+            v: slice(vectors, "vectors")?,
+            ids: optional(ids, "ids")?,
+            n: vectors.shape()[0],
+            d,
+            threads: parallel::resolve(threads),
+        })
+    }
+
+    /// Rows `r` of the batch.
+    pub(crate) fn rows(&self, r: std::ops::Range<usize>) -> &'a [f32] {
+        &self.v[r.start * self.d..r.end * self.d]
+    }
+
+    /// Rows per write-lock section: about [`ADD_CHUNK_FLOATS`] values.
+    pub(crate) fn per_chunk(&self) -> usize {
+        (ADD_CHUNK_FLOATS / self.d.max(1)).max(1)
+    }
+}
+
+/// `add` of an index of vectors: check the width and every value, release the GIL, add in
+/// chunks (see [`add_chunked`]) and return the ids given.
 pub(crate) fn add_rows<'py, T>(
     py: Python<'py>,
     inner: &Locked<T>,
@@ -171,14 +343,16 @@ pub(crate) fn add_rows<'py, T>(
 where
     T: for<'a> Index<Data<'a> = &'a [f32]> + Send + Sync,
 {
-    check_dim(vectors.shape()[1], inner.read().dim(), "vectors")?;
-    let v = slice(&vectors, "vectors")?;
-    let ids = optional(&ids, "ids")?;
-    let t = parallel::resolve(threads);
+    let a = AddArgs::new(inner, &vectors, &ids, threads)?;
     let out = detached(py, || {
-        let mut g = inner.write();
-        g.check_mapping()?;
-        g.add(v, ids, t)
+        add_chunked(
+            inner,
+            a.n,
+            a.ids,
+            a.per_chunk(),
+            |_| crate::vectors::check_finite(a.v, a.d, "vectors"),
+            |g, _, r, chunk_ids| g.add(a.rows(r), Some(chunk_ids), a.threads),
+        )
     })?;
     Ok(out.into_pyarray(py))
 }

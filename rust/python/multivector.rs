@@ -7,7 +7,10 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{check_k, detached, index_class, optional, results, slice, slice1, to_py, Locked};
+use super::{
+    add_chunked, check_k, detached, index_class, optional, results, slice, slice1, to_py, Locked,
+    ADD_CHUNK_FLOATS,
+};
 use crate::error::Error;
 use crate::index::Index;
 use crate::multivector::{self, SearchParams, TokenDocs};
@@ -102,10 +105,41 @@ index_class! {
             let docs = TokenDocs { tokens: slice(&tokens, "tokens")?, offsets: slice1(&offsets, "offsets")? };
             let ids = optional(&ids, "ids")?;
             let t = parallel::resolve(threads);
+            // Once the centroids exist, the tokens are encoded for the whole batch first, sharing
+            // the index with searches, and the documents stored chunk by chunk (`add_chunked`);
+            // the first add, which trains the centroids on its tokens, is stored in one piece.
+            let n = docs.offsets.len().saturating_sub(1);
+            let n_tok = docs.tokens.len() / d;
+            let per_chunk = if self.inner.read().n_centroids() > 0 {
+                (ADD_CHUNK_FLOATS / d * n / n_tok.max(1)).max(1)
+            } else {
+                n
+            };
             let out = detached(py, || {
-                let mut g = self.inner.write();
-                g.check_mapping()?;
-                g.add(docs, ids, t)
+                add_chunked(
+                    &self.inner,
+                    n,
+                    ids,
+                    per_chunk,
+                    |g| {
+                        g.check_docs(docs)?;
+                        if g.n_centroids() == 0 {
+                            return Ok(None);
+                        }
+                        g.encode_docs(docs.tokens, t).map(Some)
+                    },
+                    |g, enc, r, chunk_ids| match enc {
+                        None => g.add(docs, Some(chunk_ids), t),
+                        Some(enc) => {
+                            let (a, b) = (docs.offsets[r.start] as usize, docs.offsets[r.end] as usize);
+                            let offsets: Vec<i64> =
+                                docs.offsets[r.start..=r.end].iter().map(|&o| o - a as i64).collect();
+                            let per_tok = enc.residuals.len() / enc.codes.len().max(1);
+                            let part = TokenDocs { tokens: &docs.tokens[a * d..b * d], offsets: &offsets };
+                            g.append(part, Some(chunk_ids), &enc.codes[a..b], &enc.residuals[a * per_tok..b * per_tok])
+                        }
+                    },
+                )
             })?;
             Ok(out.into_pyarray(py))
         }
