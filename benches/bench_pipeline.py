@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +43,15 @@ from rankfunnel.bench import latencies
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 if not SHARED.exists():
     SHARED = Path("/work/shared")
+
+
+class Data(NamedTuple):
+    """What every section uses: the encoder, the texts, their vectors and the held-out queries."""
+
+    enc: rf.BiEncoder
+    texts: list[str]
+    vectors: np.ndarray
+    queries: list[str]
 
 
 def written_bytes() -> int:
@@ -128,9 +138,9 @@ def main() -> None:
     queries = texts[limit - a.queries :]
     base = tempfile.mkdtemp(prefix="rf-bench-pipeline-", dir=a.dir)
     if a.part in ("storage", "all"):
-        storage(a, enc, texts, vectors, queries, Path(base))
+        storage(a, Data(enc, texts, vectors, queries), Path(base))
     if a.part in ("lexical", "all"):
-        lexical(a, enc, texts, vectors, queries, Path(base))
+        lexical(a, Data(enc, texts, vectors, queries), Path(base))
     if a.dir is None:
         import shutil
 
@@ -138,15 +148,9 @@ def main() -> None:
     os.sync()
 
 
-def storage(
-    a: argparse.Namespace,
-    enc: rf.BiEncoder,
-    texts: list[str],
-    vectors: np.ndarray,
-    queries: list[str],
-    base: Path,
-) -> None:
+def storage(a: argparse.Namespace, data: Data, base: Path) -> None:
     """Sections 1-3: commit cost, and search latency with segments against compacted."""
+    enc, texts, vectors, queries = data
     limit = len(texts)
     folder = base / "p"
     p = rf.Pipeline(encoder=enc, path=folder)
@@ -197,15 +201,9 @@ def storage(
     p.close()
 
 
-def lexical(
-    a: argparse.Namespace,
-    enc: rf.BiEncoder,
-    texts: list[str],
-    vectors: np.ndarray,
-    queries: list[str],
-    base: Path,
-) -> None:
+def lexical(a: argparse.Namespace, data: Data, base: Path) -> None:
     """Section 4: adding to a lexical pipeline against a rebuild; hybrid latency against dense."""
+    enc, texts, vectors, queries = data
     folder = base / "lex"
     p = rf.Pipeline(lexical=True, path=folder)
     t = time.perf_counter()

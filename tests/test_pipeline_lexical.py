@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from pipeline_worker import assert_lexical_matches
+from test_pipeline import DOCS, META
 
 import rankfunnel as rf
 from conftest import shared_dir
@@ -22,16 +23,6 @@ from rankfunnel.pipeline import TieredPolicy
 
 MODELS = shared_dir() / "models"
 needs_models = pytest.mark.skipif(not MODELS.exists(), reason=f"shared models not found at {MODELS}")
-
-DOCS = [
-    "the wing produces lift in a slipstream",
-    "boundary layer transition at high mach numbers",
-    "heat transfer to a blunt body in hypersonic flow",
-    "propeller slipstream effects on wing lift",
-    "buckling of thin cylindrical shells under pressure",
-    "supersonic flow past a cone at incidence",
-]
-META = [{"year": 2020 + i % 3, "topic": "aero" if i % 2 == 0 else "structures"} for i in range(len(DOCS))]
 
 
 def test_lexical_only_pipeline_needs_no_model(tmp_path: Path) -> None:

@@ -108,6 +108,14 @@ class Pipeline(PipelineStorage):
     dense_weight : float
         The dense side's weight in ``"convex"`` fusion, in [0, 1].
 
+    Attributes
+    ----------
+    lexical : dict or None
+        The BM25 settings (``{"k1", "b", "language", "stopwords"}``), None without a lexical index.
+    fusion : dict
+        ``{"method", "k", "dense_weight"}`` of hybrid searches (recorded in the folder at the
+        next commit; :func:`~rankfunnel.pipeline.stages.check_fusion` validates a new one).
+
     Notes
     -----
     A folder has one writer at a time (an OS lock on ``writer.lock``, released when the writer
