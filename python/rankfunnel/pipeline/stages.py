@@ -159,6 +159,12 @@ def check_fusion(method: Any, k: Any, dense_weight: Any) -> dict[str, Any]:
     return {"method": method, "k": float(k), "dense_weight": float(dense_weight)}
 
 
+def _result(cands: Candidates, sign: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """One query's candidates as a ``(scores, ids)`` pair for :mod:`rankfunnel.fusion`."""
+    scores = np.array([sign * sc["retrieve"] for _, sc in cands], np.float64)
+    return scores, np.array([i for i, _ in cands], np.int64)
+
+
 class FusedRetriever:
     """Hybrid first stage: a dense and a lexical retriever, each asked for ``k``, fused.
 
@@ -189,19 +195,10 @@ class FusedRetriever:
         out = []
         for d, lx in zip(dense, lexical):
             parts = {
-                "dense": dict((i, sc["retrieve"]) for i, sc in d),
-                "lexical": dict((i, sc["retrieve"]) for i, sc in lx),
+                "dense": {i: sc["retrieve"] for i, sc in d},
+                "lexical": {i: sc["retrieve"] for i, sc in lx},
             }
-            lists = [
-                (
-                    np.array([sign * sc["retrieve"] for _, sc in d], np.float64),
-                    np.array([i for i, _ in d], np.int64),
-                ),
-                (
-                    np.array([sc["retrieve"] for _, sc in lx], np.float64),
-                    np.array([i for i, _ in lx], np.int64),
-                ),
-            ]
+            lists = [_result(d, sign), _result(lx, 1.0)]
             if self.fusion["method"] == "rrf":
                 fs, fi = reciprocal_rank_fusion(*lists, k=self.fusion["k"], top=k)
             else:
