@@ -234,10 +234,12 @@ class Pipeline(PipelineStorage):
         ``["dense"]`` without a lexical index, ``["lexical"]`` for BM25 alone, and
         ``["dense", "lexical", "hybrid"]`` with both.
         """
-        dense = self.encoder is not None or self.late_interaction is not None
         if self.lexical is None:
             return ["dense"]
-        return ["dense", "lexical", "hybrid"] if dense else ["lexical"]
+        return ["dense", "lexical", "hybrid"] if self._has_dense() else ["lexical"]
+
+    def _has_dense(self) -> bool:
+        return self.encoder is not None or self.late_interaction is not None
 
     def _mode(self, mode: Optional[str]) -> str:
         if mode is None:
@@ -245,8 +247,7 @@ class Pipeline(PipelineStorage):
         if mode not in MODES:
             raise RankfunnelError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
         if mode not in self.modes():
-            dense = self.encoder is not None or self.late_interaction is not None
-            need = "a lexical index (lexical=True)" if dense else "an encoder or a ColBERT model"
+            need = "a lexical index (lexical=True)" if self._has_dense() else "an encoder or a ColBERT model"
             raise RankfunnelError(
                 f"mode={mode!r} needs a pipeline with {need}; this one can search {self.modes()}"
             )
