@@ -315,3 +315,16 @@ def test_cli_lexical_index_modes_and_eval_rows(tmp_path: Path) -> None:
     assert rows[1]["ndcg@10"] == pytest.approx(1.0)  # BM25 ranks both judged documents first
     out = rankfunnel("eval", str(tmp_path / "p"), "--queries", str(queries), "--qrels", str(qrels))
     assert out.returncode == 0 and "hybrid -> rerank" in out.stdout
+
+
+@needs_models
+def test_colbert_without_an_encoder_is_the_dense_side_of_a_hybrid(tmp_path: Path) -> None:
+    cb = rf.ColBERTEncoder(MODELS / "tiny-colbert")
+    p = rf.Pipeline(late_interaction=cb, lexical=True, candidates=5, path=tmp_path / "p")
+    p.add(DOCS)
+    assert p.modes() == ["dense", "lexical", "hybrid"] and p.stages() == ["retrieve"]
+    dense = p.search("wing lift", k=5, mode="dense")
+    hybrid = p.search("wing lift", k=5)
+    assert {h.id for h in hybrid} <= {h.id for h in dense} | {0, 3}
+    assert all("fused" in h.scores for h in hybrid) and {0, 3} <= {h.id for h in hybrid}
+    assert_lexical_matches(rf.Pipeline.load(tmp_path / "p", read_only=True))
