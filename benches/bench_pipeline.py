@@ -11,6 +11,12 @@
 3. Keeps adding ``--add``-document commits while the tiered policy keeps them as segments, then
    compares the p50 latency of ``search`` (total, and the retrieve stage alone) with the same
    pipeline compacted. Target: <= 1.3x.
+4. Lexical (issue #14): builds a lexical-only pipeline (BM25, no model) of ``--n`` documents,
+   then adds ``--add`` documents: one segment commit, against a rebuild (a BM25 index over all
+   the texts, written to disk). Then a hybrid pipeline (vectors + BM25, RRF) of the same
+   documents: search latency p50/p95 of dense, lexical and hybrid in the same run.
+
+``--part storage`` runs 1-3, ``--part lexical`` runs 4 (default both).
 
 Vectors: row i of ``--vectors`` (float32 (300000, 384)) is line i of the jsonl; when the file is
 absent, random unit vectors are used (a warning says so). Do not run at full size on a shared
@@ -27,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,6 +43,15 @@ from rankfunnel.bench import latencies
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 if not SHARED.exists():
     SHARED = Path("/work/shared")
+
+
+class Data(NamedTuple):
+    """What every section uses: the encoder, the texts, their vectors and the held-out queries."""
+
+    enc: rf.BiEncoder
+    texts: list[str]
+    vectors: np.ndarray
+    queries: list[str]
 
 
 def written_bytes() -> int:
@@ -111,6 +127,7 @@ def main() -> None:
     ap.add_argument("--corpus", default=str(SHARED / "data" / "pypi-summaries-300k.jsonl.gz"))
     ap.add_argument("--model", default=str(SHARED / "models" / "all-MiniLM-L6-v2"))
     ap.add_argument("--dir", default=None, help="where to build the pipeline (default: a temporary folder)")
+    ap.add_argument("--part", choices=["storage", "lexical", "all"], default="all")
     a = ap.parse_args()
 
     enc = rf.BiEncoder(a.model)
@@ -120,7 +137,22 @@ def main() -> None:
     vectors = load_vectors(Path(a.vectors), limit, enc.dim)
     queries = texts[limit - a.queries :]
     base = tempfile.mkdtemp(prefix="rf-bench-pipeline-", dir=a.dir)
-    folder = Path(base) / "p"
+    if a.part in ("storage", "all"):
+        storage(a, Data(enc, texts, vectors, queries), Path(base))
+    if a.part in ("lexical", "all"):
+        lexical(a, Data(enc, texts, vectors, queries), Path(base))
+    if a.dir is None:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+    os.sync()
+
+
+def storage(a: argparse.Namespace, data: Data, base: Path) -> None:
+    """Sections 1-3: commit cost, and search latency with segments against compacted."""
+    enc, texts, vectors, queries = data
+    limit = len(texts)
+    folder = base / "p"
     p = rf.Pipeline(encoder=enc, path=folder)
     t = time.perf_counter()
     p.add(texts[: a.n], embeddings=vectors[: a.n])
@@ -167,11 +199,49 @@ def main() -> None:
         "(target <= 1.3)"
     )
     p.close()
-    if a.dir is None:
-        import shutil
 
-        shutil.rmtree(base, ignore_errors=True)
-    os.sync()
+
+def lexical(a: argparse.Namespace, data: Data, base: Path) -> None:
+    """Section 4: adding to a lexical pipeline against a rebuild; hybrid latency against dense."""
+    enc, texts, vectors, queries = data
+    folder = base / "lex"
+    p = rf.Pipeline(lexical=True, path=folder)
+    t = time.perf_counter()
+    p.add(texts[: a.n])
+    print(f"\nlexical pipeline: built {a.n:,} documents in {time.perf_counter() - t:.1f} s")
+    new = texts[a.n : a.n + a.add]
+    seg_t, seg_w, seg_f = measure(lambda: p.add(new), folder)
+    p.close()
+
+    def rebuild() -> None:
+        idx = rf.BM25Index()
+        idx.add(texts[: a.n + a.add])
+        idx.save(base / "rebuilt.rfi")
+
+    reb_t, reb_w, _ = measure(rebuild, base)
+    print(f"adding {a.add:,} documents to {a.n:,} (lexical only):")
+    print(
+        f"  segment commit : {seg_t * 1e3:9.1f} ms  {seg_w / 2**20:9.2f} MiB written  (folder +{seg_f / 2**20:.2f} MiB)"
+    )
+    print(f"  BM25 rebuild   : {reb_t * 1e3:9.1f} ms  {reb_w / 2**20:9.2f} MiB written")
+    print(f"  ratio          : time {seg_t / reb_t:.4f}, bytes {seg_w / max(reb_w, 1):.4f}")
+
+    h = rf.Pipeline(encoder=enc, lexical=True, path=base / "hybrid")
+    h.add(texts[: a.n], embeddings=vectors[: a.n])
+    print(f"\nsearch latency over {len(h):,} documents (compacted), k=10, {len(queries)} queries, ms:")
+    for mode in ("dense", "lexical", "hybrid"):
+        stage: list[float] = []
+
+        def one(i: int, mode: str = mode, stage: list[float] = stage) -> None:
+            h.search(queries[i], k=10, mode=mode)
+            stage.append(h.last_timings["retrieve"])
+
+        total = latencies(one, len(queries))
+        print(
+            f"  {mode:<8}: total p50 {np.median(total) * 1e3:7.2f}  p95 {np.percentile(total, 95) * 1e3:7.2f}   "
+            f"retrieve p50 {np.median(stage) * 1e3:7.2f}  p95 {np.percentile(stage, 95) * 1e3:7.2f}"
+        )
+    h.close()
 
 
 def enc_fold_ratio() -> float:

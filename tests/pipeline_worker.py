@@ -3,6 +3,9 @@
 python pipeline_worker.py crash MODELS FOLDER OP POINT   # builds a base, then OP dies at POINT
 python pipeline_worker.py churn MODELS FOLDER SEED       # adds/removes until killed
 python pipeline_worker.py writer MODELS FOLDER TAG N     # adds N documents, 10 per commit
+
+The crash and churn pipelines keep a lexical (BM25) index beside the vectors;
+:func:`assert_lexical_matches` checks it after recovery.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import numpy as np
 
 import rankfunnel as rf
 from rankfunnel.pipeline import TieredPolicy
+from rankfunnel.pipeline.fields import LexicalField, VectorField, new_lexical
 
 DIM = 16  # the tiny bi-encoder's dimension
+QUERIES = ["wing lift", "flow", "shells buckling pressure", "slipstream", "document wings", "updated text"]
 
 
 def vectors(ids: list[int], salt: int = 0) -> np.ndarray:
@@ -30,12 +35,40 @@ def texts(ids: list[int]) -> list[str]:
     return [f"document {i} about wings and shells" for i in ids]
 
 
+def dense_ids(p: rf.Pipeline) -> set[int]:
+    f = p._fields["vectors"]
+    assert isinstance(f, VectorField)
+    return {int(i) for part in (f.main, f.delta) if part is not None for i in part.ids}
+
+
+def assert_lexical_matches(p: rf.Pipeline, queries: list[str] = QUERIES) -> None:
+    """The pipeline's BM25 holds exactly the live documents (and the same ids as the dense side,
+    when there is one), and scores every query as a fresh BM25Index over the live texts."""
+    live = sorted(int(i) for i in p.docs.where({}))
+    terms = p._fields["terms"]
+    assert isinstance(terms, LexicalField)
+    assert sorted(terms.index.ids.tolist()) == live
+    if "vectors" in p._fields:
+        assert dense_ids(p) == set(live)
+    assert p.lexical is not None
+    fresh = new_lexical(p.lexical)
+    rows = p.docs.get(live)
+    fresh.add([r[0] for r in rows if r is not None], ids=live)
+    n = max(1, len(live))
+    for q in queries:
+        s1, i1 = terms.index.search(q, k=n)
+        s2, i2 = fresh.search(q, k=n)
+        assert i1.tolist() == i2.tolist(), q
+        np.testing.assert_array_equal(s1, s2)
+
+
 def crash(models: Path, folder: Path, op: str, point: str) -> None:
     """Build 25 documents (a main index of 20, one segment of 5), then run OP with a crash point armed."""
     p = rf.Pipeline(
         encoder=rf.BiEncoder(models / "tiny-bi-encoder-mean"),
         late_interaction=rf.ColBERTEncoder(models / "tiny-colbert"),
         path=folder,
+        lexical=True,
     )
     p.policy = TieredPolicy(fold_ratio=1000.0, merge_factor=2)
     base = list(range(25))

@@ -259,6 +259,11 @@ def test_errors_name_the_problem(flat_shards: Any, tmp_path: Path, monkeypatch: 
     with ShardedPipeline(tmp_path / "s") as sp:
         with pytest.raises(rf.RankfunnelError, match="plain names"):
             sp.search("flow", where={"year') OR 1=1 --": 1})
+        assert sp.modes() == ["dense"]
+        assert [h.id for h in sp.search("flow", mode="dense")] == [h.id for h in sp.search("flow")]
+        for mode in ("lexical", "hybrid"):
+            with pytest.raises(rf.RankfunnelError, match=f"mode '{mode}' is not available on a sharded"):
+                sp.search_batch(["flow"], mode=mode)
     shard = tmp_path / "s" / m["shards"][1]["path"]
     with open(shard / "docs.sqlite", "r+b") as f:
         f.seek(200)
@@ -378,6 +383,22 @@ def test_cli_index_search_eval_sharded(
         capsys, "index", str(corpus), "--model", str(BI), "--out", str(tmp_path / "x"), "--ray"
     )
     assert rc == 1 and "--shards" in err and err.count("\n") == 1
+    rc, out, err = _cli(
+        capsys,
+        "index",
+        str(corpus),
+        *common,
+        "--out",
+        str(tmp_path / "y"),
+        "--ray",
+        "--shards",
+        "2",
+        "--lexical",
+    )
+    assert rc == 1 and "--lexical is not available with --shards" in err and err.count("\n") == 1
+    assert not (tmp_path / "y").exists()
+    rc, out, err = _cli(capsys, "search", str(tmp_path / "sh"), "wing lift", "--mode", "hybrid")
+    assert rc == 1 and "not available on a sharded pipeline" in err and err.count("\n") == 1
 
 
 @pytest.mark.skipif(

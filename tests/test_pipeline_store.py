@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_worker import DIM, texts, vectors
+from pipeline_worker import DIM, assert_lexical_matches, texts, vectors
 
 import rankfunnel as rf
 from conftest import shared_dir
@@ -81,6 +81,8 @@ def verify(folder: Path, expect: dict[int, str]) -> None:
     assert {h.id: h.text for h in first} == expect
     late = r.search("wings", k=100, stages=["retrieve", "late"])  # every document has its tokens
     assert {h.id for h in late} == set(expect)
+    assert {h.id: h.text for h in r.search("wings", k=100, stages=["retrieve"], mode="dense")} == expect
+    assert_lexical_matches(r)  # lexical and dense hold the same live ids; BM25 scores are exact
     with pytest.raises(rf.RankfunnelError, match="read-only"):
         r.add(["not allowed"])
     r.close()
@@ -90,6 +92,7 @@ def verify(folder: Path, expect: dict[int, str]) -> None:
     new = w.add(["a fresh document about wings"], embeddings=vectors([99], salt=7))
     assert int(new[0]) not in expect and len(w) == len(expect) + 1
     w.check()
+    assert_lexical_matches(w)
     assert_no_garbage(folder)
     hits = w.search("wings", k=100, stages=["retrieve", "late"])
     assert {h.id: h.text for h in hits} == {**expect, int(new[0]): "a fresh document about wings"}
@@ -123,6 +126,7 @@ CASES = [
     ("update", "update:committed", UPDATED),
     ("compact", "compact:main", REMOVED),
     ("compact", "compact:late", REMOVED),
+    ("compact", "compact:bm25", REMOVED),
     ("compact", "compact:manifest", REMOVED),
     ("compact", "compact:committed", REMOVED),
     ("compact", "compact:purged", REMOVED),
@@ -157,7 +161,7 @@ def test_orphan_vectors_after_a_kill_do_not_block_adds(tmp_path: Path) -> None:
 
 def test_random_kills_keep_every_commit_whole(tmp_path: Path) -> None:
     folder = tmp_path / "p"
-    rf.Pipeline(encoder=opened()["encoder"], path=folder).close()
+    rf.Pipeline(encoder=opened()["encoder"], path=folder, lexical=True).close()
     rng = np.random.default_rng(0)
     for round_ in range(3):
         proc = subprocess.Popen(
@@ -191,7 +195,8 @@ def test_random_kills_keep_every_commit_whole(tmp_path: Path) -> None:
                 assert per_op.get(i) == ({"1", "2"} if i in removed else {"0", "1", "2"})
         for i, members in per_op.items():  # the op in flight is whole or absent
             assert i in added or (i == last + 1 and members == {"0", "1", "2"})
-        assert len(r.search("op", k=10_000, stages=["retrieve"])) == len(r)
+        assert len(r.search("op", k=10_000, stages=["retrieve"], mode="dense")) == len(r)
+        assert_lexical_matches(r, ["op", "doc 1", "op 3 doc"])
         r.close()
         w = open_folder(folder)
         new = w.add(["after the kill"], embeddings=vectors([0]))

@@ -1,8 +1,8 @@
 """The ``rankfunnel`` command line (also ``python -m rankfunnel``).
 
-    rankfunnel index CORPUS --model DIR [--reranker DIR] [--index hnsw] --out PIPELINE_DIR
+    rankfunnel index CORPUS [--model DIR] [--lexical] [--reranker DIR] [--index hnsw] --out PIPELINE_DIR
     rankfunnel index CORPUS --model DIR --out SHARDED_DIR --ray [ADDRESS] --shards N
-    rankfunnel search PIPELINE_DIR "query" [-k 10] [--json] [--where key=value]
+    rankfunnel search PIPELINE_DIR "query" [-k 10] [--mode dense|lexical|hybrid] [--json] [--where key=value]
     rankfunnel eval PIPELINE_DIR --queries Q --qrels R [--plot out.png]
     rankfunnel bench [flat ivf ...]
     rankfunnel demo [--model DIR] [--reranker DIR] | rankfunnel demo --vectors
@@ -112,6 +112,11 @@ def _index_sharded(a: argparse.Namespace) -> None:
 
     if a.shards is None:
         raise RankfunnelError("--ray needs --shards N (the number of shards to write)")
+    if a.lexical:
+        raise RankfunnelError(
+            "--lexical is not available with --shards: BM25 statistics are corpus-wide, so a "
+            "lexical or hybrid pipeline is built as one pipeline (without --ray/--shards)"
+        )
     if (Path(a.out) / "pipeline.json").exists() or (Path(a.out) / "sharded.json").exists():
         raise RankfunnelError(f"{a.out} already holds a pipeline; a sharded build needs a new --out")
     _ray_init(a.ray)
@@ -185,6 +190,8 @@ def _index(a: argparse.Namespace) -> None:
             "late_interaction": (colbert, p.late_interaction),
         }
         differ = [name for name, (want, have) in pairs.items() if where(want) != where(have)]
+        if (p.lexical is not None) != a.lexical:
+            differ.append("lexical")
         if differ or p.index_kind != a.index or p.metric != a.metric:
             raise RankfunnelError(
                 f"{out} already holds a different pipeline ({', '.join(differ) or 'index/metric'} differ); "
@@ -202,6 +209,10 @@ def _index(a: argparse.Namespace) -> None:
             metric=a.metric,
             path=out,
             ivf_train_at=IVF_TRAIN_DOCS,
+            lexical=a.lexical,
+            fusion=a.fusion,
+            fusion_k=a.rrf_k,
+            dense_weight=a.dense_weight,
         )
     started = time.perf_counter()
     total = skipped = 0
@@ -269,7 +280,7 @@ def _where(items: Sequence[str]) -> dict[str, Any]:
 def _search(a: argparse.Namespace) -> None:
     where = _where(a.where) or None
     p = _open_pipeline(a.pipeline, a.ray)
-    hits = p.search(a.query, k=a.k, where=where)
+    hits = p.search(a.query, k=a.k, where=where, mode=a.mode)
     if a.json:
         print(
             json.dumps(
@@ -288,7 +299,9 @@ def _search(a: argparse.Namespace) -> None:
             )
         )
         return
-    stages = p.stages()
+    # The first stage's parts (dense, lexical, fused) when the pipeline has a lexical index.
+    parts = [s for s in ("dense", "lexical", "fused") if any(s in h.scores for h in hits)]
+    stages = (parts or ["retrieve"]) + p.stages()[1:]
     head = f"{'rank':>4}  {'doc_id':<12}" + "".join(f"{s:>10}" for s in stages) + "  text"
     print(head)
     print("-" * min(len(head) + 60, 120))
@@ -456,6 +469,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"index spec: {', '.join(kinds())}, optionally sized and with options (hnsw32, ivf1024,int8)",
     )
     s.add_argument("--metric", default="cosine", choices=["cosine", "dot", "l2"])
+    s.add_argument(
+        "--lexical",
+        action="store_true",
+        help="also keep a BM25 index (k1 1.5, b 0.75, English stemmer and stopwords); with --model "
+        "searches are hybrid by default, without it lexical (no model needed)",
+    )
+    s.add_argument(
+        "--fusion",
+        default="rrf",
+        choices=["rrf", "convex"],
+        help="hybrid fusion: reciprocal rank fusion, or convex combination of min-max normalised scores",
+    )
+    s.add_argument("--rrf-k", type=float, default=60.0, help="RRF rank offset (default 60)")
+    s.add_argument(
+        "--dense-weight", type=float, default=0.5, help="dense weight of --fusion convex (default 0.5)"
+    )
     s.add_argument("--candidates", type=_positive, default=100)
     s.add_argument("--out", required=True, help="pipeline folder to create")
     s.add_argument("--batch-size", type=_positive, default=32, help="encoder batch size")
@@ -488,6 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("query")
     s.add_argument("-k", type=_positive, default=10)
     s.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="metadata filter")
+    s.add_argument(
+        "--mode",
+        choices=["dense", "lexical", "hybrid"],
+        help="first stage: bi-encoder, BM25, or both fused (default: hybrid when the pipeline has both)",
+    )
     s.add_argument("--json", action="store_true")
     s.add_argument(
         "--ray", metavar="ADDRESS", help="Ray cluster for a sharded pipeline (default $RAY_ADDRESS or local)"

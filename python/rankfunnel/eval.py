@@ -155,10 +155,10 @@ def _search_parameters(index: Any) -> set[str]:
         return set()
 
 
-def _relevant(name: str, stages: Sequence[str]) -> bool:
-    """Whether a setting changes the results of a stage configuration."""
+def _relevant(name: str, stages: Sequence[str], mode: Optional[str] = None) -> bool:
+    """Whether a setting changes the results of a stage configuration (in a first-stage mode)."""
     if name in ("ef", "nprobe"):
-        return True
+        return mode != "lexical"
     if name == "candidates.late":
         return "late" in stages and stages[-1] != "late"
     return len(stages) > 1
@@ -207,12 +207,47 @@ def _applied(pipeline: Any, settings: Mapping[str, int]) -> Iterator[None]:
         pipeline.candidates = candidates
 
 
-def _configs(pipeline: Any, configs: Optional[Sequence[Sequence[str]]]) -> list[list[str]]:
-    """The stage lists to evaluate: ``configs``, by default every prefix of the pipeline's stages."""
+Config = tuple[Optional[str], list[str]]
+"""A configuration to evaluate: the first-stage mode (None: the pipeline has only one) and the
+stages run."""
+
+
+def _modes(pipeline: Any) -> list[str]:
+    modes = getattr(pipeline, "modes", None)
+    return list(modes()) if modes is not None else ["dense"]
+
+
+def _configs(
+    pipeline: Any, configs: Optional[Sequence[Sequence[str]]], modes: Optional[Sequence[str]] = None
+) -> list[Config]:
+    """The configurations to evaluate.
+
+    A pipeline with one first-stage mode: ``configs``, by default every prefix of its stages.
+    With several (dense, lexical, hybrid): the first stage alone in each mode of ``modes``
+    (default all), then the longer prefixes in the last of them (its default, hybrid); given
+    ``configs`` run in each mode of ``modes`` (default the last).
+    """
+    have = _modes(pipeline)
+    if modes is not None:
+        for m in modes:
+            if m not in have:
+                raise RankfunnelError(f"mode {m!r} is not one of the pipeline's modes {have}")
+    if len(have) == 1 and modes is None:
+        if configs is not None:
+            return [(None, list(c)) for c in configs]
+        stages = pipeline.stages()
+        return [(None, stages[: i + 1]) for i in range(len(stages))]
+    chosen = list(modes) if modes is not None else have
     if configs is not None:
-        return [list(c) for c in configs]
+        run = chosen if modes is not None else [have[-1]]
+        return [(m, list(c)) for m in run for c in configs]
     stages = pipeline.stages()
-    return [stages[: i + 1] for i in range(len(stages))]
+    return [(m, stages[:1]) for m in chosen] + [(chosen[-1], stages[: i + 1]) for i in range(1, len(stages))]
+
+
+def _label(mode: Optional[str], stages: Sequence[str]) -> str:
+    """A row's name: the stages, the first named by its mode (``hybrid -> rerank``)."""
+    return " -> ".join(([mode] + list(stages[1:])) if mode is not None else list(stages))
 
 
 def _depth(pipeline: Any, stages: Sequence[str], k: int, depth: int) -> int:
@@ -241,6 +276,7 @@ def evaluate(
     configs: Optional[Sequence[Sequence[str]]] = None,
     settings: Optional[Mapping[str, int]] = None,
     show_progress: Optional[bool] = False,
+    modes: Optional[Sequence[str]] = None,
 ) -> list[dict[str, Any]]:
     """Evaluate each stage configuration of a pipeline on judged queries.
 
@@ -260,6 +296,11 @@ def evaluate(
         candidates can hold.
     configs : sequence of stage lists, optional
         Default: every prefix of ``pipeline.stages()``.
+    modes : sequence of str, optional
+        First-stage modes to evaluate (a pipeline with a lexical index has ``dense``,
+        ``lexical`` and ``hybrid``; see ``Pipeline.modes``). By default each mode is one row
+        of its first stage alone, and the later stages rerank the default mode's (hybrid)
+        candidates: rows ``dense``, ``lexical``, ``hybrid``, ``hybrid -> late``, ...
     settings : mapping, optional
         Search settings for every query (see :data:`SETTINGS`), e.g. ``{"ef": 32}``; each row
         records the ones that apply to its configuration.
@@ -269,7 +310,8 @@ def evaluate(
     Returns
     -------
     list of dict
-        One row per configuration: ``stages``, the settings, ``ndcg@k``, ``mrr@k``,
+        One row per configuration: ``stages`` (its name, e.g. ``retrieve -> rerank``, or
+        ``hybrid -> rerank`` when the pipeline has modes; then also ``mode``), the settings, ``ndcg@k``, ``mrr@k``,
         ``recall@depth``, ``queries`` and per-stage latency ``p50_ms`` / ``p95_ms`` of each stage
         (and ``total``).
 
@@ -282,20 +324,23 @@ def evaluate(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise RankfunnelError(f"{what} must be a positive integer, got {value!r}")
     settings = dict(settings or {})
-    cfgs = _configs(pipeline, configs)
+    cfgs = _configs(pipeline, configs, modes)
     judged = [q for q in queries if q.id in qrels]
     if not judged:
         raise RankfunnelError("no judged query to evaluate (see judged_queries)")
     rows = []
     bar = progress_bar(total=len(cfgs) * len(judged), desc="eval", unit="query", show=show_progress)
     with bar, _applied(pipeline, settings):
-        for cfg in cfgs:
+        for mode, cfg in cfgs:
             ndcg, mrr, rec = [], [], []
             times: dict[str, list[float]] = {}
-            lower_is_better = cfg[-1] == "retrieve" and getattr(pipeline, "metric", "") == "l2"
+            lower_is_better = (
+                cfg[-1] == "retrieve" and mode in (None, "dense") and getattr(pipeline, "metric", "") == "l2"
+            )
+            how = {} if mode is None else {"mode": mode}
             for q in judged:
                 t = time.perf_counter()
-                hits = pipeline.search(q.text, k=_depth(pipeline, cfg, k, depth), stages=cfg)
+                hits = pipeline.search(q.text, k=_depth(pipeline, cfg, k, depth), stages=cfg, **how)
                 total = time.perf_counter() - t
                 for name, took in {**pipeline.last_timings, "total": total}.items():
                     times.setdefault(name, []).append(took)
@@ -305,8 +350,8 @@ def evaluate(
                 mrr.append(mrr_at_k(run, gains, k))
                 rec.append(recall_at_k(run, gains, depth))
                 bar.update(1)
-            row: dict[str, Any] = {"stages": " -> ".join(cfg)}
-            row.update({n: v for n, v in settings.items() if _relevant(n, cfg)})
+            row: dict[str, Any] = {"stages": _label(mode, cfg), **how}
+            row.update({n: v for n, v in settings.items() if _relevant(n, cfg, mode)})
             row.update(
                 {
                     "queries": len(judged),
@@ -332,12 +377,13 @@ def sweep(
     depth: int = 100,
     configs: Optional[Sequence[Sequence[str]]] = None,
     show_progress: Optional[bool] = False,
+    modes: Optional[Sequence[str]] = None,
 ) -> list[dict[str, Any]]:
     """:func:`evaluate` every stage configuration at every combination of search settings.
 
     Parameters
     ----------
-    pipeline, queries, qrels, k, depth, configs, show_progress
+    pipeline, queries, qrels, k, depth, configs, show_progress, modes
         As for :func:`evaluate`.
     grid : mapping of str to sequence of int
         Values of each setting (see :data:`SETTINGS`), e.g. ``{"ef": [16, 32, 64]}``.
@@ -348,21 +394,30 @@ def sweep(
         :func:`evaluate`'s rows; a configuration that a setting does not affect (candidates
         for the retrieve stage alone) is evaluated once per value of the settings it depends on.
     """
-    cfgs = _configs(pipeline, configs)
+    cfgs = _configs(pipeline, configs, modes)
     names = list(grid)
     _known(names)
     for name in names:
         if not list(grid[name]):
             raise RankfunnelError(f"setting {name} has no values to sweep")
-    jobs: dict[tuple[Any, ...], tuple[list[str], dict[str, int]]] = {}
+    jobs: dict[tuple[Any, ...], tuple[Config, dict[str, int]]] = {}
     for values in itertools.product(*(list(grid[n]) for n in names)):
-        for cfg in cfgs:
-            applied = {n: v for n, v in zip(names, values) if _relevant(n, cfg)}
-            jobs.setdefault((tuple(cfg), tuple(sorted(applied.items()))), (cfg, applied))
+        for mode, cfg in cfgs:
+            applied = {n: v for n, v in zip(names, values) if _relevant(n, cfg, mode)}
+            jobs.setdefault((mode, tuple(cfg), tuple(sorted(applied.items()))), ((mode, cfg), applied))
     rows: list[dict[str, Any]] = []
     judged = sum(1 for q in queries if q.id in qrels)
     with progress_bar(total=len(jobs) * judged, desc="sweep", unit="query", show=show_progress) as bar:
-        for cfg, applied in jobs.values():
-            rows += evaluate(pipeline, queries, qrels, k=k, depth=depth, configs=[cfg], settings=applied)
+        for (mode, cfg), applied in jobs.values():
+            rows += evaluate(
+                pipeline,
+                queries,
+                qrels,
+                k=k,
+                depth=depth,
+                configs=[cfg],
+                settings=applied,
+                modes=None if mode is None else [mode],
+            )
             bar.update(judged)
     return rows

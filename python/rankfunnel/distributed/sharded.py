@@ -250,6 +250,10 @@ class ShardedPipeline:
             self._ray.kill(a)
         self.actors = []
 
+    def modes(self) -> list[str]:
+        """First-stage modes: ``["dense"]`` (shards keep no BM25 index; see :meth:`search_batch`)."""
+        return ["dense"]
+
     def stages(self) -> list[str]:
         """The stages this pipeline runs, in order."""
         out = ["retrieve"]
@@ -278,11 +282,12 @@ class ShardedPipeline:
         *,
         where: Optional[dict[str, Any]] = None,
         stages: Optional[Sequence[str]] = None,
+        mode: Optional[str] = None,
     ) -> list[Hit]:
         """Search one query (see :meth:`rankfunnel.Pipeline.search`: same results, same order)."""
         if not isinstance(query, str):
             raise RankfunnelError(f"query must be a string, got {type(query).__name__}")
-        return self.search_batch([query], k, where=where, stages=stages)[0]
+        return self.search_batch([query], k, where=where, stages=stages, mode=mode)[0]
 
     def _merge(self, parts: list[list[Part]], k: int, ascending: bool, owner: dict[int, int]) -> list[Part]:
         """Per query, the shards' lists merged exactly; records which shard holds each id."""
@@ -301,8 +306,23 @@ class ShardedPipeline:
         *,
         where: Optional[dict[str, Any]] = None,
         stages: Optional[Sequence[str]] = None,
+        mode: Optional[str] = None,
     ) -> list[list[Hit]]:
-        """Search many queries: one encoding, one call per shard and stage; one list of hits per query."""
+        """Search many queries: one encoding, one call per shard and stage; one list of hits per query.
+
+        ``mode`` may only be ``"dense"`` (or None): shards keep no BM25 index, because BM25
+        scores depend on corpus-wide statistics that separate shards would each count apart.
+
+        Raises
+        ------
+        RankfunnelError
+            For ``mode="lexical"`` or ``"hybrid"``, bad queries, k or stages.
+        """
+        if mode not in (None, "dense"):
+            raise RankfunnelError(
+                f"mode {mode!r} is not available on a sharded pipeline: shards keep no BM25 index "
+                "(its statistics are corpus-wide); lexical and hybrid search need one pipeline"
+            )
         queries = list(queries)
         if any(not isinstance(q, str) for q in queries):
             raise RankfunnelError("queries must be strings")

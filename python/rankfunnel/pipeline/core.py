@@ -1,6 +1,7 @@
 """The retrieval funnel: a first stage that retrieves candidates fast, then optional rescorers.
 
-    bi-encoder (or ColBERT) retrieves ``candidates``  ->  ColBERT / cross-encoder rescore  ->  top k
+    bi-encoder (or ColBERT), BM25, or both fused, retrieve ``candidates``
+        ->  ColBERT / cross-encoder rescore  ->  top k
 
 :class:`Pipeline` validates what callers pass, encodes, and runs the stages (stages.py); how
 documents and vectors are kept and committed is :class:`~.storage.PipelineStorage`'s job.
@@ -18,29 +19,43 @@ import numpy as np
 import numpy.typing as npt
 
 from .._arrays import as_ids, positive_int
+from ..bm25 import BM25Index
 from ..docstore import DocStore
 from ..errors import RankfunnelError, UnknownIdError
 from ..flat import FlatIndex
 from ..hnsw import HNSWIndex
 from ..ivf import IVFIndex
 from . import folder as fs
-from .fields import FIRST_STAGE_KINDS, TokenField, VectorField, main_kind
+from .fields import (
+    FIRST_STAGE_KINDS,
+    LexicalField,
+    TokenField,
+    VectorField,
+    lexical_settings,
+    main_kind,
+    new_lexical,
+)
 from .manifest import adopt_model, open_model, read_manifest
 from .policy import TieredPolicy
 from .stages import (
     Candidates,
     CrossEncoderRescorer,
     DenseRetriever,
+    FusedRetriever,
     Hit,
     LateInteraction,
+    LexicalRetriever,
     Rescorer,
     Retriever,
     RowCache,
+    check_fusion,
 )
 from .storage import PipelineStorage
 
 PathLike = Union[str, "os.PathLike[str]"]
 STAGES = ("retrieve", "late", "rerank")
+MODES = ("dense", "lexical", "hybrid")
+"""First-stage modes: the bi-encoder (or ColBERT) alone, BM25 alone, or both fused."""
 IVF_TRAIN_AT = 65_536
 """Vectors an ``index="ivf"`` pipeline holds before its IVF lists are trained (exact until then)."""
 
@@ -51,7 +66,8 @@ class Pipeline(PipelineStorage):
     Parameters
     ----------
     encoder : BiEncoder, optional
-        First-stage bi-encoder. Without it, ``late_interaction`` retrieves.
+        First-stage bi-encoder. Without it, ``late_interaction`` retrieves (or, with neither,
+        BM25 alone: a lexical pipeline needs no model).
     index : str or an empty FlatIndex, HNSWIndex or IVFIndex
         An index spec of :func:`rankfunnel.index_factory` of kind flat, hnsw or ivf (``"flat"``,
         ``"hnsw32"``, ``"ivf1024,int8"``, ...): the main first-stage index (exact, graph or
@@ -77,6 +93,28 @@ class Pipeline(PipelineStorage):
         See ``index``.
     lock_timeout : float
         Seconds to wait for another writer's lock (0: fail at once, naming its process).
+    lexical : bool, dict or an empty BM25Index
+        Keep a BM25 index beside the documents (kept consistent with them through every add,
+        update, removal, compaction and crash): ``True`` for :class:`~rankfunnel.BM25Index`'s
+        defaults (k1 1.5, b 0.75, English Snowball stemmer and stopwords), a dict of its
+        settings (``{"k1": 1.2, "b": 0.75, "language": "french", "stopwords": None}``;
+        ``language`` None turns stemming off), or an empty index that brings its settings.
+    fusion : {"rrf", "convex"}
+        How a hybrid search fuses the dense and the lexical candidates: reciprocal rank fusion
+        (``sum 1 / (fusion_k + rank)``, ranks only) or a convex combination of per-query
+        min-max normalised scores (``dense_weight * dense + (1 - dense_weight) * bm25``).
+    fusion_k : float
+        RRF's rank offset (60, the usual default).
+    dense_weight : float
+        The dense side's weight in ``"convex"`` fusion, in [0, 1].
+
+    Attributes
+    ----------
+    lexical : dict or None
+        The BM25 settings (``{"k1", "b", "language", "stopwords"}``), None without a lexical index.
+    fusion : dict
+        ``{"method", "k", "dense_weight"}`` of hybrid searches (recorded in the folder at the
+        next commit; :func:`~rankfunnel.pipeline.stages.check_fusion` validates a new one).
 
     Notes
     -----
@@ -105,10 +143,17 @@ class Pipeline(PipelineStorage):
         path: Optional[PathLike] = None,
         ivf_train_at: int = IVF_TRAIN_AT,
         lock_timeout: float = 0.0,
+        lexical: Union[bool, dict[str, Any], BM25Index] = False,
+        fusion: str = "rrf",
+        fusion_k: float = 60.0,
+        dense_weight: float = 0.5,
     ) -> None:
-        if encoder is None and late_interaction is None:
+        self.lexical = self._check_lexical(lexical)
+        self.fusion = check_fusion(fusion, fusion_k, dense_weight)
+        if encoder is None and late_interaction is None and self.lexical is None:
             raise RankfunnelError(
-                "a pipeline needs an encoder (bi-encoder) or late_interaction (ColBERT) to retrieve"
+                "a pipeline needs an encoder (bi-encoder), late_interaction (ColBERT) or lexical=True "
+                "(BM25) to retrieve"
             )
         prototype = None
         if not isinstance(index, str):
@@ -162,18 +207,72 @@ class Pipeline(PipelineStorage):
         n = positive_int(c, "candidates")
         return {"retrieve": n, "late": n}
 
+    @staticmethod
+    def _check_lexical(lexical: Any) -> Optional[dict[str, Any]]:
+        """The BM25 settings of ``lexical=`` (None: no lexical index)."""
+        if lexical is False or lexical is None:
+            return None
+        if lexical is True:
+            return lexical_settings(BM25Index())
+        if isinstance(lexical, BM25Index):
+            if len(lexical):
+                raise RankfunnelError("lexical= takes an empty BM25Index (it brings its settings only)")
+            return lexical_settings(lexical)
+        if isinstance(lexical, dict):
+            return lexical_settings(new_lexical(lexical))
+        raise RankfunnelError(
+            f"lexical must be True, False, a dict of BM25 settings or an empty BM25Index, got {lexical!r}"
+        )
+
     def stages(self) -> list[str]:
         """The stages this pipeline runs, in order."""
         return ["retrieve"] + [name for name, _ in self._rescorers()]
 
-    def _retriever(self) -> Retriever:
+    def modes(self) -> list[str]:
+        """The first-stage modes this pipeline can search in; the default is the last one.
+
+        ``["dense"]`` without a lexical index, ``["lexical"]`` for BM25 alone, and
+        ``["dense", "lexical", "hybrid"]`` with both.
+        """
+        if self.lexical is None:
+            return ["dense"]
+        return ["dense", "lexical", "hybrid"] if self._has_dense() else ["lexical"]
+
+    def _has_dense(self) -> bool:
+        return self.encoder is not None or self.late_interaction is not None
+
+    def _mode(self, mode: Optional[str]) -> str:
+        if mode is None:
+            return self.modes()[-1]
+        if mode not in MODES:
+            raise RankfunnelError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+        if mode not in self.modes():
+            need = "a lexical index (lexical=True)" if self._has_dense() else "an encoder or a ColBERT model"
+            raise RankfunnelError(
+                f"mode={mode!r} needs a pipeline with {need}; this one can search {self.modes()}"
+            )
+        return mode
+
+    def _retriever(self, mode: Optional[str] = None) -> Retriever:
+        mode = self._mode(mode)
+        if mode == "lexical":
+            terms = self._fields["terms"]
+            assert isinstance(terms, LexicalField)
+            return LexicalRetriever(terms)
+        label = None if self.lexical is None else "dense"
+        dense: Retriever
         if self.encoder is not None:
             vectors = self._fields["vectors"]
             assert isinstance(vectors, VectorField)
-            return DenseRetriever(self.encoder, vectors)
-        tokens = self._fields["tokens"]
-        assert isinstance(tokens, TokenField)
-        return LateInteraction(self.late_interaction, tokens)
+            dense = DenseRetriever(self.encoder, vectors, label)
+        else:
+            tokens = self._fields["tokens"]
+            assert isinstance(tokens, TokenField)
+            dense = LateInteraction(self.late_interaction, tokens, label)
+        if mode == "dense":
+            return dense
+        lower = self.encoder is not None and self.metric == "l2"
+        return FusedRetriever(dense, self._retriever("lexical"), self.fusion, lower)
 
     def _rescorers(self) -> list[tuple[str, Rescorer]]:
         out: list[tuple[str, Rescorer]] = []
@@ -187,8 +286,8 @@ class Pipeline(PipelineStorage):
 
     def __repr__(self) -> str:
         return (
-            f"Pipeline(stages={self.stages()}, index={self.index_kind!r}, docs={len(self)}, "
-            f"segments={len(self._segments)})"
+            f"Pipeline(stages={self.stages()}, modes={self.modes()}, index={self.index_kind!r}, "
+            f"docs={len(self)}, segments={len(self._segments)})"
         )
 
     @classmethod
@@ -247,6 +346,13 @@ class Pipeline(PipelineStorage):
         obj.candidates = cfg["candidates"]
         obj.index_kind = cfg["index"]
         obj.ivf_train_at = int(cfg.get("ivf_train_at", IVF_TRAIN_AT))
+        # Folders written before lexical indexes existed hold neither key: dense only.
+        lex = cfg.get("lexical")
+        obj.lexical = None if lex is None else lexical_settings(new_lexical(lex))
+        fusion = cfg.get("fusion") or {}
+        obj.fusion = check_fusion(
+            fusion.get("method", "rrf"), fusion.get("k", 60.0), fusion.get("dense_weight", 0.5)
+        )
         obj.lock_timeout = float(lock_timeout)
         obj.policy = TieredPolicy()
         obj.last_timings = {}
@@ -472,6 +578,7 @@ class Pipeline(PipelineStorage):
         *,
         where: Optional[dict[str, Any]] = None,
         stages: Optional[Sequence[str]] = None,
+        mode: Optional[str] = None,
     ) -> list[Hit]:
         """Search one query through every stage.
 
@@ -485,6 +592,12 @@ class Pipeline(PipelineStorage):
             index as an allow-list, so ``k`` matching documents come back when they exist.
         stages : sequence of str, optional
             Run only these stages (a prefix of :meth:`stages`), e.g. ``["retrieve"]``.
+        mode : {"dense", "lexical", "hybrid"}, optional
+            The first stage (see :meth:`modes`): the bi-encoder (or ColBERT), BM25, or both
+            fused (the pipeline's ``fusion``); default hybrid when the pipeline has both, else
+            the one it has. Each later stage reranks that stage's candidates. A lexical search
+            of a query without any indexed term (empty, only stopwords) finds nothing; a hybrid
+            one then returns the dense results.
 
         Returns
         -------
@@ -494,7 +607,7 @@ class Pipeline(PipelineStorage):
         """
         if not isinstance(query, str):
             raise RankfunnelError(f"query must be a string, got {type(query).__name__}")
-        return self.search_batch([query], k, where=where, stages=stages)[0]
+        return self.search_batch([query], k, where=where, stages=stages, mode=mode)[0]
 
     def search_batch(
         self,
@@ -503,12 +616,17 @@ class Pipeline(PipelineStorage):
         *,
         where: Optional[dict[str, Any]] = None,
         stages: Optional[Sequence[str]] = None,
+        mode: Optional[str] = None,
     ) -> list[list[Hit]]:
-        """Search many queries (batched encoding and index search); one list of hits per query."""
+        """Search many queries (batched encoding and index search); one list of hits per query.
+
+        Arguments as :meth:`search`.
+        """
         queries = list(queries)
         if any(not isinstance(q, str) for q in queries):
             raise RankfunnelError("queries must be strings")
         k = positive_int(k, "k")
+        retriever = self._retriever(mode)
         run = self.stages() if stages is None else list(stages)
         if not run or run != self.stages()[: len(run)]:
             raise RankfunnelError(f"stages must be a prefix of {self.stages()}, got {run}")
@@ -522,7 +640,6 @@ class Pipeline(PipelineStorage):
         last = run[-1]
         depth = {name: k if name == last else max(k, self.candidates.get(name, 100)) for name in run}
         timings: dict[str, float] = {}
-        retriever = self._retriever()
         t = time.perf_counter()
         encoded = retriever.encode(queries)
         timings["encode"] = time.perf_counter() - t

@@ -1,14 +1,14 @@
 """What a stage keeps per document, split into the main index and the segments' delta.
 
 A *field* holds one stage's per-document data: :class:`VectorField` the first-stage vectors,
-:class:`TokenField` the ColBERT token vectors. Each keeps
+:class:`TokenField` the ColBERT token vectors, :class:`LexicalField` the BM25 postings. Each keeps
 
 * ``main``: the index loaded from the main file (``main-G.rfi`` / ``late-G.rfi``), rewritten
   only by a fold (compaction);
 * a *delta*: the live rows of every segment, in memory in one structure, so a search costs two
   lookups however many segment files there are.
 
-A field is the unit a new stage brings along (a BM25 stage would bring term postings): it says
+A field is the unit a new stage brings along (the BM25 stage brings term postings): it says
 how to encode texts, how to turn rows into segment arrays and back (:meth:`arrays`,
 :meth:`load_segment`), how to fold the delta into its main index, and how to search both parts
 and merge them exactly (:func:`merge_topk`).
@@ -16,6 +16,7 @@ and merge them exactly (:func:`merge_topk`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -24,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._arrays import as_matrix
+from ..bm25 import BM25Index
 from ..errors import CorruptFileError, RankfunnelError
 from ..flat import FlatIndex
 from ..io import load as load_index
@@ -398,6 +400,167 @@ class TokenField:
         if in_delta:
             parts.append((self._delta_maxsim(q, in_delta), np.asarray(in_delta, dtype=np.int64)))
         return merge_topk(parts, k)
+
+
+def lexical_settings(index: BM25Index) -> dict[str, Any]:
+    """The analysis and scoring settings of a BM25 index, as the manifest records them.
+
+    ``{"k1": 1.5, "b": 0.75, "language": "english", "stopwords": "english"}``; ``language``
+    is None when stemming is off, ``stopwords`` is ``"english"``, None or the list of words.
+    """
+    words = index.stopwords
+    stop: Any = words or None
+    if words and words == _english_stopwords():
+        stop = "english"
+    # The core keeps k1 and b in float32: record them as written (1.2, not 1.2000000476837158).
+    k1, b = (float(str(np.float32(v))) for v in (index.k1, index.b))
+    return {"k1": k1, "b": b, "language": index.language, "stopwords": stop}
+
+
+def _english_stopwords() -> list[str]:
+    return BM25Index().stopwords
+
+
+def new_lexical(settings: dict[str, Any]) -> BM25Index:
+    """An empty BM25 index with the recorded ``settings`` (see :func:`lexical_settings`).
+
+    Raises
+    ------
+    RankfunnelError
+        If the settings are not valid BM25 settings (named).
+    """
+    if not isinstance(settings, dict):
+        raise RankfunnelError(f"lexical settings must be a dict, got {type(settings).__name__}")
+    unknown = set(settings) - {"k1", "b", "language", "stopwords"}
+    if unknown:
+        raise RankfunnelError(
+            f"unknown lexical settings {sorted(unknown)}: expected k1, b, language, stopwords"
+        )
+    lang = settings.get("language", "english")
+    return BM25Index(
+        settings.get("k1", 1.5),
+        settings.get("b", 0.75),
+        language=lang if lang is not None else "english",
+        stemmer=lang is not None,
+        stopwords=settings.get("stopwords", "english"),
+    )
+
+
+class LexicalField:
+    """BM25 postings: one in-memory :class:`BM25Index` over every live document, exact.
+
+    BM25 scores depend on corpus-wide statistics (``N``, ``df``, ``avgdl``), so the main file
+    and the segments are not searched apart and merged: the main file (``bm25-G.rfi``) is
+    loaded and every segment's live rows are appended to the same index (appends cost what
+    they add). Scores are then those of a single BM25 over the live corpus, whatever the
+    segment layout. Segments keep the texts of their rows (UTF-8 bytes and offsets), so they
+    stay self-contained; a fold writes the whole index as the new main file.
+
+    Parameters
+    ----------
+    settings : dict
+        BM25 settings (see :func:`lexical_settings`).
+    """
+
+    key = "terms"
+    main_prefix = "bm25"
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.index = new_lexical(settings)
+        self.delta: dict[int, str] = {}
+        """Texts of the rows still in segments (not in the main file)."""
+
+    @property
+    def main(self) -> BM25Index:
+        """The index of every live row (main file and segments alike)."""
+        return self.index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, id: object) -> bool:
+        return id in self.index
+
+    def encode(self, texts: list[str], batch_size: int, show_progress: bool) -> list[str]:
+        """The texts themselves (BM25 analyses them when they are added)."""
+        return list(texts)
+
+    def add(self, ids: Ids, payload: Sequence[str]) -> None:
+        """Append new rows' postings (cost proportional to the rows added)."""
+        texts = list(payload)
+        self.index.add(texts, ids)
+        self.delta.update(zip(ids.tolist(), texts))
+
+    def remove(self, ids: Ids) -> None:
+        """Remove rows (ids not held are ignored)."""
+        held = [int(i) for i in ids if int(i) in self.index]
+        if held:
+            self.index.remove(held)
+        for i in held:
+            self.delta.pop(i, None)
+
+    def arrays(self, ids: Ids) -> Arrays:
+        """The delta rows ``ids`` as segment arrays (their texts)."""
+        return self.payload_arrays([self.delta[int(i)] for i in ids])
+
+    def payload_arrays(self, payload: Sequence[str]) -> Arrays:
+        """Texts as segment arrays: UTF-8 bytes back to back plus offsets."""
+        encoded = [t.encode("utf-8") for t in payload]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        return {"lexical_text": data, "lexical_offsets": offsets}
+
+    def load_segment(self, ids: Ids, arrays: Arrays, keep: npt.NDArray[np.bool_]) -> None:
+        """Append the kept rows of a segment file."""
+        if "lexical_text" not in arrays or "lexical_offsets" not in arrays:
+            raise CorruptFileError("a segment lacks its lexical texts")
+        data, off = arrays["lexical_text"].tobytes(), arrays["lexical_offsets"]
+        if len(off) != len(ids) + 1:
+            raise CorruptFileError("a segment's lexical offsets do not match its rows")
+        rows = np.flatnonzero(keep).tolist()
+        if rows:
+            texts = [data[off[j] : off[j + 1]].decode("utf-8") for j in rows]
+            self.add(ids[rows], texts)
+
+    def fold(self) -> None:
+        """Every row now belongs to the main file (written by :meth:`save_main`)."""
+        self.delta = {}
+
+    def main_len(self) -> int:
+        """Rows of the main file."""
+        return len(self.index) - len(self.delta)
+
+    def save_main(self, path: Path) -> None:
+        """Write the main file's rows atomically (all rows, once folded)."""
+        if not self.delta:
+            self.index.save(path)
+            return
+        # A snapshot with rows still in segments: the main file leaves them out.
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            self.index.save(tmp)
+            copy = BM25Index.load(tmp)
+            copy.remove(list(self.delta))
+            copy.save(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_main(self, path: Path, mmap: bool) -> None:
+        """Load the main file (read into memory: the delta is appended to it)."""
+        index = _load_checked(path, False)
+        if not isinstance(index, BM25Index):
+            raise CorruptFileError(f"{path} is not a BM25 index")
+        self.index = index
+
+    def search(
+        self, queries: list[str], k: int, allow: Optional[Ids]
+    ) -> list[tuple[npt.NDArray[np.float32], Ids]]:
+        """BM25 top k of every query (no padding; a query without indexed terms finds nothing)."""
+        if not len(self.index):
+            return [(np.empty(0, np.float32), np.empty(0, np.int64)) for _ in queries]
+        scores, ids = self.index.search(queries, k=k, filter=allow)
+        return [(s[i >= 0], i[i >= 0]) for s, i in zip(scores, ids)]
 
 
 def _load_checked(path: Path, mmap: bool) -> Any:

@@ -7,8 +7,9 @@ Layout (``G`` = the generation of the commit that wrote a file)::
     writer.lock          flock()ed by the one writer; holds its pid
     main-G.rfi           the main first-stage index (written by the compaction of commit G)
     late-G.rfi           the main ColBERT index (same compaction)
+    bm25-G.rfi           the BM25 postings of a lexical pipeline (same compaction)
     seg-G.npz            a segment: what commit G added (or a merge of segments, written at G):
-                         ids, gens and each stage's per-document data (vectors, tokens)
+                         ids, gens and each stage's per-document data (vectors, tokens, texts)
 
 Files that the committed manifest does not name are garbage of an interrupted commit; only the
 writer deletes them (:func:`collect_garbage`).
@@ -39,7 +40,7 @@ from .manifest import MANIFEST, sha256_file, write_bytes_atomic
 
 DOCS = "docs.sqlite"
 LOCK = "writer.lock"
-_DATA_FILE = re.compile(r"^(main-\d+\.rfi|late-\d+\.rfi|seg-\d+\.npz|\..*\.tmp-\d+)$")
+_DATA_FILE = re.compile(r"^((main|late|bm25)-\d+\.rfi|seg-\d+\.npz|\..*\.tmp-\d+(-\d+)?)$")
 
 CRASH_ENV = "RANKFUNNEL_CRASH_AT"
 """Test hook: ``RANKFUNNEL_CRASH_AT=<point>`` kills the process (SIGKILL) at that crash point,

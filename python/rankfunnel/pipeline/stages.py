@@ -17,7 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..docstore import DocStore, Row
-from .fields import TokenField, VectorField
+from ..errors import RankfunnelError
+from ..fusion import convex_combination, reciprocal_rank_fusion
+from .fields import LexicalField, TokenField, VectorField
 
 Candidates = list[tuple[int, dict[str, float]]]
 """One query's candidates, best first: ``(id, {stage: score})``."""
@@ -40,7 +42,10 @@ class Hit:
     metadata : dict
         Document metadata.
     scores : dict
-        Score per stage: ``"retrieve"``, ``"late"`` (ColBERT), ``"rerank"`` (cross-encoder).
+        Score per stage: ``"retrieve"`` (the first stage's), ``"late"`` (ColBERT), ``"rerank"``
+        (cross-encoder). A pipeline with a lexical index also names the first stage's parts:
+        ``"dense"`` (bi-encoder, or ColBERT without one) and ``"lexical"`` (BM25) for the side
+        that found the document, and ``"fused"`` in hybrid mode (then equal to ``"retrieve"``).
     """
 
     id: int
@@ -87,11 +92,23 @@ class Rescorer(Protocol):
         ...
 
 
-class DenseRetriever:
-    """Bi-encoder first stage over a :class:`VectorField` (exact merge of main + segments)."""
+def _candidates(
+    found: Sequence[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]], label: Optional[str]
+) -> list[Candidates]:
+    """Per-query ``(scores, ids)`` as candidates scored under ``"retrieve"`` (and ``label``)."""
+    names = ["retrieve"] if label is None else ["retrieve", label]
+    return [[(int(i), dict.fromkeys(names, float(s))) for s, i in zip(sc, ids)] for sc, ids in found]
 
-    def __init__(self, encoder: Any, vectors: VectorField) -> None:
-        self.encoder, self.vectors = encoder, vectors
+
+class DenseRetriever:
+    """Bi-encoder first stage over a :class:`VectorField` (exact merge of main + segments).
+
+    ``label``: a second name for its score in :attr:`Hit.scores` (``"dense"`` in a pipeline
+    that also has a lexical index).
+    """
+
+    def __init__(self, encoder: Any, vectors: VectorField, label: Optional[str] = None) -> None:
+        self.encoder, self.vectors, self.label = encoder, vectors, label
 
     def encode(self, queries: list[str]) -> Any:
         """Query vectors (``encode_queries`` when the encoder has one, e.g. for prompts)."""
@@ -100,17 +117,108 @@ class DenseRetriever:
 
     def retrieve(self, encoded: Any, k: int, allow: Optional[npt.NDArray[np.int64]]) -> list[Candidates]:
         """Top k per query, main index and segments merged."""
-        return [
-            [(int(i), {"retrieve": float(s)}) for s, i in zip(scores, ids)]
-            for scores, ids in self.vectors.search(encoded, k, allow)
-        ]
+        return _candidates(self.vectors.search(encoded, k, allow), self.label)
+
+
+class LexicalRetriever:
+    """BM25 first stage over a :class:`LexicalField` (scores ``"retrieve"`` and ``"lexical"``)."""
+
+    def __init__(self, terms: LexicalField) -> None:
+        self.terms = terms
+
+    def encode(self, queries: list[str]) -> Any:
+        """The queries themselves (BM25 analyses them)."""
+        return list(queries)
+
+    def retrieve(self, encoded: Any, k: int, allow: Optional[npt.NDArray[np.int64]]) -> list[Candidates]:
+        """BM25 top k per query; a query with no indexed term (empty, only stopwords) finds nothing."""
+        return _candidates(self.terms.search(encoded, k, allow), "lexical")
+
+
+FUSIONS = ("rrf", "convex")
+"""Fusion methods of a hybrid first stage."""
+
+
+def check_fusion(method: Any, k: Any, dense_weight: Any) -> dict[str, Any]:
+    """Validated fusion settings ``{"method", "k", "dense_weight"}`` (as the manifest records them).
+
+    Raises
+    ------
+    RankfunnelError
+        On an unknown method, a non-positive RRF ``k`` or a weight outside [0, 1].
+    """
+    if method not in FUSIONS:
+        raise RankfunnelError(f"unknown fusion {method!r}: expected one of {', '.join(FUSIONS)}")
+    for name, v in (("fusion_k", k), ("dense_weight", dense_weight)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise RankfunnelError(f"{name} must be a finite number, got {v!r}")
+    if k <= 0:
+        raise RankfunnelError(f"fusion_k must be positive, got {k!r}")
+    if not 0.0 <= dense_weight <= 1.0:
+        raise RankfunnelError(f"dense_weight must be between 0 and 1, got {dense_weight!r}")
+    return {"method": method, "k": float(k), "dense_weight": float(dense_weight)}
+
+
+def _result(cands: Candidates, sign: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """One query's candidates as a ``(scores, ids)`` pair for :mod:`rankfunnel.fusion`."""
+    scores = np.array([sign * sc["retrieve"] for _, sc in cands], np.float64)
+    return scores, np.array([i for i, _ in cands], np.int64)
+
+
+class FusedRetriever:
+    """Hybrid first stage: a dense and a lexical retriever, each asked for ``k``, fused.
+
+    ``fusion`` (see :func:`check_fusion`): ``"rrf"``, reciprocal rank fusion with offset ``k``
+    (:func:`rankfunnel.reciprocal_rank_fusion`, equal weights), or ``"convex"``, the weighted sum
+    of per-query min-max normalised scores (:func:`rankfunnel.convex_combination`, weights
+    ``dense_weight`` and ``1 - dense_weight``). A document found by one side only gets that
+    side's contribution; when one side finds nothing (a query of stopwords only), the fused
+    list is the other side's, in its order. Scores: ``"dense"``, ``"lexical"`` (of the sides
+    that found the document), ``"fused"`` and ``"retrieve"`` (the fused score).
+    """
+
+    def __init__(
+        self, dense: Retriever, lexical: Retriever, fusion: dict[str, Any], lower_is_better: bool
+    ) -> None:
+        self.dense, self.lexical, self.fusion = dense, lexical, fusion
+        self.lower_is_better = lower_is_better
+
+    def encode(self, queries: list[str]) -> Any:
+        """Both sides' query representations."""
+        return self.dense.encode(queries), self.lexical.encode(queries)
+
+    def retrieve(self, encoded: Any, k: int, allow: Optional[npt.NDArray[np.int64]]) -> list[Candidates]:
+        """Each side's top k, fused; the best k of the fused list."""
+        dense = self.dense.retrieve(encoded[0], k, allow)
+        lexical = self.lexical.retrieve(encoded[1], k, allow)
+        sign = -1.0 if self.lower_is_better else 1.0  # convex needs higher-is-better scores
+        out = []
+        for d, lx in zip(dense, lexical):
+            parts = {
+                "dense": {i: sc["retrieve"] for i, sc in d},
+                "lexical": {i: sc["retrieve"] for i, sc in lx},
+            }
+            lists = [_result(d, sign), _result(lx, 1.0)]
+            if self.fusion["method"] == "rrf":
+                fs, fi = reciprocal_rank_fusion(*lists, k=self.fusion["k"], top=k)
+            else:
+                w = self.fusion["dense_weight"]
+                fs, fi = convex_combination(*lists, weights=(w, 1.0 - w), top=k)
+            cands = []
+            for s, i in zip(fs.tolist(), fi.tolist()):
+                if i < 0:
+                    break
+                sc = {side: got[i] for side, got in parts.items() if i in got}
+                cands.append((int(i), {**sc, "fused": float(s), "retrieve": float(s)}))
+            out.append(cands)
+        return out
 
 
 class LateInteraction:
     """ColBERT: retrieves by itself (MaxSim over a :class:`TokenField`) or rescores candidates."""
 
-    def __init__(self, model: Any, tokens: TokenField) -> None:
-        self.model, self.tokens = model, tokens
+    def __init__(self, model: Any, tokens: TokenField, label: Optional[str] = None) -> None:
+        self.model, self.tokens, self.label = model, tokens, label
 
     def encode(self, queries: list[str]) -> Any:
         """Query token arrays."""
@@ -118,11 +226,7 @@ class LateInteraction:
 
     def retrieve(self, encoded: Any, k: int, allow: Optional[npt.NDArray[np.int64]]) -> list[Candidates]:
         """Top k per query by MaxSim."""
-        out = []
-        for q in encoded:
-            s, i = self.tokens.search(q, k, allow)
-            out.append([(int(j), {"retrieve": float(x)}) for x, j in zip(s, i)])
-        return out
+        return _candidates([self.tokens.search(q, k, allow) for q in encoded], self.label)
 
     def rescore(
         self, name: str, queries: list[str], cands: list[Candidates], k: int, rows: RowCache

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from ..docstore import DocStore
 from ..errors import CorruptFileError, RankfunnelError
 from . import folder as fs
-from .fields import Field, TokenField, VectorField
+from .fields import Field, LexicalField, TokenField, VectorField
 from .manifest import FORMAT_VERSION, MANIFEST, describe_model, read_manifest, write_json_atomic
 from .policy import TieredPolicy
 
@@ -44,6 +44,8 @@ class PipelineStorage:
     index_kind: str
     ivf_train_at: int
     lock_timeout: float
+    lexical: Optional[dict[str, Any]]
+    fusion: dict[str, Any]
     policy: TieredPolicy
     path: Optional[Path]
     read_only: bool
@@ -69,6 +71,8 @@ class PipelineStorage:
             )
         if self.late_interaction is not None:
             self._fields["tokens"] = TokenField(self.late_interaction, int(self.late_interaction.dim))
+        if self.lexical is not None:
+            self._fields["terms"] = LexicalField(self.lexical)
 
     @property
     def index(self) -> Any:
@@ -117,6 +121,8 @@ class PipelineStorage:
             "metric": self.metric,
             "candidates": self.candidates,
             "ivf_train_at": self.ivf_train_at,
+            "lexical": self.lexical,
+            "fusion": self.fusion,
             "docs": count,
             "next_id": next_id,
             "main": dict(self._main),
