@@ -157,7 +157,7 @@ def cranfield() -> tuple[list, list, dict, np.ndarray]:
     from rankfunnel.eval import match_query_ids, read_qrels
 
     docs = list(read_corpus(CRAN / "cran.all.1400"))
-    qrels = read_qrels(CRAN / "cranqrel")
+    qrels = read_qrels(CRAN / "cranqrel", "cranfield")
     queries = match_query_ids(read_queries(CRAN / "cran.qry"), qrels)
     enc = rf.BiEncoder(MODELS / "all-MiniLM-L6-v2")
     return docs, queries, qrels, enc.encode([d.text for d in docs], batch_size=64)
