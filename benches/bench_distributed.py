@@ -34,9 +34,7 @@ import numpy as np
 import rankfunnel as rf
 from rankfunnel.bench import latencies, table
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-if not SHARED.exists():
-    SHARED = Path("/work/shared")
+SHARED = Path(os.environ.get("RANKFUNNEL_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 
 
 def read_docs(path: Path, count: int) -> list[tuple[str, str]]:
@@ -111,7 +109,11 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200, help="queries for the latency figures")
     ap.add_argument("--actors", type=int, default=1, help="encoder actors (each gets cores / actors CPUs)")
     ap.add_argument("--batch", type=int, default=32, help="encoder batch size")
-    ap.add_argument("--vectors", default="/work/cache/pypi-minilm.npy")
+    ap.add_argument(
+        "--vectors",
+        default=os.environ.get("RANKFUNNEL_PYPI_VECTORS", "pypi-minilm.npy"),
+        help="cached float32 (300000, 384) MiniLM vectors of the corpus (default $RANKFUNNEL_PYPI_VECTORS)",
+    )
     ap.add_argument("--corpus", default=str(SHARED / "data" / "pypi-summaries-300k.jsonl.gz"))
     ap.add_argument("--model", default=str(SHARED / "models" / "all-MiniLM-L6-v2"))
     ap.add_argument("--address", default=None, help="Ray cluster (default: a new local one)")

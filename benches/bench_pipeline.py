@@ -1,6 +1,6 @@
 """Pipeline storage benchmark (issue #12 targets): what a commit costs, what segments cost a search.
 
-    python benches/bench_pipeline.py [--n 200000] [--add 1000] [--vectors /work/cache/pypi-minilm.npy]
+    python benches/bench_pipeline.py [--n 200000] [--add 1000] [--vectors pypi-minilm.npy]
 
 1. Builds an ``--n``-document pipeline (flat, cosine, all-MiniLM-L6-v2) from the PyPI summaries
    with precomputed vectors (``embeddings=``), compacted into its main index.
@@ -40,9 +40,7 @@ import numpy as np
 import rankfunnel as rf
 from rankfunnel.bench import latencies
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-if not SHARED.exists():
-    SHARED = Path("/work/shared")
+SHARED = Path(os.environ.get("RANKFUNNEL_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 
 
 class Data(NamedTuple):
@@ -123,7 +121,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200_000, help="documents in the pipeline")
     ap.add_argument("--add", type=int, default=1000, help="documents per measured commit")
     ap.add_argument("--queries", type=int, default=200, help="queries for the latency figures")
-    ap.add_argument("--vectors", default="/work/cache/pypi-minilm.npy")
+    ap.add_argument(
+        "--vectors",
+        default=os.environ.get("RANKFUNNEL_PYPI_VECTORS", "pypi-minilm.npy"),
+        help="cached float32 (300000, 384) MiniLM vectors of the corpus (default $RANKFUNNEL_PYPI_VECTORS)",
+    )
     ap.add_argument("--corpus", default=str(SHARED / "data" / "pypi-summaries-300k.jsonl.gz"))
     ap.add_argument("--model", default=str(SHARED / "models" / "all-MiniLM-L6-v2"))
     ap.add_argument("--dir", default=None, help="where to build the pipeline (default: a temporary folder)")
