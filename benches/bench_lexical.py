@@ -164,7 +164,9 @@ class Tantivy:
             for q in chunk:
                 words = WORD.findall(q)
                 if words:
-                    searcher.search(self.index.parse_query(" ".join(words), ["text"]), k)
+                    searcher.search(
+                        self.index.parse_query(" ".join(w.lower() for w in words), ["text"]), k
+                    )  # AND/OR/NOT are operators
 
         split_threads(queries, threads, run)
 
