@@ -62,7 +62,9 @@ def load_vectors(path: Path, count: int, dim: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def encode_figures(ray: object, model: str, texts: list[str], actors: int, batch: int) -> dict[str, object]:
+def encode_figures(
+    ray: object, model: str, texts: list[str], actors: int, batch: int, ray_batch: int
+) -> dict[str, object]:
     """Texts/s of Ray Data encoding vs one in-process BiEncoder.encode (same texts, same batch)."""
     from rankfunnel.distributed import encode_dataset
 
@@ -76,13 +78,13 @@ def encode_figures(ray: object, model: str, texts: list[str], actors: int, batch
 
     def run(data: object) -> int:
         encoded = encode_dataset(
-            data, model, concurrency=actors, num_cpus=cpus, batch_size=4 * batch, model_batch_size=batch
+            data, model, concurrency=actors, num_cpus=cpus, batch_size=ray_batch, model_batch_size=batch
         )
         return sum(len(b["embedding"]) for b in encoded.iter_batches(batch_size=None, batch_format="numpy"))
 
     # The fixed cost of a run (actors start, models load, one Ray batch encoded), measured alone.
     t = time.perf_counter()
-    run(ds.limit(4 * batch))
+    run(ds.limit(ray_batch))
     fixed = time.perf_counter() - t
     t = time.perf_counter()
     n = run(ds)
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200, help="queries for the latency figures")
     ap.add_argument("--actors", type=int, default=1, help="encoder actors (each gets cores / actors CPUs)")
     ap.add_argument("--batch", type=int, default=32, help="encoder batch size")
+    ap.add_argument("--ray-batch", type=int, default=1024, help="texts per Ray Data batch (map_batches)")
     ap.add_argument(
         "--vectors",
         default=os.environ.get("RANKFUNNEL_PYPI_VECTORS", "pypi-minilm.npy"),
@@ -128,7 +131,7 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     docs = read_docs(Path(a.corpus), max(a.n + a.queries, a.encode_n))
     texts = [t for _, t in docs]
-    print(table([encode_figures(ray, a.model, texts[: a.encode_n], a.actors, a.batch)]))
+    print(table([encode_figures(ray, a.model, texts[: a.encode_n], a.actors, a.batch, a.ray_batch)]))
 
     enc = rf.BiEncoder(a.model)
     vectors = load_vectors(Path(a.vectors), a.n, enc.dim)
