@@ -20,11 +20,8 @@ machine; ``--n 2000 --encode-n 200 --queries 20`` is a smoke run.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,34 +29,9 @@ from pathlib import Path
 import numpy as np
 
 import rankfunnel as rf
-from rankfunnel.bench import latencies, table
+from common import latencies, load_vectors, read_docs, table
 
 SHARED = Path(os.environ.get("RANKFUNNEL_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
-
-
-def read_docs(path: Path, count: int) -> list[tuple[str, str]]:
-    """The first ``count`` (id, text) pairs of the jsonl.gz corpus."""
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            out.append((str(d["id"]), d["text"]))
-            if len(out) == count:
-                break
-    return out
-
-
-def load_vectors(path: Path, count: int, dim: int) -> np.ndarray:
-    """Rows ``[0, count)`` of the cached vectors, or random unit vectors (with a warning)."""
-    if path.is_file():
-        v = np.load(path, mmap_mode="r")
-        if v.ndim == 2 and v.shape[0] >= count and v.shape[1] == dim:
-            return np.ascontiguousarray(v[:count], dtype=np.float32)
-        print(f"warning: {path} has shape {v.shape}, need ({count}, {dim}): random vectors", file=sys.stderr)
-    else:
-        print(f"warning: {path} not found: using random unit vectors", file=sys.stderr)
-    x = np.random.default_rng(0).standard_normal((count, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def encode_figures(

@@ -13,8 +13,6 @@ incremental add, so its figure is a rebuild). Engines that are not installed are
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import re
 import sqlite3
@@ -26,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 import rankfunnel as rf
-from common import table
+from common import read_docs, table
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "pypi-summaries-300k.jsonl.gz")
 WORD = re.compile(r"\w+")
@@ -175,13 +173,8 @@ class Tantivy:
 
 
 def load(path: str, n: int) -> list[str]:
-    texts = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            texts.append(json.loads(line)["text"])
-            if len(texts) == n:
-                break
-    return texts
+    """The first ``n`` texts of the corpus."""
+    return [t for _, t in read_docs(path, n)]
 
 
 def measure(engine: Any, corpus: list[str], queries: list[str], held: list[str], k: int) -> dict[str, Any]:

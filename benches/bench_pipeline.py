@@ -26,10 +26,7 @@ machine; ``--n 5000 --add 100 --queries 20`` is a smoke run.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 import rankfunnel as rf
-from rankfunnel.bench import latencies
+from common import latencies, load_vectors, read_docs
 
 SHARED = Path(os.environ.get("RANKFUNNEL_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 
@@ -77,33 +74,6 @@ def measure(fn: object, folder: Path) -> tuple[float, int, int]:
     return took, written_bytes() - w0, folder_bytes(folder) - f0
 
 
-def read_texts(path: Path, count: int) -> list[str]:
-    """The first ``count`` texts of the jsonl.gz corpus."""
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            out.append(json.loads(line)["text"])
-            if len(out) == count:
-                break
-    return out
-
-
-def load_vectors(path: Path, count: int, dim: int) -> np.ndarray:
-    """Rows ``[0, count)`` of the cached vectors, or random unit vectors (with a warning)."""
-    if path.is_file():
-        v = np.load(path, mmap_mode="r")
-        if v.ndim == 2 and v.shape[0] >= count and v.shape[1] == dim:
-            return np.ascontiguousarray(v[:count], dtype=np.float32)
-        print(
-            f"warning: {path} has shape {v.shape}, need ({count}, {dim}): using random vectors",
-            file=sys.stderr,
-        )
-    else:
-        print(f"warning: {path} not found: using random unit vectors", file=sys.stderr)
-    x = np.random.default_rng(0).standard_normal((count, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 def p50(p: rf.Pipeline, queries: list[str]) -> tuple[float, float]:
     """Median latency of ``p.search`` (total and retrieve stage), in ms."""
     stage = []
@@ -134,7 +104,7 @@ def main() -> None:
 
     enc = rf.BiEncoder(a.model)
     limit = int(a.n * (1 + enc_fold_ratio())) + a.add + a.queries
-    texts = read_texts(Path(a.corpus), limit)
+    texts = [t for _, t in read_docs(Path(a.corpus), limit)]
     limit = len(texts)
     vectors = load_vectors(Path(a.vectors), limit, enc.dim)
     queries = texts[limit - a.queries :]

@@ -654,14 +654,4 @@ class Pipeline(PipelineStorage):
             cands = stage.rescore(name, queries, cands, depth[name], rows)
             timings[name] = time.perf_counter() - t
         self.last_timings = timings
-        found = rows.fetch([i for cs in cands for i, _ in cs[:k]])
-        out = []
-        for cs in cands:
-            hits = []
-            for i, sc in cs[:k]:
-                row = found.get(i)
-                if row is not None:
-                    text, meta, ext = row
-                    hits.append(Hit(i, ext if ext is not None else str(i), sc[last], text, meta, sc))
-            out.append(hits)
-        return out
+        return rows.hits(cands, k, last)

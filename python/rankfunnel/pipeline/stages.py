@@ -69,6 +69,20 @@ class RowCache:
         self.rows.update(zip(need, self.docs.get(need)))
         return self.rows
 
+    def hits(self, cands: list[Candidates], k: int, last: str) -> list[list[Hit]]:
+        """The best ``k`` candidates of each query as hits scored by stage ``last`` (rows gone are skipped)."""
+        found = self.fetch([i for cs in cands for i, _ in cs[:k]])
+        out = []
+        for cs in cands:
+            hits = []
+            for i, sc in cs[:k]:
+                row = found.get(i)
+                if row is not None:
+                    text, meta, ext = row
+                    hits.append(Hit(i, ext if ext is not None else str(i), sc[last], text, meta, sc))
+            out.append(hits)
+        return out
+
 
 class Retriever(Protocol):
     """A first stage: encodes a batch of queries, then returns each query's top candidates."""
