@@ -7,7 +7,7 @@ are compared at equal quality, as in benches/bench_hnsw.py.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pytest
@@ -17,12 +17,21 @@ from conftest import Setup, Vectors, anchor, recall
 M, EFC, TARGET = 16, 200, 0.95
 EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 CONTENDERS = ["rankfunnel HNSWIndex", "hnswlib", "faiss HNSWFlat", "usearch"]
+FLOAT32_ONLY = "rankfunnel HNSWIndex bf16_copy=False"  # ours without the bfloat16 walk copy
 
 Search = Callable[[np.ndarray, int], np.ndarray]
 
 
-def build(name: str, x: np.ndarray, threads: int) -> Search:
-    """Build contender ``name`` over ``x``; returns ``search(queries, ef) -> ids``."""
+class Built(NamedTuple):
+    """A built contender: ``search(queries, ef) -> ids`` and the bytes the index holds."""
+
+    search: Search
+    nbytes: int
+
+
+def build(name: str, x: np.ndarray, threads: int) -> Built:
+    """Build contender ``name`` over ``x`` (bytes: ours and usearch report their memory, hnswlib
+    and faiss the size of their serialised index, which is what they hold in memory)."""
     n, d = x.shape
     k = 10
     if name == "hnswlib":
@@ -36,7 +45,7 @@ def build(name: str, x: np.ndarray, threads: int) -> Search:
             hl.set_ef(ef)
             return hl.knn_query(q, k=k, num_threads=threads)[0]  # type: ignore[no-any-return]
 
-        return hl_search
+        return Built(hl_search, hl.index_file_size())
     if name == "faiss HNSWFlat":
         faiss = anchor("faiss")
         faiss.omp_set_num_threads(threads)
@@ -48,7 +57,7 @@ def build(name: str, x: np.ndarray, threads: int) -> Search:
             fi.hnsw.efSearch = ef
             return fi.search(q, k)[1]  # type: ignore[no-any-return]
 
-        return fi_search
+        return Built(fi_search, faiss.serialize_index(fi).nbytes)
     if name == "usearch":
         index = anchor("usearch.index")
         us = index.Index(ndim=d, metric="ip", dtype="f32", connectivity=M, expansion_add=EFC)
@@ -58,29 +67,29 @@ def build(name: str, x: np.ndarray, threads: int) -> Search:
             us.expansion_search = ef
             return np.asarray(us.search(q, k, threads=threads).keys)
 
-        return us_search
+        return Built(us_search, us.memory_usage)
     import rankfunnel as rf
 
-    ours = rf.HNSWIndex(d, "dot", m=M, ef_construction=EFC)
+    ours = rf.HNSWIndex(d, "dot", m=M, ef_construction=EFC, bf16_copy=name != FLOAT32_ONLY)
     ours.add(x, threads=threads)
-    return lambda q, ef: ours.search(q, k, ef=ef, threads=threads)[1]
+    return Built(lambda q, ef: ours.search(q, k, ef=ef, threads=threads)[1], ours.memory_bytes())
 
 
 @pytest.fixture(scope="module")
-def built() -> dict[str, Search]:
+def built() -> dict[str, Built]:
     """Contenders built so far in this module."""
     return {}
 
 
-def get(name: str, vectors: Vectors, setup: Setup, cache: dict[str, Search]) -> Search:
+def get(name: str, vectors: Vectors, setup: Setup, cache: dict[str, Built]) -> Search:
     if name not in cache:
         cache[name] = build(name, vectors.x, setup.threads)
-    return cache[name]
+    return cache[name].search
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)
 def test_build(
-    benchmark: Any, contender: str, vectors: Vectors, setup: Setup, built: dict[str, Search]
+    benchmark: Any, contender: str, vectors: Vectors, setup: Setup, built: dict[str, Built]
 ) -> None:
     """Index construction (one round: it takes seconds)."""
     benchmark.group = f"hnsw build: {setup.n} x {setup.d}, M={M}, efC={EFC}"
@@ -91,7 +100,7 @@ def test_build(
 
 @pytest.mark.parametrize("contender", CONTENDERS)
 def test_search_at_recall(
-    benchmark: Any, contender: str, vectors: Vectors, setup: Setup, built: dict[str, Search]
+    benchmark: Any, contender: str, vectors: Vectors, setup: Setup, built: dict[str, Built]
 ) -> None:
     """Batch search at the smallest ef reaching recall@10 >= 0.95."""
     benchmark.group = f"hnsw search @ recall@10 {TARGET}: {setup.nq} queries"
