@@ -27,7 +27,9 @@ import rankfunnel as rf
 from common import best_of, clustered, load_vectors, recall, table
 
 
-def measure(name: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, threads: int, repeat: int) -> dict[str, Any]:
+def measure(
+    name: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, threads: int, repeat: int
+) -> dict[str, Any]:
     """Build ``name`` over ``x``, then sweep ``ef`` until recall passes the target."""
     t = time.perf_counter()
     built = build(name, x, threads)
