@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+from bench_hnsw import at_recall
 
 import rankfunnel as rf
-from bench_hnsw import at_recall
 from common import best_of, clustered, load_vectors, recall, table
 
 FRACTIONS = (0.5, 0.1, 0.01, 0.001)
@@ -100,6 +100,20 @@ def sweep(
         if r >= TARGET + 0.02 or first > max_seconds:
             break
     return out
+
+
+def fmt(v: Optional[float]) -> str:
+    """A QPS figure, or "not reached"."""
+    return "not reached" if v is None else f"{v:,.0f}"
+
+
+def ratio(qps95: dict[str, Optional[float]], ours: Optional[float], other: str) -> str:
+    """``ours / qps95[other]`` as ``x1.23``; "skipped" when the engine did not run, "n/a" when
+    either side never reached the target recall."""
+    if other not in qps95:
+        return "skipped"
+    v = qps95[other]
+    return "n/a" if ours is None or v is None else f"x{ours / v:.2f}"
 
 
 def main() -> None:
@@ -203,28 +217,32 @@ def main() -> None:
         curves: dict[str, list[tuple[int, float, float]]] = {}
         for mode in modes:
 
-            def ours_search(ef: int, mode: str = mode) -> np.ndarray:
+            def ours_search(
+                ef: int, mode: str = mode, qs: np.ndarray = qs, allow: np.ndarray = allow
+            ) -> np.ndarray:
                 return ours.search(qs, a.k, ef=ef, filter=allow, threads=a.threads, filter_mode=mode)[1]
 
             curves[f"rankfunnel {mode}"] = sweep(ours_search, ftruth, efs, a.repeat, a.max_seconds)
         if fi is not None:
             sel, _bits = faiss_selector(faiss, a.n, allow)
 
-            def fi_search(ef: int) -> np.ndarray:
+            def fi_search(ef: int, qs: np.ndarray = qs, sel: Any = sel) -> np.ndarray:
                 params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
                 return fi.search(qs, a.k, params=params)[1]  # type: ignore[no-any-return]
 
             curves["faiss IDSelectorBitmap"] = sweep(fi_search, ftruth, efs, a.repeat, a.max_seconds)
         if hl is not None:
-            allowed = set(allow.tolist())
-            hq = qs[: a.hnswlib_nq]
 
-            def hl_search(ef: int) -> np.ndarray:
+            def hl_search(
+                ef: int,
+                hq: np.ndarray = qs[: a.hnswlib_nq],
+                ok: Callable[[int], bool] = set(allow.tolist()).__contains__,
+            ) -> np.ndarray:
                 hl.set_ef(ef)
-                return hl.knn_query(hq, k=a.k, num_threads=a.threads, filter=allowed.__contains__)[0]  # type: ignore[no-any-return]
+                return hl.knn_query(hq, k=a.k, num_threads=a.threads, filter=ok)[0]  # type: ignore[no-any-return]
 
             curves["hnswlib filter"] = sweep(hl_search, ftruth[: a.hnswlib_nq], efs, a.repeat, a.max_seconds)
-        qps95 = {}
+        qps95: dict[str, Optional[float]] = {}
         for name, pts in curves.items():
             for ef, r, s in pts:
                 sweep_rows.append(
@@ -233,25 +251,14 @@ def main() -> None:
             qps95[name] = at_recall([(r, s) for _, r, s in pts], TARGET)
         ours95 = qps95[f"rankfunnel {modes[0]}"]
 
-        def fmt(v: Optional[float]) -> str:
-            return "not reached" if v is None else f"{v:,.0f}"
-
-        def ratio(other: str) -> str:
-            v = qps95.get(other)
-            if other not in qps95:
-                return "skipped"
-            if ours95 is None or v is None:
-                return "n/a"
-            return f"x{ours95 / v:.2f}"
-
         summary.append(
             {
                 "case": case,
                 "allowed": len(allow),
                 **{f"{name} QPS@{TARGET}": fmt(v) for name, v in qps95.items()},
                 "vs unfiltered": "n/a" if not (ours95 and unfiltered) else f"{ours95 / unfiltered:.2f}",
-                "ours/faiss": ratio("faiss IDSelectorBitmap"),
-                "ours/hnswlib": ratio("hnswlib filter"),
+                "ours/faiss": ratio(qps95, ours95, "faiss IDSelectorBitmap"),
+                "ours/hnswlib": ratio(qps95, ours95, "hnswlib filter"),
             }
         )
     print(table(sweep_rows))

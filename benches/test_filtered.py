@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-
 from bench_filtered import allow_list, faiss_selector, region_queries
+
 from conftest import Setup, Vectors, anchor, recall
 
 M, EFC, TARGET, HNSWLIB_NQ = 16, 200, 0.95, 100
