@@ -1,5 +1,6 @@
-//! Searching an [`HnswIndex`]: the graph walk, the cost model that picks it or an exact scan of
-//! the allowed vectors for filtered searches, and the exact scans themselves.
+//! Searching an [`HnswIndex`]: the graph walks (through every node, or two hops over the allowed
+//! ones), the cost model that picks a walk or an exact scan of the allowed vectors for filtered
+//! searches, and the exact scans themselves.
 
 use std::borrow::Cow;
 
@@ -7,6 +8,13 @@ use rayon::prelude::*;
 
 use super::graph::{greedy, search_allowed, search_layer, with_scratch, Cand, Dist, HalfSpace};
 use super::{bit, Allow, FilterMode, HnswIndex, BATCH_SCAN};
+use crate::error::Result;
+use crate::index::Index;
+use crate::invalid;
+use crate::metric::Metric;
+use crate::parallel;
+use crate::topk::{self, Results, Source, TopK};
+use crate::vectors;
 
 /// Cost of the two-hop walk per unit of `ef`, in vectors of an exact scan (see
 /// [`HnswIndex::plan`]).
@@ -14,7 +22,7 @@ const WALK_COST: f64 = 48.0;
 
 /// Allowed fraction of the live vectors from which [`FilterMode::Auto`] walks through every node
 /// (the filter barely slows that walk) rather than two hops over the allowed ones.
-const GRAPH_FRAC: f64 = 0.6;
+const GRAPH_FRAC: f64 = 0.4;
 
 /// How one query's search runs (see [`HnswIndex::plan`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,22 +41,15 @@ pub(super) enum Plan {
         budget: usize,
     },
 }
-use crate::error::Result;
-use crate::index::Index;
-use crate::invalid;
-use crate::metric::Metric;
-use crate::parallel;
-use crate::topk::{self, Results, Source, TopK};
-use crate::vectors;
 
 impl HnswIndex {
     /// Approximate top-`k` for `queries` (`nq x dim`) with beam width `ef` (raised to `k`); the
     /// [`Index::search`] of this index, with per-query allow-lists spelled as an [`Allow`].
     ///
-    /// `allow` restricts results to some ids: the walk then skips other nodes when collecting
-    /// results (it still routes through them); `mode` picks between that walk and an exact scan
-    /// of the allowed vectors. A query whose walk finds fewer than `k` results while more exist
-    /// falls back to the exact scan, so every query gets `min(k, allowed)` results.
+    /// `allow` restricts results to some ids; `mode` picks between the walks and an exact scan of
+    /// the allowed vectors (see [`FilterMode`]). A query whose walk finds fewer than `k` results
+    /// while more exist falls back to the exact scan, so every query gets `min(k, allowed)`
+    /// results.
     pub fn search_filtered(
         &self,
         queries: &[f32],
@@ -134,12 +135,14 @@ impl HnswIndex {
     /// How a filtered search over `allowed` live ids runs, for a batch of `nq` queries.
     ///
     /// [`FilterMode::Auto`] compares an exact scan, which reads every allowed vector once (a
-    /// quarter of that per query for batches, which the tile kernels serve from cache), with the
-    /// two-hop walk, which scores about as many nodes as an unfiltered walk of width `ef`
-    /// (`WALK_COST * ef`, in scanned rows: its reads are random). The walk it picks gives up and
-    /// scans once it has done an exact scan's worth of work, so a filter whose allowed vectors lie
-    /// far from the query (or split into islands the walk cannot cross) costs at most about twice
-    /// the scan.
+    /// quarter of that per query for batches, which the tile kernels serve from cache), with a
+    /// walk: the two-hop walk scores about as many nodes as an unfiltered walk of width `ef`
+    /// (`WALK_COST * ef`, in scanned rows: its reads are random); where at least `GRAPH_FRAC` of
+    /// the vectors are allowed, the plain walk through every node, which scores `1 / frac` times
+    /// that, is used instead (the filter barely slows it). The walk it picks gives up and scans
+    /// once it has computed as many distances as the scan would, so a filter whose allowed vectors
+    /// lie far from the query (or split into islands the walk cannot cross) costs at most about
+    /// twice the scan.
     pub(super) fn plan(&self, allowed: usize, nq: usize, ef: usize, mode: FilterMode) -> Plan {
         match mode {
             FilterMode::Exact => Plan::Exact,
