@@ -32,7 +32,7 @@ import numpy as np
 from bench_hnsw import at_recall
 
 import rankfunnel as rf
-from common import best_of, clustered, load_vectors, recall, table
+from common import best_of, clustered, faiss_hnsw, hnswlib_index, load_vectors, recall, table
 
 FRACTIONS = (0.5, 0.1, 0.01, 0.001)
 KINDS = ("random", "correlated")
@@ -176,24 +176,16 @@ def main() -> None:
         try:
             import faiss
 
-            faiss.omp_set_num_threads(a.threads)
-            fi = faiss.IndexHNSWFlat(a.d, a.m, faiss.METRIC_INNER_PRODUCT)
-            fi.hnsw.efConstruction = a.efc
             t = time.perf_counter()
-            fi.add(x)
+            fi = faiss_hnsw(x, a.m, a.efc, a.threads)
             print(f"built faiss in {time.perf_counter() - t:.1f}s", file=sys.stderr)
         except ImportError:
             print("faiss-cpu not installed: skipped", file=sys.stderr)
     hl: Any = None
     if "hnswlib" not in skip:
         try:
-            import hnswlib
-
-            hl = hnswlib.Index(space="ip", dim=a.d)
             t = time.perf_counter()
-            hl.init_index(max_elements=a.n, ef_construction=a.efc, M=a.m, random_seed=0)
-            hl.set_num_threads(a.threads)
-            hl.add_items(x, np.arange(a.n))
+            hl = hnswlib_index(x, a.m, a.efc, a.threads)
             print(f"built hnswlib in {time.perf_counter() - t:.1f}s", file=sys.stderr)
         except ImportError:
             print("hnswlib not installed: skipped", file=sys.stderr)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from bench_filtered import allow_list, faiss_selector, region_queries
 
+from common import faiss_hnsw, hnswlib_index
 from conftest import Setup, Vectors, anchor, recall
 
 M, EFC, TARGET, HNSWLIB_NQ = 16, 200, 0.95, 100
@@ -31,11 +32,8 @@ def build(name: str, x: np.ndarray, threads: int) -> Search:
     n, d = x.shape
     k = 10
     if name == "hnswlib":
-        hnswlib = anchor("hnswlib")
-        hl = hnswlib.Index(space="ip", dim=d)
-        hl.init_index(max_elements=n, ef_construction=EFC, M=M, random_seed=0)
-        hl.set_num_threads(threads)
-        hl.add_items(x, np.arange(n))
+        anchor("hnswlib")
+        hl = hnswlib_index(x, M, EFC, threads)
 
         def hl_search(q: np.ndarray, allow: np.ndarray, ef: int) -> np.ndarray:
             hl.set_ef(ef)
@@ -45,10 +43,7 @@ def build(name: str, x: np.ndarray, threads: int) -> Search:
         return hl_search
     if name == "faiss HNSWFlat":
         faiss = anchor("faiss")
-        faiss.omp_set_num_threads(threads)
-        fi = faiss.IndexHNSWFlat(d, M, faiss.METRIC_INNER_PRODUCT)
-        fi.hnsw.efConstruction = EFC
-        fi.add(x)
+        fi = faiss_hnsw(x, M, EFC, threads)
 
         def fi_search(q: np.ndarray, allow: np.ndarray, ef: int) -> np.ndarray:
             sel, _bits = faiss_selector(faiss, n, allow)
