@@ -466,28 +466,47 @@ pub(crate) fn search_layer<L: Links, S: Dist>(
         if spent > budget {
             return false;
         }
-        // Start every row's loads at once: the walk is bound by memory latency, not bandwidth.
-        for &nb in fresh.iter() {
-            space.prefetch(nb, usize::MAX);
-        }
-        for &nb in fresh.iter() {
-            let d = space.dist(q, nb);
-            if top.len() < ef || d < bound {
-                cand.push(Reverse(Cand { d, s: nb }));
-                if ok(nb) {
-                    top.push(Cand { d, s: nb });
-                    if top.len() > ef {
-                        top.pop();
-                    }
-                    if top.len() >= ef || all_ok {
-                        bound = top.peek().map_or(f32::INFINITY, |c| c.d);
-                    }
+        keep_closest(space, q, fresh, ef, &ok, all_ok, cand, top, &mut bound);
+    }
+    out.extend(top.drain());
+    true
+}
+
+/// Score the nodes of `fresh` and keep each one that can still matter: as a candidate to expand,
+/// and among the `ef` results when it passes `ok`. `bound` follows the worst kept result once
+/// `ef` are kept (from the first one with `tight`, for walks where every node passes).
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn keep_closest<S: Dist>(
+    space: &S,
+    q: &[f32],
+    fresh: &[u32],
+    ef: usize,
+    ok: impl Fn(u32) -> bool,
+    tight: bool,
+    cand: &mut BinaryHeap<Reverse<Cand>>,
+    top: &mut BinaryHeap<Cand>,
+    bound: &mut f32,
+) {
+    // Start every row's loads at once: the walk is bound by memory latency, not bandwidth.
+    for &nb in fresh {
+        space.prefetch(nb, usize::MAX);
+    }
+    for &nb in fresh {
+        let d = space.dist(q, nb);
+        if top.len() < ef || d < *bound {
+            cand.push(Reverse(Cand { d, s: nb }));
+            if ok(nb) {
+                top.push(Cand { d, s: nb });
+                if top.len() > ef {
+                    top.pop();
+                }
+                if top.len() >= ef || tight {
+                    *bound = top.peek().map_or(f32::INFINITY, |c| c.d);
                 }
             }
         }
     }
-    out.extend(top.drain());
-    true
 }
 
 /// Beam search on level 0 over the nodes that pass `ok` only, with two-hop expansion (ACORN-1,
@@ -587,22 +606,8 @@ pub(crate) fn search_allowed<L: Links, S: Dist>(
             }
             spent += 4 * read;
         }
-        for &nb in fresh.iter() {
-            space.prefetch(nb, usize::MAX);
-        }
-        for &nb in fresh.iter() {
-            let d = space.dist(q, nb);
-            if top.len() < ef || d < bound {
-                cand.push(Reverse(Cand { d, s: nb }));
-                top.push(Cand { d, s: nb });
-                if top.len() > ef {
-                    top.pop();
-                }
-                if top.len() >= ef {
-                    bound = top.peek().map_or(f32::INFINITY, |c| c.d);
-                }
-            }
-        }
+        // Every node of `fresh` passes the filter.
+        keep_closest(space, q, fresh, ef, |_| true, false, cand, top, &mut bound);
         spent += 4 * fresh.len();
         if spent > limit {
             return None;
