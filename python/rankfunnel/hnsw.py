@@ -168,9 +168,10 @@ class HNSWIndex(BF16Copy, IndexBase):
             outside the filter to its neighbours (two-hop expansion, as ACORN-1 does), so only
             allowed vectors are scored. ``"auto"`` (the default) scans when a cost model says
             the scan is cheaper than a walk of width ``ef`` (small allow-lists), else walks as
-            ``"acorn"`` does and switches to the scan once the walk has done a scan's worth of
-            work (allowed vectors far from the query). Every mode scans when its walk finds
-            fewer than ``k`` allowed results.
+            ``"graph"`` does when at least 40% of the vectors are allowed and as ``"acorn"``
+            does below that, switching to the scan once the walk has scored as many vectors as
+            the scan would (allowed vectors far from the query). Every mode scans when its walk
+            finds fewer than ``k`` allowed results.
 
         Returns
         -------
