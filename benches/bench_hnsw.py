@@ -185,7 +185,14 @@ def main() -> None:
     ef95 = next((ef for ef, (r, _) in zip(efs, curves["rankfunnel"]) if r >= 0.95), efs[-1])
     unf = dict(zip(efs, (qps for _, qps in curves["rankfunnel"])))[ef95]
     rows = []
-    for mode, ef in [("auto", ef95), ("graph", ef95), ("graph", 2 * ef95), ("exact", ef95)]:
+    for mode, ef in [
+        ("auto", ef95),
+        ("graph", ef95),
+        ("graph", 2 * ef95),
+        ("acorn", ef95),
+        ("acorn", 2 * ef95),
+        ("exact", ef95),
+    ]:
 
         def run(mode: str = mode, ef: int = ef) -> np.ndarray:
             return ours.search(q, a.k, ef=ef, filter=allow, threads=a.threads, filter_mode=mode)[1]
