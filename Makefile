@@ -67,6 +67,7 @@ bench-scripts: build ## the benchmark scripts (sweeps, ratios, memory) against t
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_flat.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_ivf.py
 	$(PY) benches/bench_hnsw.py
+	$(PY) benches/bench_filtered.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_maxsim.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benches/bench_models.py --repeat 2
 	$(PY) benches/bench_lexical.py

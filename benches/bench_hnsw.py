@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 import rankfunnel as rf
-from common import best_of, clustered, recall, table
+from common import best_of, clustered, faiss_hnsw, hnswlib_index, recall, table
 
 Search = Callable[[int], np.ndarray]
 
@@ -87,13 +87,8 @@ def main() -> None:
 
     if "hnswlib" not in skip:
         try:
-            import hnswlib
-
-            hl = hnswlib.Index(space="ip", dim=a.d)
             t = time.perf_counter()
-            hl.init_index(max_elements=a.n, ef_construction=a.efc, M=a.m, random_seed=0)
-            hl.set_num_threads(a.threads)
-            hl.add_items(x, np.arange(a.n))
+            hl = hnswlib_index(x, a.m, a.efc, a.threads)
             build = time.perf_counter() - t
 
             def hl_search(ef: int) -> np.ndarray:
@@ -110,11 +105,8 @@ def main() -> None:
         try:
             import faiss
 
-            faiss.omp_set_num_threads(a.threads)
-            fi = faiss.IndexHNSWFlat(a.d, a.m, faiss.METRIC_INNER_PRODUCT)
-            fi.hnsw.efConstruction = a.efc
             t = time.perf_counter()
-            fi.add(x)
+            fi = faiss_hnsw(x, a.m, a.efc, a.threads)
             build = time.perf_counter() - t
 
             def fi_search(ef: int) -> np.ndarray:
@@ -193,7 +185,14 @@ def main() -> None:
     ef95 = next((ef for ef, (r, _) in zip(efs, curves["rankfunnel"]) if r >= 0.95), efs[-1])
     unf = dict(zip(efs, (qps for _, qps in curves["rankfunnel"])))[ef95]
     rows = []
-    for mode, ef in [("auto", ef95), ("graph", ef95), ("graph", 2 * ef95), ("exact", ef95)]:
+    for mode, ef in [
+        ("auto", ef95),
+        ("graph", ef95),
+        ("graph", 2 * ef95),
+        ("acorn", ef95),
+        ("acorn", 2 * ef95),
+        ("exact", ef95),
+    ]:
 
         def run(mode: str = mode, ef: int = ef) -> np.ndarray:
             return ours.search(q, a.k, ef=ef, filter=allow, threads=a.threads, filter_mode=mode)[1]

@@ -7,14 +7,24 @@ import gzip
 import json
 import sys
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
 from rankfunnel.bench import best_of, latencies, recall, table
 from rankfunnel.synthetic import clustered
 
-__all__ = ["best_of", "clustered", "latencies", "read_docs", "load_vectors", "recall", "table"]
+__all__ = [
+    "best_of",
+    "clustered",
+    "faiss_hnsw",
+    "hnswlib_index",
+    "latencies",
+    "read_docs",
+    "load_vectors",
+    "recall",
+    "table",
+]
 
 
 def read_docs(path: Union[str, Path], count: int) -> list[tuple[str, str]]:
@@ -43,3 +53,25 @@ def load_vectors(path: Path, count: int, dim: int) -> np.ndarray:
         print(f"warning: {path} not found: using random unit vectors", file=sys.stderr)
     x = np.random.default_rng(0).standard_normal((count, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def hnswlib_index(x: np.ndarray, m: int, efc: int, threads: int) -> Any:
+    """An hnswlib inner-product index over ``x`` (labels = row numbers), built with ``threads``."""
+    import hnswlib
+
+    hl = hnswlib.Index(space="ip", dim=x.shape[1])
+    hl.init_index(max_elements=len(x), ef_construction=efc, M=m, random_seed=0)
+    hl.set_num_threads(threads)
+    hl.add_items(x, np.arange(len(x)))
+    return hl
+
+
+def faiss_hnsw(x: np.ndarray, m: int, efc: int, threads: int) -> Any:
+    """A faiss IndexHNSWFlat (inner product) over ``x``, OpenMP capped at ``threads``."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    fi = faiss.IndexHNSWFlat(x.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    fi.hnsw.efConstruction = efc
+    fi.add(x)
+    return fi

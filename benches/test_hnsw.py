@@ -12,6 +12,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import pytest
 
+from common import faiss_hnsw, hnswlib_index
 from conftest import Setup, Vectors, anchor, recall
 
 M, EFC, TARGET = 16, 200, 0.95
@@ -35,11 +36,8 @@ def build(name: str, x: np.ndarray, threads: int) -> Built:
     n, d = x.shape
     k = 10
     if name == "hnswlib":
-        hnswlib = anchor("hnswlib")
-        hl = hnswlib.Index(space="ip", dim=d)
-        hl.init_index(max_elements=n, ef_construction=EFC, M=M, random_seed=0)
-        hl.set_num_threads(threads)
-        hl.add_items(x, np.arange(n))
+        anchor("hnswlib")
+        hl = hnswlib_index(x, M, EFC, threads)
 
         def hl_search(q: np.ndarray, ef: int) -> np.ndarray:
             hl.set_ef(ef)
@@ -47,11 +45,8 @@ def build(name: str, x: np.ndarray, threads: int) -> Built:
 
         return Built(hl_search, hl.index_file_size())
     if name == "faiss HNSWFlat":
-        faiss = anchor("faiss")
-        faiss.omp_set_num_threads(threads)
-        fi = faiss.IndexHNSWFlat(d, M, faiss.METRIC_INNER_PRODUCT)
-        fi.hnsw.efConstruction = EFC
-        fi.add(x)
+        anchor("faiss")
+        fi = faiss_hnsw(x, M, EFC, threads)
 
         def fi_search(q: np.ndarray, ef: int) -> np.ndarray:
             fi.hnsw.efSearch = ef

@@ -69,7 +69,7 @@ fn filters_return_only_allowed_ids() {
     let (h, f, _) = build(2000, 16, Metric::L2, 1);
     let q = clustered(20, 16, 5);
     let allow: Vec<i64> = (0..2000).step_by(97).collect();
-    for mode in [FilterMode::Auto, FilterMode::Graph, FilterMode::Exact] {
+    for mode in [FilterMode::Auto, FilterMode::Graph, FilterMode::Acorn, FilterMode::Exact] {
         let r = h.search_filtered(&q, 10, 32, 2, Allow::Shared(&allow), mode).unwrap();
         assert!(r.ids.iter().all(|id| allow.contains(id)), "{mode:?}");
         let mut bits = vec![0u64; 2000usize.div_ceil(64)];

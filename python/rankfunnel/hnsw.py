@@ -16,7 +16,8 @@ from .registry import register
 
 Filter = Union[npt.ArrayLike, Sequence[npt.ArrayLike], None]
 
-_MODES = ("auto", "graph", "exact")
+_MODES = ("auto", "graph", "acorn", "exact")
+"""The ``filter_mode`` values of :meth:`HNSWIndex.search`."""
 
 
 class HNSWIndex(BF16Copy, IndexBase):
@@ -156,14 +157,21 @@ class HNSWIndex(BF16Copy, IndexBase):
             Beam width of the graph walk (raised to ``k``): higher is more accurate and slower.
         filter : array_like of int, or a sequence of them, optional
             Allow-list: one array of ids for every query, or a list with one array per query.
-            Only allowed ids are returned (unknown ids are ignored). The filter is applied inside
-            the graph walk; when the walk would be costly (a small allow-list) or finds fewer
-            than ``k`` allowed results, the allowed vectors are scanned exactly instead.
+            Only allowed ids are returned (unknown ids are ignored), ``min(k, allowed)`` of them per
+            query, with exact float32 scores. See ``filter_mode`` for how.
         threads : int, optional
             Thread cap for this call (queries are spread over threads).
-        filter_mode : {"auto", "graph", "exact"}
-            ``"auto"`` picks the walk or the exact scan by a cost model; ``"graph"`` always walks
-            (still scanning when the walk finds fewer than ``k``); ``"exact"`` always scans.
+        filter_mode : {"auto", "graph", "acorn", "exact"}
+            ``"exact"`` scans the allowed vectors exactly. ``"graph"`` walks the graph through
+            every node and keeps the allowed ones (hnswlib's filter: it slows down as the filter
+            gets selective). ``"acorn"`` walks the allowed nodes only, reaching past a node
+            outside the filter to its neighbours (two-hop expansion, as ACORN-1 does), so only
+            allowed vectors are scored. ``"auto"`` (the default) scans when a cost model says
+            the scan is cheaper than a walk of width ``ef`` (small allow-lists), else walks as
+            ``"graph"`` does when at least 40% of the vectors are allowed and as ``"acorn"``
+            does below that, switching to the scan once the walk has scored as many vectors as
+            the scan would (allowed vectors far from the query). Every mode scans when its walk
+            finds fewer than ``k`` allowed results.
 
         Returns
         -------
@@ -173,7 +181,9 @@ class HNSWIndex(BF16Copy, IndexBase):
         k = positive_int(k, "k")
         ef = positive_int(ef, "ef")
         if filter_mode not in _MODES:
-            raise RankfunnelError(f"unknown filter_mode {filter_mode!r}: expected 'auto', 'graph' or 'exact'")
+            raise RankfunnelError(
+                f"unknown filter_mode {filter_mode!r}: expected 'auto', 'graph', 'acorn' or 'exact'"
+            )
         q, single = as_matrix(queries, "queries", dim=self.dim)
         allow, lists = _filter(filter, len(q))
         scores, ids = self._index.search(q, k, ef, threads_arg(threads), allow, lists, filter_mode)

@@ -132,7 +132,20 @@ impl Builder<'_> {
             let mut ids = Vec::new();
             for l in (0..=level.min(max_level)).rev() {
                 found.clear();
-                search_layer(walk, &self.links, q, &eps, l, self.efc, self.n, ok, false, sc, &mut found);
+                search_layer(
+                    walk,
+                    &self.links,
+                    q,
+                    &eps,
+                    l,
+                    self.efc,
+                    self.n,
+                    ok,
+                    false,
+                    usize::MAX,
+                    sc,
+                    &mut found,
+                );
                 if self.half.is_some() {
                     for c in found.iter_mut() {
                         c.d = self.space.dist(q, c.s);
@@ -209,7 +222,20 @@ impl Builder<'_> {
             with_scratch(|sc| {
                 let ep = Cand { d: self.space.dist(q, entry), s: entry };
                 let ok = |u: u32| u != x && seen[u as usize];
-                search_layer(&self.space, &self.links, q, &[ep], 0, self.efc, n, ok, false, sc, &mut found);
+                search_layer(
+                    &self.space,
+                    &self.links,
+                    q,
+                    &[ep],
+                    0,
+                    self.efc,
+                    n,
+                    ok,
+                    false,
+                    usize::MAX,
+                    sc,
+                    &mut found,
+                );
             });
             let Some(u) = found.iter().min().copied() else { continue };
             let cap = self.links.shape.m0;

@@ -15,6 +15,8 @@
 //! rewriting its vector, relinking it and repairing the lists of its old neighbours.
 
 mod builder;
+#[cfg(test)]
+mod filter_tests;
 mod graph;
 mod io;
 mod search;
@@ -58,26 +60,32 @@ pub enum Allow<'a> {
 /// How a filtered search runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterMode {
-    /// Walk the graph or scan the allowed vectors exactly, whichever a cost model says is
-    /// cheaper (small allow-lists are scanned).
+    /// Scan the allowed vectors exactly when a cost model says that is cheaper than a walk
+    /// (small allow-lists), else walk them as [`FilterMode::Acorn`] does, giving up for the exact
+    /// scan once the walk has done a scan's worth of work.
     Auto,
-    /// Always walk the graph (falling back to an exact scan only when the walk finds fewer than
-    /// `k` allowed results).
+    /// Walk the graph through every node, keeping the allowed ones (hnswlib's filter), falling
+    /// back to an exact scan only when the walk finds fewer than `k` allowed results.
     Graph,
+    /// Walk only the allowed nodes, reaching past a node outside the filter to its neighbours
+    /// (two-hop expansion, as ACORN-1 does), so only allowed vectors are scored; falls back to an
+    /// exact scan only when the walk finds fewer than `k` allowed results.
+    Acorn,
     /// Always scan the allowed vectors exactly.
     Exact,
 }
 
 impl FilterMode {
-    /// Parse `"auto" | "graph" | "exact"`.
+    /// Parse `"auto" | "graph" | "acorn" | "exact"`.
     pub fn parse(name: &str) -> Result<FilterMode> {
         match name {
             "auto" => Ok(FilterMode::Auto),
             "graph" => Ok(FilterMode::Graph),
+            "acorn" => Ok(FilterMode::Acorn),
             "exact" => Ok(FilterMode::Exact),
-            other => {
-                Err(invalid!("unknown filter_mode {other:?}: expected \"auto\", \"graph\" or \"exact\""))
-            }
+            other => Err(invalid!(
+                "unknown filter_mode {other:?}: expected \"auto\", \"graph\", \"acorn\" or \"exact\""
+            )),
         }
     }
 }

@@ -1,11 +1,12 @@
-//! Searching an [`HnswIndex`]: the graph walk, the cost model that picks it or an exact scan of
-//! the allowed vectors for filtered searches, and the exact scans themselves.
+//! Searching an [`HnswIndex`]: the graph walks (through every node, or two hops over the allowed
+//! ones), the cost model that picks a walk or an exact scan of the allowed vectors for filtered
+//! searches, and the exact scans themselves.
 
 use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::graph::{greedy, search_layer, with_scratch, Cand, Dist, HalfSpace};
+use super::graph::{greedy, search_allowed, search_layer, with_scratch, Cand, Dist, HalfSpace};
 use super::{bit, Allow, FilterMode, HnswIndex, BATCH_SCAN};
 use crate::error::Result;
 use crate::index::Index;
@@ -15,14 +16,40 @@ use crate::parallel;
 use crate::topk::{self, Results, Source, TopK};
 use crate::vectors;
 
+/// Cost of the two-hop walk per unit of `ef`, in vectors of an exact scan (see
+/// [`HnswIndex::plan`]).
+const WALK_COST: f64 = 48.0;
+
+/// Allowed fraction of the live vectors from which [`FilterMode::Auto`] walks through every node
+/// (the filter barely slows that walk) rather than two hops over the allowed ones.
+const GRAPH_FRAC: f64 = 0.4;
+
+/// How one query's search runs (see [`HnswIndex::plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// Scan the allowed vectors exactly.
+    Exact,
+    /// Walk the graph through every node, keeping the allowed ones (hnswlib's filter); past
+    /// `budget` distances, scan instead.
+    Graph {
+        /// Distances the walk may compute before it gives up for the exact scan.
+        budget: usize,
+    },
+    /// Walk the allowed nodes with two-hop expansion; past `budget` distances, scan instead.
+    TwoHop {
+        /// Distances the walk may compute before it gives up for the exact scan.
+        budget: usize,
+    },
+}
+
 impl HnswIndex {
     /// Approximate top-`k` for `queries` (`nq x dim`) with beam width `ef` (raised to `k`); the
     /// [`Index::search`] of this index, with per-query allow-lists spelled as an [`Allow`].
     ///
-    /// `allow` restricts results to some ids: the walk then skips other nodes when collecting
-    /// results (it still routes through them); `mode` picks between that walk and an exact scan
-    /// of the allowed vectors. A query whose walk finds fewer than `k` results while more exist
-    /// falls back to the exact scan, so every query gets `min(k, allowed)` results.
+    /// `allow` restricts results to some ids; `mode` picks between the walks and an exact scan of
+    /// the allowed vectors (see [`FilterMode`]). A query whose walk finds fewer than `k` results
+    /// while more exist falls back to the exact scan, so every query gets `min(k, allowed)`
+    /// results.
     pub fn search_filtered(
         &self,
         queries: &[f32],
@@ -54,12 +81,9 @@ impl HnswIndex {
             Allow::Shared(ids) => Some(self.bitmap(ids)),
             _ => None,
         };
-        let mut scan = false;
         if let Some((bits, count)) = &shared {
-            scan =
-                mode == FilterMode::Exact || (mode == FilterMode::Auto && self.prefer_exact(*count, nq, ef));
             // Batches go through the tile kernels over a gathered copy; a few queries scan in place.
-            if scan && nq >= BATCH_SCAN {
+            if nq >= BATCH_SCAN && self.plan(*count, nq, ef, mode) == Plan::Exact {
                 return self.exact_batch(&queries, bits, k, threads);
             }
         }
@@ -70,26 +94,16 @@ impl HnswIndex {
                     if mode == FilterMode::Exact {
                         self.exact_one(q, k, None)
                     } else {
-                        self.walk(q, k, ef, None, self.len())
+                        self.walk(q, k, ef, None, self.len(), Plan::Graph { budget: usize::MAX })
                     }
                 }
                 Allow::Shared(_) => {
                     let (bits, count) = shared.as_ref().expect("built above");
-                    if scan {
-                        self.exact_one(q, k, Some(bits))
-                    } else {
-                        self.walk(q, k, ef, Some(bits), *count)
-                    }
+                    self.walk(q, k, ef, Some(bits), *count, self.plan(*count, nq, ef, mode))
                 }
                 Allow::PerQuery(lists) => {
                     let (bits, count) = self.bitmap(lists[qi]);
-                    let exact = mode == FilterMode::Exact
-                        || (mode == FilterMode::Auto && self.prefer_exact(count, 1, ef));
-                    if exact {
-                        self.exact_one(q, k, Some(&bits))
-                    } else {
-                        self.walk(q, k, ef, Some(&bits), count)
-                    }
+                    self.walk(q, k, ef, Some(&bits), count, self.plan(count, 1, ef, mode))
                 }
             }
         };
@@ -118,19 +132,43 @@ impl HnswIndex {
         (bits, count)
     }
 
-    /// Cost model of filtered search: a walk that keeps only a fraction `f` of the nodes visits
-    /// about `24 * ef / f` of them; an exact scan reads every allowed vector once (a quarter of
-    /// that per query for batches, which the tile kernels serve from cache).
-    pub(super) fn prefer_exact(&self, allowed: usize, nq: usize, ef: usize) -> bool {
-        let live = self.len().max(1) as f64;
-        let frac = (allowed as f64 / live).max(1e-9);
-        let walk = (24.0 * ef as f64 / frac).min(live);
-        let exact = allowed as f64 * if nq >= BATCH_SCAN { 0.25 } else { 1.0 };
-        exact <= walk
+    /// How a filtered search over `allowed` live ids runs, for a batch of `nq` queries.
+    ///
+    /// [`FilterMode::Auto`] compares an exact scan, which reads every allowed vector once (a
+    /// quarter of that per query for batches, which the tile kernels serve from cache), with a
+    /// walk: the two-hop walk scores about as many nodes as an unfiltered walk of width `ef`
+    /// (`WALK_COST * ef`, in scanned rows: its reads are random); where at least `GRAPH_FRAC` of
+    /// the vectors are allowed, the plain walk through every node, which scores `1 / frac` times
+    /// that, is used instead (the filter barely slows it). The walk it picks gives up and scans
+    /// once it has computed as many distances as the scan would, so a filter whose allowed vectors
+    /// lie far from the query (or split into islands the walk cannot cross) costs at most about
+    /// twice the scan.
+    pub(super) fn plan(&self, allowed: usize, nq: usize, ef: usize, mode: FilterMode) -> Plan {
+        match mode {
+            FilterMode::Exact => Plan::Exact,
+            FilterMode::Graph => Plan::Graph { budget: usize::MAX },
+            FilterMode::Acorn => Plan::TwoHop { budget: usize::MAX },
+            FilterMode::Auto => {
+                let frac = allowed as f64 / self.len().max(1) as f64;
+                let graph = frac >= GRAPH_FRAC;
+                let walk = WALK_COST * ef as f64 / if graph { frac } else { 1.0 };
+                let exact = allowed as f64 * if nq >= BATCH_SCAN { 0.25 } else { 1.0 };
+                if exact <= walk {
+                    Plan::Exact
+                } else if graph {
+                    Plan::Graph { budget: allowed }
+                } else {
+                    Plan::TwoHop { budget: allowed }
+                }
+            }
+        }
     }
 
-    /// The graph walk for one query: greedy descent through the upper levels, then a beam of
-    /// width `ef` on level 0 keeping nodes that are live and allowed.
+    /// One query's search by `plan`: an exact scan, or greedy descent through the upper levels
+    /// and then a beam of width `ef` on level 0 keeping nodes that are live and allowed (every
+    /// node routes the walk for [`Plan::Graph`]; [`Plan::TwoHop`] walks the allowed ones only).
+    /// A walk that finds fewer than `min(k, eligible)` results, or runs over its budget, is
+    /// replaced by the exact scan.
     pub(super) fn walk(
         &self,
         q: &[f32],
@@ -138,17 +176,30 @@ impl HnswIndex {
         ef: usize,
         allow: Option<&[u64]>,
         eligible: usize,
+        plan: Plan,
     ) -> TopK {
         let mut sel = TopK::new(k);
         let Some(entry) = self.entry else { return sel };
         if eligible == 0 {
             return sel;
         }
+        if plan == Plan::Exact {
+            return self.exact_one(q, k, allow);
+        }
+        // A beam wider than the allowed set never fills, and the walk would visit every node.
+        let ef = ef.min(eligible);
         let space = self.space();
         let mut found = Vec::with_capacity(ef);
-        if self.prefilter {
+        let done = if self.prefilter {
             let half = HalfSpace::new(self.half.as_slice(), self.dim, self.metric == Metric::L2);
-            self.walk_with(&half, q, entry, ef, allow, &mut found);
+            self.walk_with(&half, q, entry, ef, allow, plan, &mut found)
+        } else {
+            self.walk_with(&space, q, entry, ef, allow, plan, &mut found)
+        };
+        if !done {
+            return self.exact_one(q, k, allow);
+        }
+        if self.prefilter {
             for c in &found {
                 space.prefetch(c.s, 32);
             }
@@ -156,7 +207,6 @@ impl HnswIndex {
                 sel.push(-space.dist(q, c.s), self.ids[c.s as usize]);
             }
         } else {
-            self.walk_with(&space, q, entry, ef, allow, &mut found);
             for c in &found {
                 sel.push(-c.d, self.ids[c.s as usize]);
             }
@@ -167,6 +217,9 @@ impl HnswIndex {
         sel
     }
 
+    /// The walk of [`HnswIndex::walk`] over `walk`'s distances; appends what it keeps to `found`
+    /// and returns false when a [`Plan::TwoHop`] ran over its budget.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn walk_with<W: Dist>(
         &self,
         walk: &W,
@@ -174,30 +227,48 @@ impl HnswIndex {
         entry: u32,
         ef: usize,
         allow: Option<&[u64]>,
+        plan: Plan,
         found: &mut Vec<Cand>,
-    ) {
+    ) -> bool {
         let links = self.links();
         let deleted = &self.deleted;
         let all_ok = allow.is_none() && self.free.is_empty();
+        let n = self.ids.len();
         with_scratch(|sc| {
             let mut cur = Cand { d: walk.dist(q, entry), s: entry };
             for l in (1..=self.max_level).rev() {
                 cur = greedy(walk, &links, q, cur, l, sc);
             }
             let ok = |s: u32| !bit(deleted, s) && allow.is_none_or(|a| bit(a, s));
-            search_layer(walk, &links, q, &[cur], 0, ef, self.ids.len(), ok, all_ok, sc, found);
-        });
+            match plan {
+                Plan::TwoHop { budget } if allow.is_some() => {
+                    let cap = self.shape.m0;
+                    search_allowed(walk, &links, q, cur, ef, cap, n, ok, budget, sc, found).is_some()
+                }
+                Plan::TwoHop { budget } | Plan::Graph { budget } => {
+                    search_layer(walk, &links, q, &[cur], 0, ef, n, ok, all_ok, budget, sc, found)
+                }
+                Plan::Exact => unreachable!("exact plans do not walk"),
+            }
+        })
     }
 
     /// Exact top-`k` of one query over the live (and allowed) slots.
     pub(super) fn exact_one(&self, q: &[f32], k: usize, allow: Option<&[u64]>) -> TopK {
         let space = self.space();
         let mut sel = TopK::new(k);
-        for s in 0..self.ids.len() as u32 {
-            if bit(&self.deleted, s) || allow.is_some_and(|a| !bit(a, s)) {
-                continue;
+        let n = self.ids.len();
+        // A word of the bitmap at a time: a small allow-list skips 64 slots per test.
+        for (w, &dead) in self.deleted.iter().enumerate() {
+            let mut live = !dead & allow.map_or(u64::MAX, |a| a[w]);
+            if w == n / 64 {
+                live &= (1u64 << (n % 64)).wrapping_sub(1);
             }
-            sel.push(-space.dist(q, s), self.ids[s as usize]);
+            while live != 0 {
+                let s = (w * 64) as u32 + live.trailing_zeros();
+                live &= live - 1;
+                sel.push(-space.dist(q, s), self.ids[s as usize]);
+            }
         }
         sel
     }
