@@ -45,7 +45,7 @@ def build(name: str, x: np.ndarray, threads: int) -> Built:
 
         return Built(hl_search, hl.index_file_size())
     if name == "faiss HNSWFlat":
-        anchor("faiss")
+        faiss = anchor("faiss")
         fi = faiss_hnsw(x, M, EFC, threads)
 
         def fi_search(q: np.ndarray, ef: int) -> np.ndarray:
