@@ -197,7 +197,7 @@ impl IvfIndex {
         } else {
             x
         };
-        let km = kmeans::kmeans(
+        let km = kmeans::centroids(
             train,
             d,
             self.nlist,
