@@ -17,6 +17,7 @@
 mod builder;
 mod graph;
 mod io;
+pub(crate) use io::GraphSections;
 mod search;
 #[cfg(test)]
 mod staged_tests;
