@@ -88,7 +88,9 @@ fn removed_ids_never_return_and_a_failed_remove_changes_nothing() {
         let gone: Vec<i64> = (0..N as i64).step_by(3).collect();
         assert_eq!(idx.remove(&gone).unwrap(), gone.len());
         assert_eq!(idx.len(), N - gone.len());
-        let r = idx.search(&x[..50 * D], 10, &IvfParams { nprobe: 16, refine: 2, coarse_ef: 0 }, None, 2).unwrap();
+        let r = idx
+            .search(&x[..50 * D], 10, &IvfParams { nprobe: 16, refine: 2, coarse_ef: 0 }, None, 2)
+            .unwrap();
         assert!(r.ids.iter().all(|id| *id >= 0 && id % 3 != 0), "{storage:?}");
         // Every remaining vector is still found by an exact (all lists) search of itself.
         let mut f = IvfIndex::new(D, 16, Metric::L2, storage).unwrap();
@@ -96,8 +98,15 @@ fn removed_ids_never_return_and_a_failed_remove_changes_nothing() {
         f.add(&x, None, 2).unwrap();
         f.remove(&gone).unwrap();
         for i in (1..200).filter(|i| i % 3 != 0) {
-            let r =
-                f.search(&x[i * D..(i + 1) * D], 1, &IvfParams { nprobe: 16, refine: 4, coarse_ef: 0 }, None, 1).unwrap();
+            let r = f
+                .search(
+                    &x[i * D..(i + 1) * D],
+                    1,
+                    &IvfParams { nprobe: 16, refine: 4, coarse_ef: 0 },
+                    None,
+                    1,
+                )
+                .unwrap();
             assert_eq!(r.ids[0], i as i64, "{storage:?}");
         }
         // Default ids continue after the largest id ever given.
@@ -188,7 +197,10 @@ fn bad_input_is_an_error_and_changes_nothing() {
     assert!(idx.add(&x[..2 * D], Some(&[70]), 1).is_err(), "id count");
     assert_eq!(idx.len(), 10, "failed adds change nothing");
     assert!(idx.search(&x[..D], 0, &p, None, 1).is_err(), "k = 0");
-    assert!(idx.search(&x[..D], 1, &IvfParams { nprobe: 0, refine: 0, coarse_ef: 0 }, None, 1).is_err(), "nprobe = 0");
+    assert!(
+        idx.search(&x[..D], 1, &IvfParams { nprobe: 0, refine: 0, coarse_ef: 0 }, None, 1).is_err(),
+        "nprobe = 0"
+    );
     assert!(idx.search(&x[..D + 1], 1, &p, None, 1).is_err(), "ragged queries");
     // More results than vectors: padded with id -1.
     let r = idx.search(&x[..D], 15, &IvfParams { nprobe: 8, refine: 0, coarse_ef: 0 }, None, 1).unwrap();

@@ -7,9 +7,9 @@ use super::graph::LinkWords;
 use super::{bit, HnswIndex, Shape, MAX_LEVEL, MAX_M};
 use crate::error::Result;
 use crate::ids::IdMap;
-use crate::metric::Metric;
 #[cfg(doc)]
 use crate::index::Index;
+use crate::metric::Metric;
 use crate::rng::Rng;
 use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
 

@@ -110,7 +110,8 @@ impl IvfIndex {
             return Ok(());
         }
         if self.graph.is_none() {
-            let mut g = HnswIndex::new(self.dim, self.coarse_metric(), GRAPH_M, GRAPH_EF_CONSTRUCTION, 0, false)?;
+            let mut g =
+                HnswIndex::new(self.dim, self.coarse_metric(), GRAPH_M, GRAPH_EF_CONSTRUCTION, 0, false)?;
             g.add(&self.centroids, None, threads)?;
             self.graph = Some(g);
         }
@@ -124,7 +125,8 @@ impl IvfIndex {
 
     /// Restore a saved graph over the centroids.
     pub(super) fn set_graph(&mut self, g: GraphSections) -> std::result::Result<(), &'static str> {
-        let graph = HnswIndex::from_graph_sections(self.dim, self.coarse_metric(), self.centroids.clone(), g)?;
+        let graph =
+            HnswIndex::from_graph_sections(self.dim, self.coarse_metric(), self.centroids.clone(), g)?;
         if graph.len() != self.nlist {
             return Err("the coarse graph does not cover every centroid");
         }

@@ -5,8 +5,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::{
-    add_chunked, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice, to_py,
-    AddArgs,
+    add_chunked, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice,
+    to_py, AddArgs,
 };
 use crate::error::Error;
 use crate::index::Index;
