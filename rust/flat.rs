@@ -16,8 +16,8 @@ const PREFILTER_MAX_QUERIES: usize = 2;
 /// ... on indexes of at least this many vectors.
 const PREFILTER_MIN_VECTORS: usize = 1024;
 /// Floats one `remove` call moves at most (each removal rewrites a row in block layout, one
-/// cache line per dimension), keeping each call to about a millisecond.
-pub(crate) const REMOVE_FLOATS: usize = 1 << 15;
+/// cache line per dimension), keeping each call well under a millisecond.
+pub(crate) const REMOVE_FLOATS: usize = 1 << 14;
 use crate::vectors;
 
 /// Positions of the settings in a FlatIndex file's `meta` section (`i64` each).

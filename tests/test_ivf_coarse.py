@@ -23,7 +23,11 @@ def probed(idx: rf.IVFIndex, q: np.ndarray, x: np.ndarray, nprobe: int) -> set[i
     ref = reference(q[None], c, metric)[0]
     order = np.argsort(ref) if metric == "l2" else np.argsort(-ref)
     nearest = set(order[:nprobe].tolist())
-    owner = np.argmin(reference(x, c, "l2"), axis=1) if metric == "l2" else np.argmax(reference(x, c, "dot"), axis=1)
+    owner = (
+        np.argmin(reference(x, c, "l2"), axis=1)
+        if metric == "l2"
+        else np.argmax(reference(x, c, "dot"), axis=1)
+    )
     return {i for i in range(len(x)) if owner[i] in nearest}
 
 
@@ -83,7 +87,9 @@ def test_graph_picks_the_nearest_lists(simd_level: str, metric: str) -> None:
             got_set = set(got[got >= 0].tolist())
             hits += len(got_set & want)
             total += len(want)
-        assert hits / total >= 0.95, f"nprobe={nprobe}: the graph found {hits / total:.3f} of the lists' vectors"
+        assert hits / total >= 0.95, (
+            f"nprobe={nprobe}: the graph found {hits / total:.3f} of the lists' vectors"
+        )
     a = exact.search(q, k=10, nprobe=16)[1]
     b = graph.search(q, k=10, nprobe=16)[1]
     assert np.mean([len(set(u) & set(v)) / 10 for u, v in zip(a, b)]) >= 0.95
@@ -154,5 +160,6 @@ def test_format_2_file_loads_and_rebuilds_the_graph(tmp_path: Path) -> None:
     assert np.mean(walked == np.arange(30)) >= 0.9
     old.save(tmp_path / "v3.rfi")
     again = rf.load(tmp_path / "v3.rfi")
-    np.testing.assert_array_equal(again.search(x[:30], k=5, nprobe=8)[1], old.search(x[:30], k=5, nprobe=8)[1])
-
+    np.testing.assert_array_equal(
+        again.search(x[:30], k=5, nprobe=8)[1], old.search(x[:30], k=5, nprobe=8)[1]
+    )

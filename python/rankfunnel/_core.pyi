@@ -58,7 +58,9 @@ def kmeans(
 IVF_GRAPH_MIN_NLIST: int
 
 class IVFIndex:
-    def __init__(self, dim: int, nlist: int, metric_name: str, storage: str, coarse: str = "auto") -> None: ...
+    def __init__(
+        self, dim: int, nlist: int, metric_name: str, storage: str, coarse: str = "auto"
+    ) -> None: ...
     @property
     def dim(self) -> int: ...
     @property

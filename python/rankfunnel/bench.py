@@ -77,10 +77,26 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _ours_ivf(idx: Any, q: np.ndarray, k: int, nprobe: int, refine: int, threads: int) -> Any:
+    if idx.coarse != "auto":
+        idx.set_coarse("auto")
     return idx.search(q, k, nprobe=nprobe, refine=refine, threads=threads)[1]
 
 
-def _faiss_ivf(index: Any, quantizer: Any, q: np.ndarray, k: int, nprobe: int, refine: int, threads: int) -> Any:
+def _ours_ivf_walk(idx: Any, q: np.ndarray, k: int, nprobe: int, refine: int, threads: int) -> Any:
+    """Search with ``coarse="hnsw"``: the lists always picked by walking the centroid graph."""
+    if idx.coarse != "hnsw":
+        idx.set_coarse("hnsw")
+    return idx.search(q, k, nprobe=nprobe, refine=refine, threads=threads)[1]
+
+
+def _one_query(search: Callable[..., Any], q: np.ndarray, k: int, nprobe: int, refine: int, i: int) -> Any:
+    """Query ``i`` of ``q`` alone, one thread."""
+    return search(q[i : i + 1], k, nprobe, refine, 1)
+
+
+def _faiss_ivf(
+    index: Any, quantizer: Any, q: np.ndarray, k: int, nprobe: int, refine: int, threads: int
+) -> Any:
     """faiss IVF search with ``nprobe`` (``quantizer`` is held so it outlives the index)."""
     index.nprobe = nprobe
     return index.search(q, k)[1]
@@ -244,15 +260,13 @@ def ivf(argv: Optional[Sequence[str]] = None, show_progress: Optional[bool] = No
         t2 = time.perf_counter()
         builds[f"ours {storage}"] = (t1 - t, t2 - t1, idx.memory_bytes(), functools.partial(_ours_ivf, idx))
         if large and storage == "f32":
-            # The same index, every search walking the centroid graph (auto may scan a batch exactly).
-            walk = rf.IVFIndex(d, nlist=a.nlist, metric="dot", coarse="hnsw")
-            walk.train(x, iters=a.iters, threads=a.threads)
-            walk.add(x, threads=a.threads)
+            # The same index with every search walking the centroid graph (auto may scan a
+            # batch's centroids exactly when that is cheaper).
             builds["ours f32 hnsw-q"] = (
                 t1 - t,
                 t2 - t1,
-                walk.memory_bytes(),
-                functools.partial(_ours_ivf, walk),
+                idx.memory_bytes(),
+                functools.partial(_ours_ivf_walk, idx),
             )
     try:
         import faiss
@@ -318,9 +332,15 @@ def ivf(argv: Optional[Sequence[str]] = None, show_progress: Optional[bool] = No
                 t = best_of(run, 2)
                 rec = recall(found, truth)
                 curves[label].append((rec, len(q) / t))
-                row = {"engine": label, "nprobe": nprobe, "recall@10": f"{rec:.4f}", "QPS": f"{len(q) / t:,.0f}"}
+                row = {
+                    "engine": label,
+                    "nprobe": nprobe,
+                    "recall@10": f"{rec:.4f}",
+                    "QPS": f"{len(q) / t:,.0f}",
+                }
                 if nsingle:
-                    lat = latencies(lambda i: search(q[i : i + 1], a.k, nprobe, refine, 1), nsingle)
+                    one = functools.partial(_one_query, search, q, a.k, nprobe, refine)
+                    lat = latencies(one, nsingle)
                     single[label].append((recall(found[:nsingle], truth[:nsingle]), 1 / float(np.mean(lat))))
                     row["1-query QPS"] = f"{1 / float(np.mean(lat)):,.0f}"
                 bar.update(1)
@@ -349,15 +369,17 @@ def ivf(argv: Optional[Sequence[str]] = None, show_progress: Optional[bool] = No
             at = {name: qps_at(c, target) for name, c in table_of.items()}
             if not at:
                 continue
-            print(f"\n{kind} QPS at recall@10 = {target}: " + ", ".join(f"{n} {v:,.0f}" for n, v in at.items()))
+            print(
+                f"\n{kind} QPS at recall@10 = {target}: " + ", ".join(f"{n} {v:,.0f}" for n, v in at.items())
+            )
             for ours, theirs in pairs:
                 if at.get(ours, 0) > 0 and at.get(theirs, 0) > 0:
                     print(f"{ours} / {theirs}: x{at[ours] / at[theirs]:.2f}")
     if "faiss IVFFlat" in builds:
-        ours, theirs = builds["ours f32"], builds["faiss IVFFlat"]
+        mine, peer = builds["ours f32"], builds["faiss IVFFlat"]
         print(
-            f"\nspeed ours f32 / faiss IVFFlat (higher is faster): train x{theirs[0] / ours[0]:.2f}, "
-            f"add x{theirs[1] / ours[1]:.2f}, train+add x{(theirs[0] + theirs[1]) / (ours[0] + ours[1]):.2f}"
+            f"\nspeed ours f32 / faiss IVFFlat (higher is faster): train x{peer[0] / mine[0]:.2f}, "
+            f"add x{peer[1] / mine[1]:.2f}, train+add x{(peer[0] + peer[1]) / (mine[0] + mine[1]):.2f}"
         )
     if "ours int8" in builds:
         print(f"int8 index memory / f32: {builds['ours int8'][2] / builds['ours f32'][2]:.2f}")

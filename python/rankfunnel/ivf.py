@@ -189,7 +189,7 @@ class IVFIndex(IndexBase):
             Allow-list of ids.
         coarse_ef : int
             Beam width of the walk over the centroid graph when one is used (0: the default
-            ``max(2 * nprobe, 32)``); wider finds the true nearest lists more often.
+            ``max(nprobe + nprobe // 2, 32)``); wider finds the true nearest lists more often.
 
         Returns
         -------

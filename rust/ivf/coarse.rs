@@ -15,7 +15,7 @@ pub const GRAPH_MIN_NLIST: usize = 1024;
 const GRAPH_M: usize = 16;
 /// Beam width used when inserting centroids into the graph.
 const GRAPH_EF_CONSTRUCTION: usize = 128;
-/// Default beam width of the walk: at least this, and at least twice `nprobe`.
+/// Default beam width of the walk: at least this, and at least 1.5 `nprobe`.
 const GRAPH_EF_MIN: usize = 32;
 /// About how many centroids a walk scores per unit of beam width (measured on MiniLM centroids).
 const VISITS_PER_EF: usize = 40;
@@ -137,7 +137,7 @@ impl IvfIndex {
     /// The beam width a walk for `nprobe` lists uses (`ef = 0`: the default).
     fn walk_ef(nprobe: usize, ef: usize) -> usize {
         if ef == 0 {
-            (2 * nprobe).max(GRAPH_EF_MIN)
+            (nprobe + nprobe / 2).max(GRAPH_EF_MIN)
         } else {
             ef.max(nprobe)
         }

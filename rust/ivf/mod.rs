@@ -89,7 +89,7 @@ pub struct IvfParams {
     pub nprobe: usize,
     /// With int8 storage, rescore the best `refine * k` with the float32 vectors (0: off).
     pub refine: usize,
-    /// Beam width of the walk over the centroid graph (0: `max(2 nprobe, 32)`).
+    /// Beam width of the walk over the centroid graph (0: `max(nprobe + nprobe / 2, 32)`).
     pub coarse_ef: usize,
 }
 
