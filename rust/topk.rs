@@ -314,7 +314,7 @@ fn any_candidate(row: &[f32], thr: f32, l2: bool) -> bool {
     let sign = if l2 { -1.0 } else { 1.0 };
     let mut hit = false;
     for &s in row {
-        hit |= !(s * sign < thr) | !(s.abs() < f32::INFINITY);
+        hit |= (s * sign >= thr) | !s.is_finite();
     }
     hit
 }
