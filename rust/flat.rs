@@ -15,6 +15,9 @@ use crate::topk::{self, Blocks, Prefilter, Results, Source};
 const PREFILTER_MAX_QUERIES: usize = 2;
 /// ... on indexes of at least this many vectors.
 const PREFILTER_MIN_VECTORS: usize = 1024;
+/// Floats one `remove` call moves at most (each removal rewrites a row in block layout, one
+/// cache line per dimension), keeping each call well under a millisecond.
+pub(crate) const REMOVE_FLOATS: usize = 1 << 14;
 use crate::vectors;
 
 /// Positions of the settings in a FlatIndex file's `meta` section (`i64` each).
@@ -25,6 +28,16 @@ mod meta {
     pub const PREFILTER: usize = 1;
     /// Number of entries.
     pub const LEN: usize = 2;
+}
+
+/// The buffers of a [`FlatIndex`] with room for more rows (see [`FlatIndex::grown`]).
+pub struct Grown {
+    data: Vec<f32>,
+    half: Vec<u16>,
+    resid: Vec<f32>,
+    norms: Vec<f32>,
+    ids: Vec<i64>,
+    idmap: IdMap,
 }
 
 /// Exact (brute-force) index: every search scores every stored vector.
@@ -63,6 +76,48 @@ impl FlatIndex {
             ids: Vec::new(),
             idmap: IdMap::new(),
         })
+    }
+
+    /// Buffers with room for `extra` more rows, copied from the current ones, or `None` when
+    /// they have room already. Changes nothing: the copy runs while searches share the index,
+    /// and [`FlatIndex::install`] swaps it in at once.
+    pub fn grown(&self, extra: usize) -> Option<Grown> {
+        let d = self.dim;
+        let n = self.ids.len() + extra;
+        let want = pack::packed_len(n, d);
+        let grow = want - self.data.as_slice().len();
+        if self.data.room() >= grow
+            && (!self.prefilter
+                || self.half.room() >= grow && self.resid.room() >= extra && self.norms.room() >= extra)
+            && self.ids.capacity() - self.ids.len() >= extra
+            && self.idmap.has_room(extra)
+        {
+            return None;
+        }
+        fn copy<T: Copy + Default>(src: &[T], cap: usize) -> Vec<T> {
+            let mut v = Vec::with_capacity(cap.max(src.len()));
+            v.extend_from_slice(src);
+            v
+        }
+        let rows = if self.prefilter { n } else { 0 };
+        Some(Grown {
+            data: copy(self.data.as_slice(), want),
+            half: copy(self.half.as_slice(), if self.prefilter { want } else { 0 }),
+            resid: copy(self.resid.as_slice(), rows),
+            norms: copy(self.norms.as_slice(), rows),
+            ids: copy(&self.ids, n),
+            idmap: self.idmap.with_room(extra),
+        })
+    }
+
+    /// Swap in buffers from [`FlatIndex::grown`] (made from this index, unchanged since).
+    pub fn install(&mut self, g: Grown) {
+        self.data = Buf::Owned(g.data);
+        self.half = Buf::Owned(g.half);
+        self.resid = Buf::Owned(g.resid);
+        self.norms = Buf::Owned(g.norms);
+        self.ids = g.ids;
+        self.idmap = g.idmap;
     }
 
     /// True when the index keeps the bfloat16 prefilter copy.
@@ -162,6 +217,10 @@ impl Index for FlatIndex {
 
     fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
         self.idmap.assign(n, ids, "vectors")
+    }
+
+    fn remove_batch(&self) -> usize {
+        (REMOVE_FLOATS / self.dim).clamp(16, 4096)
     }
 
     /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.

@@ -53,6 +53,18 @@ impl<S: Slot> IdMap<S> {
         IdMap { slots: HashMap::new(), next_id: 0 }
     }
 
+    /// A copy with room for `extra` more ids without rehashing (built aside, then swapped in).
+    pub fn with_room(&self, extra: usize) -> Self {
+        let mut slots = HashMap::with_capacity(self.slots.len() + extra);
+        slots.extend(self.slots.iter().map(|(&k, &v)| (k, v)));
+        IdMap { slots, next_id: self.next_id }
+    }
+
+    /// True when `extra` more ids fit without rehashing.
+    pub fn has_room(&self, extra: usize) -> bool {
+        self.slots.capacity() >= self.slots.len() + extra
+    }
+
     /// An empty map for `n` ids, whose next automatic id is `next_id` (loading a file).
     pub fn with_capacity(n: usize, next_id: i64) -> Self {
         IdMap { slots: HashMap::with_capacity(n), next_id }

@@ -60,6 +60,12 @@ pub trait Index: Sized {
     /// Remove `ids`; an unknown id is an error and then nothing is removed. Returns the count.
     fn remove(&mut self, ids: &[i64]) -> Result<usize>;
 
+    /// How many ids one [`Index::remove`] call should take so it stays short (a few
+    /// milliseconds): callers that share the index with searches remove in parts of this size.
+    fn remove_batch(&self) -> usize {
+        4096
+    }
+
     /// Top-`k` of each query, best first, padded with id -1; `allow` restricts the results to
     /// those ids.
     fn search(

@@ -250,10 +250,10 @@ fn update(
     c
 }
 
-/// k-means++ seeding on a random sample of at most `max(4 k, 4096)` points.
+/// k-means++ seeding on a random sample of at most `max(2 k, 4096)` points.
 fn plus_plus(data: &[f32], d: usize, k: usize, rng: &mut Rng, threads: usize) -> Vec<f32> {
     let n = data.len() / d;
-    let m = n.min((4 * k).max(4096));
+    let m = n.min((2 * k).max(4096));
     let sample: Vec<usize> = rng.sample(n, m);
     let pts: Vec<f32> = sample.iter().flat_map(|&i| data[i * d..(i + 1) * d].to_vec()).collect();
     let mut c = Vec::with_capacity(k * d);

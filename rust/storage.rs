@@ -34,8 +34,9 @@ use crate::metric::Metric;
 /// First bytes of every rankfunnel index file.
 pub const MAGIC: [u8; 8] = *b"RANKFNL\0";
 /// The newest format version this build writes and reads. Version 2 stores the u8 codes of an
-/// int8 IVFIndex in the quad layout (version 1 files are converted when loaded).
-pub const VERSION: u32 = 2;
+/// int8 IVFIndex in the quad layout (version 1 files are converted when loaded); version 3 adds
+/// an IVFIndex's coarse quantizer setting and centroid graph (older files rebuild the graph).
+pub const VERSION: u32 = 3;
 const HEADER: usize = 64;
 const ENTRY: usize = 32;
 const ALIGN: usize = 64;
@@ -173,6 +174,15 @@ impl<T: Pod> Buf<T> {
         match self {
             Buf::Owned(v) => v,
             Buf::Mapped { .. } => unreachable!(),
+        }
+    }
+
+    /// Elements that fit past the current ones without reallocating (0 for a mapping, which an
+    /// edit copies first).
+    pub fn room(&self) -> usize {
+        match self {
+            Buf::Owned(v) => v.capacity() - v.len(),
+            Buf::Mapped { .. } => 0,
         }
     }
 

@@ -275,6 +275,9 @@ impl<'a> Scan<'a> {
                     let s = &mut sel[qs - q0 + r];
                     let row = &out[r * BLOCK..r * BLOCK + valid];
                     let mut thr = s.threshold();
+                    if !any_candidate(row, thr, self.l2) {
+                        continue;
+                    }
                     for (j, &score) in row.iter().enumerate() {
                         let key = if self.l2 { -score } else { score };
                         if key >= thr {
@@ -301,6 +304,19 @@ impl<'a> Scan<'a> {
         }
         finite
     }
+}
+
+/// True when some score of `row` makes the selection look at it: its key (`-score` for L2)
+/// reaches `thr`, or it is not finite. Branch-free, so the compiler vectorizes it; most rows of a
+/// scan fail it once the selections fill, and skip the per-score loop.
+#[inline]
+fn any_candidate(row: &[f32], thr: f32, l2: bool) -> bool {
+    let sign = if l2 { -1.0 } else { 1.0 };
+    let mut hit = false;
+    for &s in row {
+        hit |= (s * sign >= thr) | !s.is_finite();
+    }
+    hit
 }
 
 /// Exact top-`k` of every query (`nq x d`, row-major, already normalised for cosine) against

@@ -31,14 +31,14 @@ fn recall_against_exact_search_for_every_metric_and_storage() {
         let want = exact(metric, &x, &q, 10);
         let f = trained(metric, Storage::F32, &x);
         // Probing every list is an exact search.
-        let all = f.search(&q, 10, &IvfParams { nprobe: 16, refine: 0 }, None, 2).unwrap();
+        let all = f.search(&q, 10, &IvfParams { nprobe: 16, refine: 0, coarse_ef: 0 }, None, 2).unwrap();
         assert!(recall(&all.ids, &want, 10) >= 0.999, "{metric:?} f32 all lists");
-        let some = f.search(&q, 10, &IvfParams { nprobe: 4, refine: 0 }, None, 2).unwrap();
+        let some = f.search(&q, 10, &IvfParams { nprobe: 4, refine: 0, coarse_ef: 0 }, None, 2).unwrap();
         assert!(recall(&some.ids, &want, 10) >= 0.6, "{metric:?} f32 nprobe 4");
         let i8 = trained(metric, Storage::Int8, &x);
-        let raw = i8.search(&q, 10, &IvfParams { nprobe: 16, refine: 0 }, None, 2).unwrap();
+        let raw = i8.search(&q, 10, &IvfParams { nprobe: 16, refine: 0, coarse_ef: 0 }, None, 2).unwrap();
         assert!(recall(&raw.ids, &want, 10) >= 0.8, "{metric:?} int8");
-        let refined = i8.search(&q, 10, &IvfParams { nprobe: 16, refine: 4 }, None, 2).unwrap();
+        let refined = i8.search(&q, 10, &IvfParams { nprobe: 16, refine: 4, coarse_ef: 0 }, None, 2).unwrap();
         assert!(recall(&refined.ids, &want, 10) >= 0.99, "{metric:?} int8 refined");
     }
 }
@@ -48,7 +48,7 @@ fn threads_do_not_change_results() {
     let x = clustered(N, D, 12);
     let q = Rng(6).vec(9 * D);
     let idx = trained(Metric::L2, Storage::Int8, &x);
-    let p = IvfParams { nprobe: 5, refine: 2 };
+    let p = IvfParams { nprobe: 5, refine: 2, coarse_ef: 0 };
     assert_eq!(idx.search(&q, 7, &p, None, 1).unwrap(), idx.search(&q, 7, &p, None, 4).unwrap());
 }
 
@@ -88,7 +88,9 @@ fn removed_ids_never_return_and_a_failed_remove_changes_nothing() {
         let gone: Vec<i64> = (0..N as i64).step_by(3).collect();
         assert_eq!(idx.remove(&gone).unwrap(), gone.len());
         assert_eq!(idx.len(), N - gone.len());
-        let r = idx.search(&x[..50 * D], 10, &IvfParams { nprobe: 16, refine: 2 }, None, 2).unwrap();
+        let r = idx
+            .search(&x[..50 * D], 10, &IvfParams { nprobe: 16, refine: 2, coarse_ef: 0 }, None, 2)
+            .unwrap();
         assert!(r.ids.iter().all(|id| *id >= 0 && id % 3 != 0), "{storage:?}");
         // Every remaining vector is still found by an exact (all lists) search of itself.
         let mut f = IvfIndex::new(D, 16, Metric::L2, storage).unwrap();
@@ -96,8 +98,15 @@ fn removed_ids_never_return_and_a_failed_remove_changes_nothing() {
         f.add(&x, None, 2).unwrap();
         f.remove(&gone).unwrap();
         for i in (1..200).filter(|i| i % 3 != 0) {
-            let r =
-                f.search(&x[i * D..(i + 1) * D], 1, &IvfParams { nprobe: 16, refine: 4 }, None, 1).unwrap();
+            let r = f
+                .search(
+                    &x[i * D..(i + 1) * D],
+                    1,
+                    &IvfParams { nprobe: 16, refine: 4, coarse_ef: 0 },
+                    None,
+                    1,
+                )
+                .unwrap();
             assert_eq!(r.ids[0], i as i64, "{storage:?}");
         }
         // Default ids continue after the largest id ever given.
@@ -111,7 +120,7 @@ fn allow_lists_restrict_results() {
     let idx = trained(Metric::Cosine, Storage::F32, &x);
     let allow: Vec<i64> = (0..N as i64).filter(|i| i % 10 == 3).collect();
     let q = Rng(8).vec(4 * D);
-    let r = idx.search(&q, 5, &IvfParams { nprobe: 16, refine: 0 }, Some(&allow), 1).unwrap();
+    let r = idx.search(&q, 5, &IvfParams { nprobe: 16, refine: 0, coarse_ef: 0 }, Some(&allow), 1).unwrap();
     assert!(r.ids.iter().all(|id| allow.contains(id)));
     let want = {
         let mut f = FlatIndex::new(D, Metric::Cosine, false).unwrap();
@@ -131,7 +140,7 @@ fn save_load_roundtrip_with_and_without_mmap() {
         idx.remove(&[1, 2, 3]).unwrap();
         let path = dir.path().join(format!("{}.rf", storage.name()));
         idx.save(&path).unwrap();
-        let p = IvfParams { nprobe: 6, refine: 3 };
+        let p = IvfParams { nprobe: 6, refine: 3, coarse_ef: 0 };
         for mmap in [false, true] {
             let back = IvfIndex::load(&path, mmap).unwrap();
             assert_eq!(back.len(), idx.len());
@@ -170,7 +179,7 @@ fn bad_input_is_an_error_and_changes_nothing() {
     assert!(IvfIndex::new(D, 0, Metric::L2, Storage::F32).is_err());
     assert!(Storage::parse("int4").is_err());
     let mut idx = IvfIndex::new(D, 8, Metric::L2, Storage::Int8).unwrap();
-    let p = IvfParams { nprobe: 2, refine: 0 };
+    let p = IvfParams { nprobe: 2, refine: 0, coarse_ef: 0 };
     assert!(matches!(idx.add(&x, None, 1), Err(Error::InvalidArgument(_))), "add before train");
     assert!(idx.search(&x[..D], 1, &p, None, 1).is_err(), "search before train");
     assert!(idx.train(&x[..4 * D], 5, 1, 1).is_err(), "fewer training vectors than lists");
@@ -188,10 +197,13 @@ fn bad_input_is_an_error_and_changes_nothing() {
     assert!(idx.add(&x[..2 * D], Some(&[70]), 1).is_err(), "id count");
     assert_eq!(idx.len(), 10, "failed adds change nothing");
     assert!(idx.search(&x[..D], 0, &p, None, 1).is_err(), "k = 0");
-    assert!(idx.search(&x[..D], 1, &IvfParams { nprobe: 0, refine: 0 }, None, 1).is_err(), "nprobe = 0");
+    assert!(
+        idx.search(&x[..D], 1, &IvfParams { nprobe: 0, refine: 0, coarse_ef: 0 }, None, 1).is_err(),
+        "nprobe = 0"
+    );
     assert!(idx.search(&x[..D + 1], 1, &p, None, 1).is_err(), "ragged queries");
     // More results than vectors: padded with id -1.
-    let r = idx.search(&x[..D], 15, &IvfParams { nprobe: 8, refine: 0 }, None, 1).unwrap();
+    let r = idx.search(&x[..D], 15, &IvfParams { nprobe: 8, refine: 0, coarse_ef: 0 }, None, 1).unwrap();
     assert_eq!(r.ids.iter().filter(|&&id| id >= 0).count(), 10);
     assert!(r.ids[10..].iter().all(|&id| id == -1));
 }

@@ -76,7 +76,8 @@ fn cosine_of_huge_and_tiny_vectors_in_every_vector_index() {
         let results = [
             flat.search(q, 1, &(), None, 1).unwrap(),
             h.search(q, 1, &HnswParams::ef(64), None, 1).unwrap(),
-            ivf.search(q, 1, &rankfunnel::ivf::IvfParams { nprobe: 2, refine: 0 }, None, 1).unwrap(),
+            ivf.search(q, 1, &rankfunnel::ivf::IvfParams { nprobe: 2, refine: 0, coarse_ef: 0 }, None, 1)
+                .unwrap(),
             topk::topk(q, &x, d, Metric::Cosine, 1, 1).unwrap(),
         ];
         for r in results {
@@ -100,9 +101,9 @@ fn overflowing_scores_are_an_error_in_every_vector_index() {
         let mut ivf = IvfIndex::new(d, 2, metric, rankfunnel::ivf::Storage::F32).unwrap();
         let small: Vec<f32> = x.iter().map(|v| v * 1e-19).collect();
         ivf.train(&small, 5, 0, 1).unwrap();
-        let ivf_err = ivf
-            .add(&x, None, 1)
-            .and_then(|_| ivf.search(&x, 3, &rankfunnel::ivf::IvfParams { nprobe: 2, refine: 0 }, None, 1));
+        let ivf_err = ivf.add(&x, None, 1).and_then(|_| {
+            ivf.search(&x, 3, &rankfunnel::ivf::IvfParams { nprobe: 2, refine: 0, coarse_ef: 0 }, None, 1)
+        });
         let errors = [
             flat.search(&x, 3, &(), None, 1).unwrap_err(),
             h.search(&x, 3, &HnswParams::ef(16), None, 1).unwrap_err(),

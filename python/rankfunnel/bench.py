@@ -19,6 +19,7 @@ import numpy as np
 import rankfunnel as rf
 from rankfunnel import _core
 from rankfunnel.cli import OneLineParser
+from rankfunnel.ivf import GRAPH_MIN_NLIST
 from rankfunnel.progress import progress_bar, track
 from rankfunnel.synthetic import clustered
 
@@ -31,9 +32,12 @@ Run with ``make bench-python`` (which unsets OPENBLAS_CORETYPE for a fair numpy)
 IVF_DOC = """IVF benchmark: rankfunnel IVFIndex (f32, int8 + refine) vs faiss IndexIVFFlat and
 IndexIVFScalarQuantizer (SQ8) on the same data, same run, sweeping nprobe.
 
-100k x 384 clustered float32, 1000 queries, k=10, nlist=1264, 2 threads. Prints train + add
-time, memory, and recall@10 / QPS per nprobe, then QPS and ratios at recall@10 = 0.90 and 0.95
-(int8 without refine and with refine=2 and 4)."""
+100k x 384 clustered float32 (or --vectors: real embeddings, queries held out from the end),
+1000 queries, k=10, nlist=1264, 2 threads, the same k-means iterations and training sample for
+both. Prints train and add time, memory, and recall@10 / batch QPS / one-query QPS per nprobe,
+then QPS and ratios at recall@10 = 0.90 and 0.95 (int8 without refine and with refine=2 and 4).
+With nlist >= 1024 it adds ours with every search walking the centroid graph (coarse="hnsw")
+against faiss IVFFlat over an IndexHNSWFlat quantizer."""
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
@@ -73,10 +77,28 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _ours_ivf(idx: Any, q: np.ndarray, k: int, nprobe: int, refine: int, threads: int) -> Any:
+    if idx.coarse != "auto":
+        idx.set_coarse("auto")
     return idx.search(q, k, nprobe=nprobe, refine=refine, threads=threads)[1]
 
 
-def _faiss_search(index: Any, q: np.ndarray, k: int) -> Any:
+def _ours_ivf_walk(idx: Any, q: np.ndarray, k: int, nprobe: int, refine: int, threads: int) -> Any:
+    """Search with ``coarse="hnsw"``: the lists always picked by walking the centroid graph."""
+    if idx.coarse != "hnsw":
+        idx.set_coarse("hnsw")
+    return idx.search(q, k, nprobe=nprobe, refine=refine, threads=threads)[1]
+
+
+def _one_query(search: Callable[..., Any], q: np.ndarray, k: int, nprobe: int, refine: int, i: int) -> Any:
+    """Query ``i`` of ``q`` alone, one thread."""
+    return search(q[i : i + 1], k, nprobe, refine, 1)
+
+
+def _faiss_ivf(
+    index: Any, quantizer: Any, q: np.ndarray, k: int, nprobe: int, refine: int, threads: int
+) -> Any:
+    """faiss IVF search with ``nprobe`` (``quantizer`` is held so it outlives the index)."""
+    index.nprobe = nprobe
     return index.search(q, k)[1]
 
 
@@ -183,109 +205,184 @@ def flat(argv: Optional[Sequence[str]] = None, show_progress: Optional[bool] = N
     )
 
 
+def _ivf_data(a: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """Corpus, queries and a label: ``--vectors`` rows (queries held out from the end) or clustered data."""
+    if a.vectors:
+        v = np.load(a.vectors, mmap_mode="r")
+        if v.ndim != 2 or v.shape[0] <= a.nq:
+            raise rf.RankfunnelError(f"{a.vectors} has shape {v.shape}: need (n > {a.nq}, d) vectors")
+        n = min(a.n, v.shape[0] - a.nq)
+        x = np.ascontiguousarray(v[:n], dtype=np.float32)
+        q = np.ascontiguousarray(v[v.shape[0] - a.nq :], dtype=np.float32)
+        return x, q, f"{a.vectors} (queries: its last {a.nq} rows)"
+    return clustered(a.n, a.d, seed=1), clustered(a.nq, a.d, seed=2), "clustered"
+
+
 def ivf(argv: Optional[Sequence[str]] = None, show_progress: Optional[bool] = None) -> None:
     """The IVF suite (see ``IVF_DOC``); ``show_progress`` as :func:`rankfunnel.progress.wanted`."""
     ap = OneLineParser(prog="rankfunnel bench ivf", description=IVF_DOC)
     ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--d", type=int, default=384)
+    ap.add_argument("--d", type=int, default=384, help="dimension of the clustered data (without --vectors)")
     ap.add_argument("--nq", type=int, default=1000)
     ap.add_argument("--nlist", type=int, default=1264)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10, help="k-means iterations (both libraries)")
+    ap.add_argument(
+        "--vectors",
+        default=os.environ.get("RANKFUNNEL_PYPI_VECTORS") or None,
+        help="float32 .npy of real embeddings (default $RANKFUNNEL_PYPI_VECTORS; clustered data without it)",
+    )
+    ap.add_argument("--no-int8", action="store_true", help="skip int8 storage and faiss SQ8")
+    ap.add_argument(
+        "--single", type=int, default=200, help="queries searched one at a time for single-query QPS (0: off)"
+    )
     a = ap.parse_args(argv)
-    x = clustered(a.n, a.d, seed=1)
-    q = clustered(a.nq, a.d, seed=2)
+    x, q, source = _ivf_data(a)
+    n, d = x.shape
     truth = rf.topk(q, x, a.k, "dot")[1]
     vnni = " (VNNI int8 scan)" if _core._vnni_in_use() else ""
+    large = a.nlist >= GRAPH_MIN_NLIST
     print(
-        f"data {a.n} x {a.d}, {a.nq} queries, k={a.k}, nlist={a.nlist}, {a.threads} threads, "
+        f"data {n} x {d} from {source}, {len(q)} queries, k={a.k}, nlist={a.nlist}, {a.threads} threads, "
         f"simd={rf.simd_level()}{vnni}"
     )
 
-    builds: dict[str, tuple[float, int, Any]] = {}
-    for storage in ("f32", "int8"):
-        idx = rf.IVFIndex(a.d, nlist=a.nlist, metric="dot", storage=storage)
+    # name -> (train s, add s, memory bytes, search(q, nprobe) -> ids)
+    builds: dict[str, tuple[float, float, int, Callable[..., Any]]] = {}
+    storages = ("f32",) if a.no_int8 else ("f32", "int8")
+    for storage in storages:
+        idx = rf.IVFIndex(d, nlist=a.nlist, metric="dot", storage=storage)
         t = time.perf_counter()
         idx.train(x, iters=a.iters, threads=a.threads)
+        t1 = time.perf_counter()
         idx.add(x, threads=a.threads)
-        builds[f"ours {storage}"] = (time.perf_counter() - t, idx.memory_bytes(), idx)
+        t2 = time.perf_counter()
+        builds[f"ours {storage}"] = (t1 - t, t2 - t1, idx.memory_bytes(), functools.partial(_ours_ivf, idx))
+        if large and storage == "f32":
+            # The same index with every search walking the centroid graph (auto may scan a
+            # batch's centroids exactly when that is cheaper).
+            builds["ours f32 hnsw-q"] = (
+                t1 - t,
+                t2 - t1,
+                idx.memory_bytes(),
+                functools.partial(_ours_ivf_walk, idx),
+            )
     try:
         import faiss
 
         faiss.omp_set_num_threads(a.threads)
-
-        def make_flat(qz: Any) -> Any:
-            return faiss.IndexIVFFlat(qz, a.d, a.nlist, faiss.METRIC_INNER_PRODUCT)
-
-        def make_sq8(qz: Any) -> Any:
-            return faiss.IndexIVFScalarQuantizer(
-                qz, a.d, a.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        makers: list[tuple[str, Callable[[], Any], Callable[[Any], Any]]] = [
+            (
+                "faiss IVFFlat",
+                lambda: faiss.IndexFlatIP(d),
+                lambda qz: faiss.IndexIVFFlat(qz, d, a.nlist, faiss.METRIC_INNER_PRODUCT),
             )
-
-        for name, make in (("faiss IVFFlat", make_flat), ("faiss IVFSQ8", make_sq8)):
-            qz = faiss.IndexFlatIP(a.d)
+        ]
+        if not a.no_int8:
+            makers.append(
+                (
+                    "faiss IVFSQ8",
+                    lambda: faiss.IndexFlatIP(d),
+                    lambda qz: faiss.IndexIVFScalarQuantizer(
+                        qz, d, a.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+                    ),
+                )
+            )
+        if large:
+            # faiss's own graph quantizer for many lists: the peer of ours f32 hnsw-q.
+            makers.append(
+                (
+                    "faiss IVFFlat hnsw-q",
+                    lambda: faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT),
+                    lambda qz: faiss.IndexIVFFlat(qz, d, a.nlist, faiss.METRIC_INNER_PRODUCT),
+                )
+            )
+        for name, make_q, make in makers:
+            qz = make_q()
             fi = make(qz)
             fi.cp.niter = a.iters
             t = time.perf_counter()
             fi.train(x)
+            t1 = time.perf_counter()
             fi.add(x)
-            el = time.perf_counter() - t
+            t2 = time.perf_counter()
             inv: Any = fi.invlists
-            mem = sum(inv.list_size(i) * (inv.code_size + 8) for i in range(a.nlist)) + a.nlist * a.d * 4
-            builds[name] = (el, mem, (fi, qz))
+            mem = sum(inv.list_size(i) * (inv.code_size + 8) for i in range(a.nlist)) + a.nlist * d * 4
+            builds[name] = (t1 - t, t2 - t1, mem, functools.partial(_faiss_ivf, fi, qz))
     except ImportError:
         print("faiss-cpu not installed: skipped")
 
     rows = []
     curves: dict[str, list[tuple[float, float]]] = {}
+    single: dict[str, list[tuple[float, float]]] = {}
+    nsingle = min(a.single, len(q))
     runs = sum(1 + len(IVF_REFINES) * n.endswith("int8") for n in builds) * len(IVF_NPROBES)
     bar = progress_bar(total=runs, desc="ivf search", unit="run", show=show_progress)
-    for name, (_, _, obj) in builds.items():
+    for name, (_, _, _, search) in builds.items():
         variants = [(name, 0)]
         if name.endswith("int8"):
             variants += [(f"{name} refine={r}", r) for r in IVF_REFINES]
         for label, refine in variants:
             curves[label] = []
+            single[label] = []
             for nprobe in IVF_NPROBES:
-                eng: Any = obj
-                if name.startswith("ours"):
-                    run = functools.partial(_ours_ivf, eng, q, a.k, nprobe, refine, a.threads)
-                else:
-                    eng[0].nprobe = nprobe
-                    run = functools.partial(_faiss_search, eng[0], q, a.k)
+                run = functools.partial(search, q, a.k, nprobe, refine, a.threads)
                 found = run()
                 t = best_of(run, 2)
                 rec = recall(found, truth)
-                curves[label].append((rec, a.nq / t))
+                curves[label].append((rec, len(q) / t))
+                row = {
+                    "engine": label,
+                    "nprobe": nprobe,
+                    "recall@10": f"{rec:.4f}",
+                    "QPS": f"{len(q) / t:,.0f}",
+                }
+                if nsingle:
+                    one = functools.partial(_one_query, search, q, a.k, nprobe, refine)
+                    lat = latencies(one, nsingle)
+                    single[label].append((recall(found[:nsingle], truth[:nsingle]), 1 / float(np.mean(lat))))
+                    row["1-query QPS"] = f"{1 / float(np.mean(lat)):,.0f}"
                 bar.update(1)
-                rows.append(
-                    {"engine": label, "nprobe": nprobe, "recall@10": f"{rec:.4f}", "QPS": f"{a.nq / t:,.0f}"}
-                )
+                rows.append(row)
     bar.close()
     print(table(rows))
     print()
     print(
         table(
             [
-                {"engine": n, "train+add s": f"{b[0]:.2f}", "memory MiB": f"{b[1] / 2**20:.1f}"}
+                {
+                    "engine": n,
+                    "train s": f"{b[0]:.2f}",
+                    "add s": f"{b[1]:.2f}",
+                    "train+add s": f"{b[0] + b[1]:.2f}",
+                    "memory MiB": f"{b[2] / 2**20:.1f}",
+                }
                 for n, b in builds.items()
             ]
         )
     )
+    pairs = [("ours f32", "faiss IVFFlat"), ("ours f32 hnsw-q", "faiss IVFFlat hnsw-q")]
+    pairs += [(label, "faiss IVFSQ8") for label in curves if label.startswith("ours int8")]
     for target in (0.90, 0.95):
-        at = {name: qps_at(c, target) for name, c in curves.items()}
-        print(f"\nQPS at recall@10 = {target}: " + ", ".join(f"{n} {v:,.0f}" for n, v in at.items()))
-        if at.get("faiss IVFFlat", 0) > 0:
-            print(f"ours f32 / faiss IVFFlat: x{at['ours f32'] / at['faiss IVFFlat']:.2f}")
-        if at.get("faiss IVFSQ8", 0) > 0:
-            for label in (n for n in at if n.startswith("ours int8")):
-                print(f"{label} / faiss IVFSQ8: x{at[label] / at['faiss IVFSQ8']:.2f}")
+        for kind, table_of in (("batch", curves), ("1-query", single if nsingle else {})):
+            at = {name: qps_at(c, target) for name, c in table_of.items()}
+            if not at:
+                continue
+            print(
+                f"\n{kind} QPS at recall@10 = {target}: " + ", ".join(f"{n} {v:,.0f}" for n, v in at.items())
+            )
+            for ours, theirs in pairs:
+                if at.get(ours, 0) > 0 and at.get(theirs, 0) > 0:
+                    print(f"{ours} / {theirs}: x{at[ours] / at[theirs]:.2f}")
     if "faiss IVFFlat" in builds:
+        mine, peer = builds["ours f32"], builds["faiss IVFFlat"]
         print(
-            f"train+add ours f32 / faiss IVFFlat: x{builds['ours f32'][0] / builds['faiss IVFFlat'][0]:.2f}"
+            f"\nspeed ours f32 / faiss IVFFlat (higher is faster): train x{peer[0] / mine[0]:.2f}, "
+            f"add x{peer[1] / mine[1]:.2f}, train+add x{(peer[0] + peer[1]) / (mine[0] + mine[1]):.2f}"
         )
-    print(f"int8 index memory / f32: {builds['ours int8'][1] / builds['ours f32'][1]:.2f}")
+    if "ours int8" in builds:
+        print(f"int8 index memory / f32: {builds['ours int8'][2] / builds['ours f32'][2]:.2f}")
 
 
 SUITES: dict[str, Callable[[Optional[Sequence[str]], Optional[bool]], None]] = {"flat": flat, "ivf": ivf}

@@ -13,6 +13,9 @@ from ._index import Ids, IndexBase, Scores, unbatch
 from .errors import RankfunnelError
 from .registry import register
 
+GRAPH_MIN_NLIST: int = _core.IVF_GRAPH_MIN_NLIST
+"""From this many lists on, ``coarse="auto"`` keeps an HNSW graph over the centroids."""
+
 
 class IVFIndex(IndexBase):
     """Inverted-file index: k-means lists, float32 or 8-bit scalar-quantized storage.
@@ -33,6 +36,12 @@ class IVFIndex(IndexBase):
         ``"int8"`` stores one byte per dimension (per-dimension min/step learned by
         :meth:`train`, like FAISS SQ8) for about 4x less memory, and keeps the float32 vectors
         for ``refine`` (after ``save`` + ``load(mmap=True)`` they stay on disk).
+    coarse : {"auto", "exact", "hnsw"}
+        How a search picks its ``nprobe`` lists. ``"exact"`` scores every centroid;
+        ``"hnsw"`` walks a small HNSW graph over the centroids (built by :meth:`train`, saved
+        with the index), visiting a few hundred of them; ``"auto"`` keeps a graph from
+        ``nlist >= 1024`` on and, per search, walks it unless a batch is cheaper to score
+        exactly through the blocked kernels. Adds always pick lists exactly.
 
     Notes
     -----
@@ -53,11 +62,13 @@ class IVFIndex(IndexBase):
     _CORE = _core.IVFIndex
     _REPR = ("dim", "nlist", "metric", "storage", "len", "is_trained")
 
-    def __init__(self, dim: int, nlist: int = 1024, metric: str = "cosine", storage: str = "f32") -> None:
+    def __init__(
+        self, dim: int, nlist: int = 1024, metric: str = "cosine", storage: str = "f32", coarse: str = "auto"
+    ) -> None:
         if storage not in ("f32", "int8"):
             raise RankfunnelError(f"unknown storage {storage!r}: expected 'f32' or 'int8'")
         self._index = _core.IVFIndex(
-            positive_int(dim, "dim"), positive_int(nlist, "nlist"), metric_name(metric), storage
+            positive_int(dim, "dim"), positive_int(nlist, "nlist"), metric_name(metric), storage, coarse
         )
 
     @property
@@ -69,6 +80,26 @@ class IVFIndex(IndexBase):
     def storage(self) -> str:
         """``"f32"`` or ``"int8"``."""
         return str(self._index.storage)
+
+    @property
+    def coarse(self) -> str:
+        """The coarse quantizer setting: ``"auto"``, ``"exact"`` or ``"hnsw"``."""
+        return str(self._index.coarse)
+
+    @property
+    def has_graph(self) -> bool:
+        """Whether searches can walk a graph over the centroids (trained, and ``coarse`` wants one)."""
+        return bool(self._index.has_graph)
+
+    def set_coarse(self, coarse: str, *, threads: Optional[int] = None) -> None:
+        """Change the coarse quantizer (see the class docs); builds or drops the centroid graph.
+
+        Raises
+        ------
+        RankfunnelError
+            On an unknown name; the index is then unchanged.
+        """
+        self._index.set_coarse(coarse, threads_arg(threads))
 
     @property
     def is_trained(self) -> bool:
@@ -138,6 +169,7 @@ class IVFIndex(IndexBase):
         refine: int = 0,
         threads: Optional[int] = None,
         filter: Optional[npt.ArrayLike] = None,
+        coarse_ef: int = 0,
     ) -> tuple[Scores, Ids]:
         """Approximate top-k over the ``nprobe`` nearest lists of each query.
 
@@ -155,6 +187,9 @@ class IVFIndex(IndexBase):
             Thread cap.
         filter : array_like of int, optional
             Allow-list of ids.
+        coarse_ef : int
+            Beam width of the walk over the centroid graph when one is used (0: the default
+            ``max(nprobe + nprobe // 2, 32)``); wider finds the true nearest lists more often.
 
         Returns
         -------
@@ -164,7 +199,10 @@ class IVFIndex(IndexBase):
         q, single, k, allow = self._queries(queries, k, filter)
         refine = non_negative_int(refine, "refine")
         nprobe = positive_int(nprobe, "nprobe")
-        return unbatch(single, *self._index.search(q, k, nprobe, refine, threads_arg(threads), allow))
+        coarse_ef = non_negative_int(coarse_ef, "coarse_ef")
+        return unbatch(
+            single, *self._index.search(q, k, nprobe, refine, threads_arg(threads), allow, coarse_ef)
+        )
 
 
 def nlist_for(n: int) -> dict[str, int]:

@@ -42,7 +42,7 @@ def kmeans(
         ``"l2"`` minimises squared distances; ``"cosine"`` and ``"dot"`` run spherical k-means
         (unit-length centroids, points assigned by inner product).
     init : {"k-means++", "random"} or array_like of shape (k, d)
-        k-means++ seeding on a sample of ``max(4 k, 4096)`` points, ``k`` random points, or
+        k-means++ seeding on a sample of ``max(2 k, 4096)`` points, ``k`` random points, or
         given centroids.
     threads : int, optional
         Thread cap.

@@ -9,11 +9,37 @@ use crate::error::Result;
 use crate::ids::IdMap;
 #[cfg(doc)]
 use crate::index::Index;
+use crate::metric::Metric;
 use crate::rng::Rng;
 use crate::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
 
 /// Layout version of the HNSW sections (inside format version 1).
 const LAYOUT: i64 = 1;
+
+/// The sections of a saved graph.
+struct Parts {
+    params: Vec<i64>,
+    vectors: Buf<f32>,
+    half: Buf<u16>,
+    ids: Vec<i64>,
+    levels: Vec<u8>,
+    links0: Buf<u32>,
+    upper: Buf<u32>,
+    deleted: Vec<u64>,
+}
+
+/// The graph of an [`HnswIndex`] without its vectors and ids (see
+/// [`HnswIndex::graph_sections`]).
+pub(crate) struct GraphSections {
+    /// The parameter words (layout, m, ef_construction, seed, entry, max level, next id, prefilter).
+    pub params: Vec<i64>,
+    /// Level of each node.
+    pub levels: Vec<u8>,
+    /// Level-0 link words.
+    pub links0: Vec<u32>,
+    /// Upper-level link words.
+    pub upper: Vec<u32>,
+}
 
 impl HnswIndex {
     /// Save atomically to `path` ([`Index::save`]).
@@ -25,16 +51,7 @@ impl HnswIndex {
             dtype: Dtype::F32,
             count: self.ids.len() as u64,
         };
-        let params = [
-            LAYOUT,
-            self.shape.m as i64,
-            self.ef_construction as i64,
-            self.seed as i64,
-            self.entry.map_or(-1, |e| e as i64),
-            self.max_level as i64,
-            self.idmap.next_id(),
-            self.prefilter as i64,
-        ];
+        let params = self.params();
         // Plain copies of the link words (an add, never concurrent with a save, writes them
         // through atomics).
         let (links0, upper) = (self.links0.snapshot(), self.upper.snapshot());
@@ -61,53 +78,65 @@ impl HnswIndex {
             return Err(f.corrupt("bad dtype or dimension for an HNSWIndex"));
         }
         let p: Vec<i64> = f.vec("params")?;
+        let parts = Parts {
+            params: p,
+            vectors: f.buf("vectors")?,
+            half: f.buf("half")?,
+            ids: f.vec("ids")?,
+            levels: f.vec("levels")?,
+            links0: f.buf("links0")?,
+            upper: f.buf("upper")?,
+            deleted: f.vec("deleted")?,
+        };
+        if parts.ids.len() as u64 != h.count {
+            return Err(f.corrupt("section sizes do not match the header"));
+        }
+        HnswIndex::assemble(h.dim, h.metric, parts).map_err(|m| f.corrupt(m))
+    }
+
+    /// Build an index from its sections, checking every structural invariant (an error names
+    /// the broken one).
+    fn assemble(d: usize, metric: Metric, parts: Parts) -> std::result::Result<HnswIndex, &'static str> {
+        let Parts { params: p, vectors, half, ids, levels, links0, upper, deleted } = parts;
         if p.len() != 8 || p[0] != LAYOUT || !(0..=1).contains(&p[7]) {
-            return Err(f.corrupt("bad HNSW parameter section"));
+            return Err("bad HNSW parameter section");
         }
         let (m, efc, seed, entry, max_level, next_id) = (p[1], p[2], p[3] as u64, p[4], p[5], p[6]);
         if !(2..=MAX_M as i64).contains(&m) || efc < 1 || !(0..=MAX_LEVEL as i64).contains(&max_level) {
-            return Err(f.corrupt("HNSW parameters out of range"));
+            return Err("HNSW parameters out of range");
         }
-        let (m, d, prefilter) = (m as usize, h.dim, p[7] == 1);
+        let (m, prefilter) = (m as usize, p[7] == 1);
         let shape = Shape { m, m0: 2 * m };
-        let vectors: Buf<f32> = f.buf("vectors")?;
-        let half: Buf<u16> = f.buf("half")?;
-        let ids: Vec<i64> = f.vec("ids")?;
-        let levels: Vec<u8> = f.vec("levels")?;
-        let links0: Buf<u32> = f.buf("links0")?;
-        let upper: Buf<u32> = f.buf("upper")?;
-        let deleted: Vec<u64> = f.vec("deleted")?;
         let n = ids.len();
-        if n as u64 != h.count
-            || n >= u32::MAX as usize
+        if n >= u32::MAX as usize
             || vectors.as_slice().len() != n * d
             || half.as_slice().len() != if prefilter { n * d } else { 0 }
             || levels.len() != n
             || links0.as_slice().len() != n * (shape.m0 + 1)
             || deleted.len() != n.div_ceil(64)
         {
-            return Err(f.corrupt("section sizes do not match the header"));
+            return Err("section sizes do not match the header");
         }
         if !n.is_multiple_of(64) && deleted.last().is_some_and(|&w| w >> (n % 64) != 0) {
-            return Err(f.corrupt("deleted bitmap marks slots past the end"));
+            return Err("deleted bitmap marks slots past the end");
         }
         if !vectors.as_slice().iter().all(|x| x.is_finite()) {
-            return Err(f.corrupt("vectors contain NaN or infinity"));
+            return Err("vectors contain NaN or infinity");
         }
         let mut up_off = Vec::with_capacity(n);
         let mut up_len = 0usize;
         for &l in &levels {
             if l as usize > MAX_LEVEL {
-                return Err(f.corrupt("node level out of range"));
+                return Err("node level out of range");
             }
             up_off.push(up_len as u32);
             up_len += l as usize * (m + 1);
             if up_len > u32::MAX as usize {
-                return Err(f.corrupt("upper links too large"));
+                return Err("upper links too large");
             }
         }
         if upper.as_slice().len() != up_len {
-            return Err(f.corrupt("upper-level links do not match the node levels"));
+            return Err("upper-level links do not match the node levels");
         }
         let check = |list: &[u32], cap: usize| -> bool {
             let c = list[0] as usize;
@@ -116,7 +145,7 @@ impl HnswIndex {
         if !links0.as_slice().chunks_exact(shape.m0 + 1).all(|l| check(l, shape.m0))
             || !upper.as_slice().chunks_exact(m + 1).all(|l| check(l, m))
         {
-            return Err(f.corrupt("a link list is too long or points past the last node"));
+            return Err("a link list is too long or points past the last node");
         }
         let top = levels.iter().copied().max().unwrap_or(0) as i64;
         let entry = match (n, entry) {
@@ -129,7 +158,7 @@ impl HnswIndex {
             {
                 Some(e as u32)
             }
-            _ => return Err(f.corrupt("bad entry point")),
+            _ => return Err("bad entry point"),
         };
         let mut idmap = IdMap::with_capacity(n, next_id);
         let mut free = Vec::new();
@@ -143,12 +172,12 @@ impl HnswIndex {
                 continue;
             }
             if id >= next_id || !idmap.insert_loaded(id, s as u32) {
-                return Err(f.corrupt("invalid or duplicate id"));
+                return Err("invalid or duplicate id");
             }
         }
         Ok(HnswIndex {
             dim: d,
-            metric: h.metric,
+            metric,
             shape,
             ef_construction: efc as usize,
             seed,
@@ -167,5 +196,54 @@ impl HnswIndex {
             entry,
             max_level: max_level as usize,
         })
+    }
+
+    /// The sections of a graph whose vectors are stored elsewhere (an IVF coarse quantizer over
+    /// its centroids): parameters, levels and links. Only for an index whose ids are its slots,
+    /// none deleted.
+    pub(crate) fn graph_sections(&self) -> GraphSections {
+        GraphSections {
+            params: self.params(),
+            levels: self.levels.clone(),
+            links0: self.links0.snapshot(),
+            upper: self.upper.snapshot(),
+        }
+    }
+
+    /// The index [`HnswIndex::graph_sections`] describes, over `vectors` (`n x d`, ids `0..n`).
+    pub(crate) fn from_graph_sections(
+        d: usize,
+        metric: Metric,
+        vectors: Vec<f32>,
+        g: GraphSections,
+    ) -> std::result::Result<HnswIndex, &'static str> {
+        let n = vectors.len() / d;
+        HnswIndex::assemble(
+            d,
+            metric,
+            Parts {
+                params: g.params,
+                vectors: Buf::Owned(vectors),
+                half: Buf::default(),
+                ids: (0..n as i64).collect(),
+                levels: g.levels,
+                links0: Buf::Owned(g.links0),
+                upper: Buf::Owned(g.upper),
+                deleted: vec![0; n.div_ceil(64)],
+            },
+        )
+    }
+
+    fn params(&self) -> Vec<i64> {
+        vec![
+            LAYOUT,
+            self.shape.m as i64,
+            self.ef_construction as i64,
+            self.seed as i64,
+            self.entry.map_or(-1, |e| e as i64),
+            self.max_level as i64,
+            self.idmap.next_id(),
+            self.prefilter as i64,
+        ]
     }
 }

@@ -19,6 +19,7 @@ mod builder;
 mod filter_tests;
 mod graph;
 mod io;
+pub(crate) use io::GraphSections;
 mod search;
 #[cfg(test)]
 mod staged_tests;

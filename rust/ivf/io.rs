@@ -1,7 +1,9 @@
 //! Saving and loading an [`IvfIndex`] (format 1 files, whose int8 codes were dimension-major,
-//! are converted to the quad layout on load).
+//! are converted to the quad layout on load; files before format 3 have no coarse setting nor
+//! centroid graph: they load with [`Coarse::Auto`] and the graph is rebuilt when it wants one).
 
 use super::*;
+use crate::hnsw::GraphSections;
 
 /// Positions of the settings in an IVFIndex file's `meta` section (`i64` each).
 mod meta {
@@ -11,8 +13,20 @@ mod meta {
     pub const TRAINED: usize = 1;
     /// The next automatic id.
     pub const NEXT_ID: usize = 2;
+    /// The coarse quantizer setting ([`super::Coarse::code`]; format 3 on).
+    pub const COARSE: usize = 3;
     /// Number of entries.
-    pub const LEN: usize = 3;
+    pub const LEN: usize = 4;
+    /// Number of entries before format 3.
+    pub const LEN_V2: usize = 3;
+}
+
+/// Tags of the centroid graph's sections (format 3 on, present when the index has a graph).
+mod tag {
+    pub const PARAMS: &str = "cq.param";
+    pub const LEVELS: &str = "cq.level";
+    pub const LINKS0: &str = "cq.link0";
+    pub const UPPER: &str = "cq.upper";
 }
 
 impl IvfIndex {
@@ -25,6 +39,8 @@ impl IvfIndex {
         meta[meta::NLIST] = self.nlist as i64;
         meta[meta::TRAINED] = self.is_trained() as i64;
         meta[meta::NEXT_ID] = self.idmap.next_id();
+        meta[meta::COARSE] = self.coarse.code();
+        let graph = self.graph_sections();
         // Lists are written back to back; slots are renumbered in that order, so `raw` is too.
         let mut offsets = Vec::with_capacity(self.nlist + 1);
         let mut labels = Vec::with_capacity(self.len());
@@ -57,6 +73,12 @@ impl IvfIndex {
         w.add("codes", &codes);
         w.add("norms", &norms);
         w.add("raw", &raw);
+        if let Some(g) = &graph {
+            w.add(tag::PARAMS, &g.params);
+            w.add(tag::LEVELS, &g.levels);
+            w.add(tag::LINKS0, &g.links0);
+            w.add(tag::UPPER, &g.upper);
+        }
         w.write_atomic(path)
     }
 
@@ -72,11 +94,17 @@ impl IvfIndex {
             _ => return Err(f.corrupt("bad dtype for an IVFIndex")),
         };
         let settings: Vec<i64> = f.vec("meta")?;
-        if settings.len() != meta::LEN || settings[meta::NLIST] <= 0 || h.dim == 0 {
+        let coarse = match settings.len() {
+            meta::LEN_V2 => Some(Coarse::Auto),
+            meta::LEN => Coarse::from_code(settings[meta::COARSE]),
+            _ => None,
+        };
+        let Some(coarse) = coarse.filter(|_| settings[meta::NLIST] > 0 && h.dim > 0) else {
             return Err(f.corrupt("bad IVF parameters"));
-        }
+        };
         let (d, nlist) = (h.dim, settings[meta::NLIST] as usize);
         let mut idx = IvfIndex::new(d, nlist, h.metric, storage)?;
+        idx.coarse = coarse;
         idx.idmap = IdMap::with_capacity(0, settings[meta::NEXT_ID]);
         let centroids: Vec<f32> = f.vec("centroid")?;
         let offsets: Vec<u64> = f.vec("offsets")?;
@@ -151,6 +179,17 @@ impl IvfIndex {
             return Err(bad());
         }
         idx.raw = raw;
+        if f.has(tag::PARAMS) {
+            let g = GraphSections {
+                params: f.vec(tag::PARAMS)?,
+                levels: f.vec(tag::LEVELS)?,
+                links0: f.vec(tag::LINKS0)?,
+                upper: f.vec(tag::UPPER)?,
+            };
+            idx.set_graph(g).map_err(|m| f.corrupt(&format!("centroid graph: {m}")))?;
+        }
+        // Files without a graph (older formats, or saved with another setting) get one built here.
+        idx.sync_graph(parallel::resolve(None))?;
         Ok(idx)
     }
 }

@@ -5,12 +5,16 @@
 //! Batched searches group queries by list, so each probed list is streamed once for all the
 //! queries that probe it through the register-blocked tile kernels.
 
+mod coarse;
 mod io;
 mod scan;
+
+pub use coarse::{Coarse, GRAPH_MIN_NLIST};
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::hnsw::HnswIndex;
 use crate::ids::IdMap;
 use crate::index::Index;
 use crate::kmeans::{self, Init};
@@ -85,6 +89,8 @@ pub struct IvfParams {
     pub nprobe: usize,
     /// With int8 storage, rescore the best `refine * k` with the float32 vectors (0: off).
     pub refine: usize,
+    /// Beam width of the walk over the centroid graph (0: `max(nprobe + nprobe / 2, 32)`).
+    pub coarse_ef: usize,
 }
 
 /// Inverted-file index (see the module docs).
@@ -102,6 +108,9 @@ pub struct IvfIndex {
     loc: Vec<(u32, u32)>,
     raw: Buf<f32>,
     idmap: IdMap<u32>,
+    /// How searches pick their lists, and the centroid graph when that setting wants one.
+    coarse: Coarse,
+    graph: Option<HnswIndex>,
 }
 
 impl IvfIndex {
@@ -126,6 +135,8 @@ impl IvfIndex {
             loc: Vec::new(),
             raw: Buf::default(),
             idmap: IdMap::new(),
+            coarse: Coarse::Auto,
+            graph: None,
         })
     }
 
@@ -197,7 +208,7 @@ impl IvfIndex {
         } else {
             x
         };
-        let km = kmeans::kmeans(
+        let km = kmeans::centroids(
             train,
             d,
             self.nlist,
@@ -220,7 +231,7 @@ impl IvfIndex {
             self.vmin = lo;
         }
         self.set_centroids(km.centroids);
-        Ok(())
+        self.sync_graph(threads)
     }
 
     pub(super) fn set_centroids(&mut self, c: Vec<f32>) {
@@ -228,27 +239,15 @@ impl IvfIndex {
         pack::pack_rows(&c, self.dim, None, &mut self.packed_centroids);
         self.centroids = c;
         self.lists = (0..self.nlist).map(|_| List::default()).collect();
+        self.graph = None;
     }
 
-    fn coarse_metric(&self) -> Metric {
+    pub(super) fn coarse_metric(&self) -> Metric {
         if self.spherical() {
             Metric::Dot
         } else {
             Metric::L2
         }
-    }
-
-    /// The `nprobe` nearest lists of each row of `x` (already prepared).
-    pub(super) fn probe(&self, x: &[f32], nprobe: usize, threads: usize) -> Result<Vec<i64>> {
-        let b = Blocks {
-            data: &self.packed_centroids,
-            n: self.nlist,
-            d: self.dim,
-            ids: None,
-            base: 0,
-            allow: None,
-        };
-        Ok(topk::search(x, Source::Packed(b), self.coarse_metric(), nprobe, threads)?.ids)
     }
 
     /// First step of an add: check `v` (the index trained, every value finite, room left) and
@@ -267,7 +266,7 @@ impl IvfIndex {
         }
         let mut owned = Vec::new();
         let x = self.prepare(v, &mut owned);
-        self.probe(x, 1, threads)
+        self.probe_exact(x, 1, threads)
     }
 
     /// Reserve exactly what a batch routed to `lists` (by [`IvfIndex::route`]) needs, so memory
@@ -423,6 +422,10 @@ impl Index for IvfIndex {
         self.idmap.assign(n, ids, "vectors")
     }
 
+    fn remove_batch(&self) -> usize {
+        (crate::flat::REMOVE_FLOATS / self.dim).clamp(16, 4096)
+    }
+
     /// Remove ids; an unknown id is an error and then nothing is removed.
     fn remove(&mut self, ids: &[i64]) -> Result<usize> {
         self.idmap.check_known(ids)?;
@@ -535,6 +538,7 @@ impl Index for IvfIndex {
                 * 4
             + self.loc.capacity() * 8
             + self.idmap.capacity() * (std::mem::size_of::<(i64, u32)>() + 1)
+            + self.graph.as_ref().map_or(0, |g| g.memory_bytes())
     }
 
     fn mapped_file(&self) -> Option<&Mapping> {

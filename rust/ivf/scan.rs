@@ -192,7 +192,7 @@ impl IvfIndex {
         allow: Option<&[i64]>,
         threads: usize,
     ) -> Result<Results> {
-        let IvfParams { nprobe, refine } = *params;
+        let IvfParams { nprobe, refine, coarse_ef } = *params;
         if !self.is_trained() {
             return Err(Error::InvalidArgument(
                 "the IVFIndex is not trained: call train(sample) first".into(),
@@ -207,7 +207,7 @@ impl IvfIndex {
         let mut owned = Vec::new();
         let q = self.prepare(queries, &mut owned);
         let nprobe = nprobe.min(self.nlist);
-        let probes = self.probe(q, nprobe, threads)?;
+        let probes = self.probe(q, nprobe, coarse_ef, threads)?;
         let allowed: Option<Vec<bool>> = allow.map(|ids| {
             let mut ok = vec![false; self.len()];
             for id in ids {

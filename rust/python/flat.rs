@@ -1,11 +1,12 @@
 //! Binding of [`crate::flat::FlatIndex`].
 
-use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::{
-    add_rows, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice, to_py,
+    add_chunked, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice,
+    to_py, AddArgs,
 };
 use crate::error::Error;
 use crate::index::Index;
@@ -37,7 +38,28 @@ index_class! {
             ids: Option<PyReadonlyArray1<'py, i64>>,
             threads: Option<usize>,
         ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-            add_rows(py, &self.inner, vectors, ids, threads)
+            // The grown buffers are copied while searches share the index, then swapped in by
+            // the first chunk, so no chunk reallocates under the write lock.
+            let a = AddArgs::new(&self.inner, &vectors, &ids, threads)?;
+            let out = detached(py, || {
+                add_chunked(
+                    &self.inner,
+                    a.n,
+                    a.ids,
+                    a.per_chunk(),
+                    |g| {
+                        crate::vectors::check_finite(a.v, a.d, "vectors")?;
+                        Ok(g.grown(a.n))
+                    },
+                    |g, grown, r, chunk_ids| {
+                        if let Some(b) = grown.take() {
+                            g.install(b);
+                        }
+                        g.add(a.rows(r), Some(chunk_ids), a.threads)
+                    },
+                )
+            })?;
+            Ok(out.into_pyarray(py))
         }
 
         fn get<'py>(&self, py: Python<'py>, ids: PyReadonlyArray1<'py, i64>) -> PyResult<Bound<'py, PyArray2<f32>>> {

@@ -13,21 +13,24 @@ use super::{
 };
 use crate::error::Error;
 use crate::index::Index;
-use crate::ivf::{self, IvfParams, Storage};
+use crate::ivf::{self, Coarse, IvfParams, Storage};
 use crate::parallel;
 
 index_class! {
     /// Inverted-file index (see `rankfunnel.IVFIndex` for the documented API).
     IVFIndex(ivf::IvfIndex) {
         #[new]
-        fn new(dim: i64, nlist: i64, metric_name: &str, storage: &str) -> PyResult<Self> {
+        #[pyo3(signature = (dim, nlist, metric_name, storage, coarse="auto"))]
+        fn new(dim: i64, nlist: i64, metric_name: &str, storage: &str, coarse: &str) -> PyResult<Self> {
             if dim <= 0 || nlist <= 0 {
                 return Err(to_py(Error::InvalidArgument(format!(
                     "dim and nlist must be at least 1, got dim={dim}, nlist={nlist}"
                 ))));
             }
             let s = Storage::parse(storage).map_err(to_py)?;
-            let idx = ivf::IvfIndex::new(dim as usize, nlist as usize, metric(metric_name)?, s).map_err(to_py)?;
+            let c = Coarse::parse(coarse).map_err(to_py)?;
+            let mut idx = ivf::IvfIndex::new(dim as usize, nlist as usize, metric(metric_name)?, s).map_err(to_py)?;
+            idx.set_coarse(c, 1).map_err(to_py)?;
             Ok(Self::wrap(idx))
         }
 
@@ -39,6 +42,26 @@ index_class! {
         #[getter]
         fn storage(&self) -> &'static str {
             self.inner.read().storage().name()
+        }
+
+        #[getter]
+        fn coarse(&self) -> &'static str {
+            self.inner.read().coarse().name()
+        }
+
+        #[getter]
+        fn has_graph(&self) -> bool {
+            self.inner.read().has_graph()
+        }
+
+        #[pyo3(signature = (coarse, threads=None))]
+        fn set_coarse(&self, py: Python<'_>, coarse: &str, threads: Option<usize>) -> PyResult<()> {
+            let c = Coarse::parse(coarse).map_err(to_py)?;
+            let t = parallel::resolve(threads);
+            detached(py, || {
+                let _e = self.inner.edit();
+                self.inner.write().set_coarse(c, t)
+            })
         }
 
         #[getter]
@@ -111,7 +134,7 @@ index_class! {
             get_rows(py, &self.inner, ids)
         }
 
-        #[pyo3(signature = (queries, k, nprobe, refine, threads=None, allow=None))]
+        #[pyo3(signature = (queries, k, nprobe, refine, threads=None, allow=None, coarse_ef=0))]
         #[allow(clippy::too_many_arguments)]
         fn search<'py>(
             &self,
@@ -122,6 +145,7 @@ index_class! {
             refine: usize,
             threads: Option<usize>,
             allow: Option<PyReadonlyArray1<'py, i64>>,
+            coarse_ef: usize,
         ) -> PyResult<Bound<'py, PyTuple>> {
             let k = check_k(k)?;
             if nprobe <= 0 {
@@ -132,7 +156,7 @@ index_class! {
             let q = slice(&queries, "queries")?;
             let allow = optional(&allow, "filter")?;
             let t = parallel::resolve(threads);
-            let params = IvfParams { nprobe: nprobe as usize, refine };
+            let params = IvfParams { nprobe: nprobe as usize, refine, coarse_ef };
             let r = detached(py, || self.inner.checked()?.search(q, k, &params, allow, t))?;
             results(py, r, nq, k)
         }

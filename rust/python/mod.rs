@@ -7,8 +7,7 @@
 use std::path::PathBuf;
 
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyUntypedArrayMethods,
+    IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -184,6 +183,10 @@ pub(crate) trait Edit {
     fn contains(&self, id: i64) -> bool;
     /// See [`Index::check_mapping`].
     fn check_mapping(&self) -> crate::Result<()>;
+    /// See [`Index::remove_batch`].
+    fn remove_batch(&self) -> usize {
+        REMOVE_CHUNK
+    }
 }
 
 impl<T: Index> Edit for T {
@@ -198,6 +201,9 @@ impl<T: Index> Edit for T {
     }
     fn check_mapping(&self) -> crate::Result<()> {
         Index::check_mapping(self)
+    }
+    fn remove_batch(&self) -> usize {
+        Index::remove_batch(self)
     }
 }
 
@@ -216,11 +222,12 @@ impl Edit for crate::bm25::BM25Index {
     }
 }
 
-/// Ids removed per write-lock section by [`remove_ids`].
+/// Ids removed per write-lock section by [`remove_ids`], unless the index asks for fewer
+/// ([`Edit::remove_batch`]).
 const REMOVE_CHUNK: usize = 4096;
 
 /// `remove` of every index class: check every id first (an unknown one fails the call before
-/// anything is removed), then remove them in chunks of [`REMOVE_CHUNK`], each under the write
+/// anything is removed), then remove them in chunks of [`Edit::remove_batch`], each under the write
 /// lock, so searches run between chunks; each one sees every id either present or removed.
 pub(crate) fn remove_ids<T: Edit>(inner: &Locked<T>, ids: &[i64]) -> crate::Result<usize> {
     let _e = inner.edit();
@@ -233,8 +240,9 @@ pub(crate) fn remove_ids<T: Edit>(inner: &Locked<T>, ids: &[i64]) -> crate::Resu
             return Err(Error::UnknownId(bad));
         }
     }
+    let per = inner.read().remove_batch().max(1);
     let mut removed = 0;
-    for chunk in unique.chunks(REMOVE_CHUNK) {
+    for chunk in unique.chunks(per) {
         let mut g = inner.write();
         g.check_mapping()?;
         removed += g.remove(chunk)?;
@@ -289,7 +297,7 @@ pub(crate) fn add_chunked<T: Edit, P>(
     Ok(all)
 }
 
-/// Rows per chunk of [`add_rows`]: about this many floats per write-lock section.
+/// Rows per chunk of an add ([`AddArgs::per_chunk`]): about this many floats per write-lock section.
 pub(crate) const ADD_CHUNK_FLOATS: usize = 1 << 17;
 
 /// Rows of `vectors` checked against the index width, with the optional ids and thread count
@@ -329,32 +337,6 @@ impl<'a> AddArgs<'a> {
     pub(crate) fn per_chunk(&self) -> usize {
         (ADD_CHUNK_FLOATS / self.d.max(1)).max(1)
     }
-}
-
-/// `add` of an index of vectors: check the width and every value, release the GIL, add in
-/// chunks (see [`add_chunked`]) and return the ids given.
-pub(crate) fn add_rows<'py, T>(
-    py: Python<'py>,
-    inner: &Locked<T>,
-    vectors: PyReadonlyArray2<'py, f32>,
-    ids: Option<PyReadonlyArray1<'py, i64>>,
-    threads: Option<usize>,
-) -> PyResult<Bound<'py, PyArray1<i64>>>
-where
-    T: for<'a> Index<Data<'a> = &'a [f32]> + Send + Sync,
-{
-    let a = AddArgs::new(inner, &vectors, &ids, threads)?;
-    let out = detached(py, || {
-        add_chunked(
-            inner,
-            a.n,
-            a.ids,
-            a.per_chunk(),
-            |_| crate::vectors::check_finite(a.v, a.d, "vectors"),
-            |g, _, r, chunk_ids| g.add(a.rows(r), Some(chunk_ids), a.threads),
-        )
-    })?;
-    Ok(out.into_pyarray(py))
 }
 
 /// `get` of an index of vectors: the stored vectors of `ids` as an `(n, dim)` array.
@@ -609,5 +591,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<MultiVectorIndex>()?;
     m.add_class::<BM25Index>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("IVF_GRAPH_MIN_NLIST", crate::ivf::GRAPH_MIN_NLIST)?;
     Ok(())
 }
