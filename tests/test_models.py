@@ -156,6 +156,40 @@ def test_bi_encoder_batch_invariance(model_dir: Path) -> None:
     np.testing.assert_allclose(enc.encode([texts[i] for i in perm], batch_size=4), alone[perm], atol=1e-6)
 
 
+def test_length_sorted_caps_padded_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rankfunnel.models._batching import MAX_BATCH_TOKENS, length_sorted, max_batch_tokens
+
+    class _Enc:
+        def __init__(self, n: int) -> None:
+            self.ids = list(range(n))
+
+    lens = [300, 5, 120, 120, 40, 700, 1, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60]
+    encs = [_Enc(n) for n in lens]
+    batches = length_sorted(encs, 8, 256)  # type: ignore[arg-type]
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lens)))  # every text once
+    assert [lens[int(i)] for i in flat] == sorted(lens, reverse=True)  # longest first
+    for b in batches:
+        width = max(lens[int(i)] for i in b)
+        assert len(b) <= 8 and (len(b) == 1 or len(b) * width <= 256)
+    assert [len(b) for b in batches[:3]] == [1, 1, 2]  # 700 and 300 alone, then 120 + 120
+    assert [len(b) for b in length_sorted(encs, 8, 0)] == [8, 8, 1]  # type: ignore[arg-type]
+    assert max_batch_tokens() == MAX_BATCH_TOKENS
+    monkeypatch.setenv("RANKFUNNEL_MAX_BATCH_TOKENS", "0")
+    assert max_batch_tokens() is None
+    monkeypatch.setenv("RANKFUNNEL_MAX_BATCH_TOKENS", "-3")
+    with pytest.raises(ModelError, match="RANKFUNNEL_MAX_BATCH_TOKENS"):
+        max_batch_tokens()
+
+
+def test_minilm_token_cap_does_not_change_results(minilm: BiEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs, _ = refs(MINILM)
+    texts = inputs["texts"][:40]
+    capped = minilm.encode(texts, batch_size=32)
+    monkeypatch.setenv("RANKFUNNEL_MAX_BATCH_TOKENS", "0")
+    np.testing.assert_allclose(minilm.encode(texts, batch_size=32), capped, atol=2e-6, rtol=0)
+
+
 def test_minilm_batch_invariance(minilm: BiEncoder) -> None:
     inputs, _ = refs(MINILM)
     texts = inputs["texts"][95:110]  # long documents and short queries mixed

@@ -291,7 +291,8 @@ class BiEncoder(OnnxTextModel):
         texts : sequence of str
             The texts. An empty sequence gives a ``(0, dim)`` array.
         batch_size : int, default 32
-            Texts per ONNX Runtime call.
+            Texts per ONNX Runtime call at most; long ones go fewer to a call, up to 512 padded tokens
+            (``rankfunnel.models._batching.MAX_BATCH_TOKENS``).
         normalize : bool, optional
             L2-normalize the vectors; default: what modules.json says (``Normalize``).
         show_progress : bool, default False

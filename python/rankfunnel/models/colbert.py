@@ -146,7 +146,8 @@ class ColBERTEncoder(OnnxTextModel):
         texts : sequence of str
             The queries; an empty sequence gives ``[]``.
         batch_size : int, default 32
-            Queries per ONNX Runtime call.
+            Queries per ONNX Runtime call at most; long ones go fewer to a call, up to 512 padded tokens
+            (``rankfunnel.models._batching.MAX_BATCH_TOKENS``).
         show_progress : bool, default False
             Report progress on stderr.
 
@@ -189,7 +190,8 @@ class ColBERTEncoder(OnnxTextModel):
         texts : sequence of str
             The documents; an empty sequence gives ``[]``.
         batch_size : int, default 32
-            Documents per ONNX Runtime call (batched by token length; order is kept).
+            Documents per ONNX Runtime call at most; long ones go fewer to a call, up to 512 padded tokens
+            (``rankfunnel.models._batching.MAX_BATCH_TOKENS``).
         show_progress : bool, default False
             Report progress on stderr.
 

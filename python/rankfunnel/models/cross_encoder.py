@@ -205,7 +205,8 @@ class CrossEncoder(OnnxTextModel):
         pairs : sequence of (str, str)
             (query, document) pairs. An empty sequence gives an empty array.
         batch_size : int, default 32
-            Pairs per ONNX Runtime call (pairs are batched by token length; order is kept).
+            Pairs per ONNX Runtime call at most; long ones go fewer to a call, up to 512 padded tokens
+            (``rankfunnel.models._batching.MAX_BATCH_TOKENS``).
         activation : str or callable, optional
             Override the model's activation for this call (``"identity"`` for raw logits).
         show_progress : bool, default False
@@ -252,7 +253,8 @@ class CrossEncoder(OnnxTextModel):
         top_k : int or None, default 10
             How many results to return (``None``: all).
         batch_size : int, default 32
-            Pairs per ONNX Runtime call.
+            Pairs per ONNX Runtime call at most; long ones go fewer to a call, up to 512 padded tokens
+            (``rankfunnel.models._batching.MAX_BATCH_TOKENS``).
         return_documents : bool, default False
             Add each document's text under ``"text"``.
         activation : str or callable, optional
