@@ -101,7 +101,8 @@ fn auto_scans_small_allow_lists_and_walks_large_ones() {
     assert_eq!(idx.plan(100, 1, 64, FilterMode::Auto), Plan::Exact);
     assert_eq!(idx.plan(2000, 1, 8, FilterMode::Auto), Plan::Graph { budget: 2000 });
     assert_eq!(idx.plan(2000, 100, 8, FilterMode::Auto), Plan::Exact, "batches scan from cache");
-    assert_eq!(idx.plan(600, 1, 8, FilterMode::Auto), Plan::TwoHop { budget: 600 });
+    assert_eq!(idx.plan(1100, 1, 8, FilterMode::Auto), Plan::TwoHop { budget: 1100 });
+    assert_eq!(idx.plan(600, 1, 8, FilterMode::Auto), Plan::Exact, "a two-hop walk of 8 costs more");
     assert_eq!(idx.plan(10, 1, 64, FilterMode::Acorn), Plan::TwoHop { budget: usize::MAX });
     assert_eq!(idx.plan(10, 1, 64, FilterMode::Graph), Plan::Graph { budget: usize::MAX });
     assert_eq!(idx.plan(3000, 1, 64, FilterMode::Exact), Plan::Exact);
