@@ -139,7 +139,10 @@ def test_every_mode_against_brute_force(
     known = [lst[(lst < N)] for lst in lists]
     allowed = [lst[live[lst]] for lst in (known if per_query else known * nq)]
     r = check(ids, scores, q, x, metric, k, allowed, exact=mode == "exact")
-    if mode != "exact":
+    # Approximate modes may miss a neighbour; one miss in a handful of results says nothing (the
+    # graph is built on 2 threads, so it varies run to run): recall is only held to a bar over 20
+    # or more results here, and test_recall_at_every_selectivity measures it properly.
+    if mode != "exact" and sum(min(k, len(np.unique(a))) for a in allowed) >= 20:
         assert r >= 0.6, f"recall {r}"
 
 
