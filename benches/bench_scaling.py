@@ -3,7 +3,8 @@ for rankfunnel and its peers (M=16, ef_construction=200, inner product, same run
 
 Real sentence embeddings (the cached MiniLM vectors of the PyPI summaries: ``--vectors`` or
 ``$RANKFUNNEL_PYPI_VECTORS``; the last ``--nq`` rows are the queries, never indexed) at
-``--real-sizes``, and generated clustered vectors at ``--generated-sizes``. After each table it
+``--real-sizes``, and generated embedding-like vectors (``common.embedding_like``: clumps near a
+``--latent``-dimensional subspace; the queries are drawn with the data) at ``--generated-sizes``. After each table it
 prints how each figure grows: the exponent ``e`` in ``figure ~ n^e`` between consecutive sizes.
 
     python benches/bench_scaling.py --real-sizes 100000,299000 --generated-sizes 1000000
@@ -24,7 +25,7 @@ from bench_hnsw import at_recall
 from test_hnsw import CONTENDERS, EFS, FLOAT32_ONLY, TARGET, build
 
 import rankfunnel as rf
-from common import best_of, clustered, load_vectors, recall, table
+from common import best_of, embedding_like, load_vectors, recall, table
 
 
 def measure(
@@ -104,6 +105,7 @@ def main() -> None:
         "--generated-sizes", default="100000,300000,1000000", help="sizes of generated data ('' skips)"
     )
     ap.add_argument("--d", type=int, default=384, help="dimension of the generated vectors")
+    ap.add_argument("--latent", type=int, default=96, help="intrinsic dimension of the generated vectors")
     ap.add_argument("--nq", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
@@ -138,10 +140,11 @@ def main() -> None:
         run("real MiniLM embeddings", data, data[-a.nq :].copy(), real, engines, a)
     gen = [int(s) for s in a.generated_sizes.split(",") if s]
     if gen:
+        data = embedding_like(max(gen) + a.nq, a.d, latent=a.latent, seed=1)
         run(
-            f"generated clustered {a.d}-d",
-            clustered(max(gen), a.d, seed=1),
-            clustered(a.nq, a.d, seed=2),
+            f"generated embedding-like {a.d}-d (latent dimension {a.latent})",
+            data[: max(gen)],
+            data[max(gen) :].copy(),
             gen,
             engines,
             a,

@@ -17,6 +17,7 @@ from rankfunnel.synthetic import clustered
 __all__ = [
     "best_of",
     "clustered",
+    "embedding_like",
     "faiss_hnsw",
     "hnswlib_index",
     "latencies",
@@ -25,6 +26,35 @@ __all__ = [
     "recall",
     "table",
 ]
+
+
+def embedding_like(
+    n: int, d: int, *, latent: int = 96, clusters: int = 1000, spread: float = 1.3, seed: int = 0
+) -> np.ndarray:
+    """``n`` unit float32 vectors of dimension ``d`` that lie near a ``latent``-dimensional
+    subspace, in ``clusters`` clumps: like sentence embeddings, whose intrinsic dimension is far
+    below their width. Split one call into data and queries, so both come from one distribution
+    (:func:`clustered` with two seeds draws the queries around other centres).
+
+    A random orthonormal map takes clumps of Gaussian points (``spread`` times a centre's length)
+    from the latent space to ``d`` dimensions; a little isotropic noise (5%) keeps the vectors
+    off the subspace itself. Built in parts of 2^16 rows, so 1M x 384 needs no more than the result.
+    """
+    g = np.random.default_rng(seed)
+    latent = min(latent, d)
+    # latent x d, orthonormal rows
+    basis = np.linalg.qr(g.standard_normal((d, latent)))[0].T.astype(np.float32)
+    centres = g.standard_normal((clusters, latent)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, 1 << 16):
+        m = min(1 << 16, n - s)
+        z = centres[g.integers(0, clusters, m)]
+        z += np.float32(spread / np.sqrt(latent)) * g.standard_normal((m, latent), dtype=np.float32)
+        x = z @ basis
+        x += np.float32(0.05 / np.sqrt(d)) * g.standard_normal((m, d), dtype=np.float32)
+        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
 
 
 def read_docs(path: Union[str, Path], count: int) -> list[tuple[str, str]]:

@@ -31,7 +31,7 @@ mod meta {
 }
 
 /// The buffers of a [`FlatIndex`] with room for more rows (see [`FlatIndex::grown`]).
-pub struct Grown {
+struct Grown {
     data: Vec<f32>,
     half: Vec<u16>,
     resid: Vec<f32>,
@@ -79,9 +79,8 @@ impl FlatIndex {
     }
 
     /// Buffers with room for `extra` more rows, copied from the current ones, or `None` when
-    /// they have room already. Changes nothing: the copy runs while searches share the index,
-    /// and [`FlatIndex::install`] swaps it in at once.
-    pub fn grown(&self, extra: usize) -> Option<Grown> {
+    /// they have room already.
+    fn grown(&self, extra: usize) -> Option<Grown> {
         let d = self.dim;
         let n = self.ids.len() + extra;
         let want = pack::packed_len(n, d);
@@ -110,14 +109,25 @@ impl FlatIndex {
         })
     }
 
-    /// Swap in buffers from [`FlatIndex::grown`] (made from this index, unchanged since).
-    pub fn install(&mut self, g: Grown) {
-        self.data = Buf::Owned(g.data);
-        self.half = Buf::Owned(g.half);
-        self.resid = Buf::Owned(g.resid);
-        self.norms = Buf::Owned(g.norms);
-        self.ids = g.ids;
-        self.idmap = g.idmap;
+    /// This index with `vectors` added under `ids` (which [`Index::assign_ids`] gave), built in
+    /// a grown copy, or `None` when the buffers have room for them (an add in place then costs
+    /// no reallocation). Changes nothing: the copy is made and filled while searches share the
+    /// index, and replaces it at once.
+    pub fn with_added(&self, vectors: &[f32], ids: &[i64]) -> Result<Option<FlatIndex>> {
+        let Some(g) = self.grown(ids.len()) else { return Ok(None) };
+        let mut copy = FlatIndex {
+            dim: self.dim,
+            metric: self.metric,
+            data: Buf::Owned(g.data),
+            half: Buf::Owned(g.half),
+            resid: Buf::Owned(g.resid),
+            norms: Buf::Owned(g.norms),
+            prefilter: self.prefilter,
+            ids: g.ids,
+            idmap: g.idmap,
+        };
+        copy.add(vectors, Some(ids), 1)?;
+        Ok(Some(copy))
     }
 
     /// True when the index keeps the bfloat16 prefilter copy.

@@ -106,6 +106,10 @@ def test_index_broken_corpus(tmp_path: Path, name: str, message: str) -> None:
     ("args", "message"),
     [
         (["--index", "annoy"], "argument --index: unknown index kind 'annoy'"),
+        (["--index", "ivf,coarse=kd"], 'argument --index: unknown coarse quantizer "kd"'),
+        (["--index", "ivf,storage=int4"], "argument --index: unknown storage 'int4'"),
+        (["--index", "hnsw,m=1"], "argument --index: m must be between 2 and 2048, got 1"),
+        (["--index", "ivf0"], "argument --index: nlist must be at least 1, got 0"),
         (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got 0"),
         (["--candidates", "many"], "argument --candidates: expected a positive integer, got 'many'"),
         (["--model", "/no/such/model"], "/no/such/model"),

@@ -28,13 +28,15 @@ from . import __version__, default_threads, simd_level
 from .errors import RankfunnelError
 from .flat import FlatIndex, topk
 from .progress import progress_bar, track
-from .registry import kinds, parse_spec
+from .registry import index_factory, kinds
 from .synthetic import clustered, rng
 
 
 def _index_spec(spec: str) -> str:
     try:
-        parse_spec(spec)
+        # An empty index of any width checks the option values too ("ivf,coarse=graph"), so a bad
+        # one fails here, before a corpus is read or a model loaded.
+        index_factory(spec, 8)
     except RankfunnelError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return spec

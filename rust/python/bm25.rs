@@ -121,7 +121,7 @@ impl BM25Index {
                 &self.inner,
                 n,
                 ids_slice,
-                ADD_CHUNK_DOCS,
+                |_| ADD_CHUNK_DOCS,
                 |g| Ok(g.analyze_all(&texts, t)),
                 |g, analyzed, r, chunk_ids| {
                     let part: Vec<Vec<String>> = analyzed[r].iter_mut().map(std::mem::take).collect();

@@ -38,24 +38,28 @@ index_class! {
             ids: Option<PyReadonlyArray1<'py, i64>>,
             threads: Option<usize>,
         ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-            // The grown buffers are copied while searches share the index, then swapped in by
-            // the first chunk, so no chunk reallocates under the write lock.
+            // When the buffers must grow, the whole batch is added to a grown copy while searches
+            // share the index, and the copy is swapped in by one short write section; otherwise
+            // the rows are written in place, chunk by chunk.
             let a = AddArgs::new(&self.inner, &vectors, &ids, threads)?;
             let out = detached(py, || {
+                let mut retired = None; // the replaced buffers, freed after the write section
                 add_chunked(
                     &self.inner,
                     a.n,
                     a.ids,
-                    a.per_chunk(),
+                    |copy: &Option<flat::FlatIndex>| if copy.is_some() { a.n } else { a.per_chunk() },
                     |g| {
                         crate::vectors::check_finite(a.v, a.d, "vectors")?;
-                        Ok(g.grown(a.n))
+                        let ids = g.assign_ids(a.n, a.ids)?;
+                        g.with_added(a.v, &ids)
                     },
-                    |g, grown, r, chunk_ids| {
-                        if let Some(b) = grown.take() {
-                            g.install(b);
+                    |g, copy, r, chunk_ids| match copy.take() {
+                        Some(c) => {
+                            retired = Some(std::mem::replace(g, c));
+                            Ok(chunk_ids.to_vec())
                         }
-                        g.add(a.rows(r), Some(chunk_ids), a.threads)
+                        None => g.add(a.rows(r), Some(chunk_ids), a.threads),
                     },
                 )
             })?;

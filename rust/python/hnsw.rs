@@ -83,13 +83,9 @@ index_class! {
             let a = AddArgs::new(&self.inner, &vectors, &ids, threads)?;
             let out = detached(py, || {
                 let _e = self.inner.edit();
-                let staged = {
-                    let mut g = self.inner.write();
-                    g.check_mapping()?;
-                    g.stage(a.v, a.ids)?
-                };
+                let staged = self.inner.section(|g| g.check_mapping().and_then(|()| g.stage(a.v, a.ids)))?;
                 let top = self.inner.read().link(&staged, a.threads);
-                Ok(self.inner.write().publish(staged, top))
+                Ok(self.inner.section(|g| g.publish(staged, top)))
             })?;
             Ok(out.into_pyarray(py))
         }

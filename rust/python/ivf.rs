@@ -117,7 +117,7 @@ index_class! {
                     &self.inner,
                     a.n,
                     a.ids,
-                    a.per_chunk(),
+                    |_| a.per_chunk(),
                     |g| g.route(a.v, a.threads),
                     |g, lists, r, chunk_ids| {
                         if r.start == 0 {

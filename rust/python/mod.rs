@@ -60,31 +60,45 @@ pub(crate) fn to_py(e: Error) -> PyErr {
 /// the length of a large add or remove. Taking the edit lock before waiting for the write lock
 /// also keeps a second writer from queueing on the write lock while the first one holds the
 /// read lock, which would stall every new search behind it.
+///
+/// The lock is parking_lot's task-fair one, and a section ends with [`Locked::section`]'s fair
+/// unlock: the searches that queued behind it get the lock before the writer's next section.
+/// (With an unfair lock the writer takes the lock back at once, section after section, and a
+/// search can wait out the whole batch.)
 pub(crate) struct Locked<T> {
-    data: std::sync::RwLock<T>,
-    edit: std::sync::Mutex<()>,
+    data: parking_lot::RwLock<T>,
+    edit: parking_lot::Mutex<()>,
 }
 
 impl<T> Locked<T> {
     pub(crate) fn new(v: T) -> Self {
-        Locked { data: std::sync::RwLock::new(v), edit: std::sync::Mutex::new(()) }
+        Locked { data: parking_lot::RwLock::new(v), edit: parking_lot::Mutex::new(()) }
     }
-    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, T> {
-        self.data.read().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn read(&self) -> parking_lot::RwLockReadGuard<'_, T> {
+        self.data.read()
     }
-    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, T> {
-        self.data.write().unwrap_or_else(|e| e.into_inner())
+    /// The write lock, for one-off changes (train, a new coarse quantizer).
+    pub(crate) fn write(&self) -> parking_lot::RwLockWriteGuard<'_, T> {
+        self.data.write()
+    }
+    /// One short write section of a longer change: runs `f` under the write lock, then hands
+    /// the lock to the waiting searches, if any, before the caller can take it again.
+    pub(crate) fn section<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut g = self.data.write();
+        let r = f(&mut g);
+        parking_lot::RwLockWriteGuard::unlock_fair(g);
+        r
     }
     /// The edit lock: held for the whole of a call that changes the index or saves it.
-    pub(crate) fn edit(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.edit.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn edit(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.edit.lock()
     }
 }
 
 impl<T: Index> Locked<T> {
     /// A shared guard, after checking that the file the index is mapped from has not been
     /// truncated or modified (see [`Index::check_mapping`]): for calls that read the data.
-    pub(crate) fn checked(&self) -> crate::Result<std::sync::RwLockReadGuard<'_, T>> {
+    pub(crate) fn checked(&self) -> crate::Result<parking_lot::RwLockReadGuard<'_, T>> {
         let g = self.read();
         g.check_mapping()?;
         Ok(g)
@@ -243,14 +257,12 @@ pub(crate) fn remove_ids<T: Edit>(inner: &Locked<T>, ids: &[i64]) -> crate::Resu
     let per = inner.read().remove_batch().max(1);
     let mut removed = 0;
     for chunk in unique.chunks(per) {
-        let mut g = inner.write();
-        g.check_mapping()?;
-        removed += g.remove(chunk)?;
+        removed += inner.section(|g| g.check_mapping().and_then(|()| g.remove(chunk)))?;
     }
     Ok(removed)
 }
 
-/// Adds `n` items under the edit lock in chunks of `per_chunk`, each chunk applied by `apply`
+/// Adds `n` items under the edit lock in chunks of `per_chunk(&prepared)`, each chunk applied by `apply`
 /// (given the index, what `prepare` returned, the chunk's item range and its ids) under the
 /// write lock, so searches run between chunks and see a prefix of the batch, each item whole.
 ///
@@ -262,7 +274,7 @@ pub(crate) fn add_chunked<T: Edit, P>(
     inner: &Locked<T>,
     n: usize,
     ids: Option<&[i64]>,
-    per_chunk: usize,
+    per_chunk: impl FnOnce(&P) -> usize,
     prepare: impl FnOnce(&T) -> crate::Result<P>,
     mut apply: impl FnMut(&mut T, &mut P, std::ops::Range<usize>, &[i64]) -> crate::Result<Vec<i64>>,
 ) -> crate::Result<Vec<i64>> {
@@ -273,22 +285,18 @@ pub(crate) fn add_chunked<T: Edit, P>(
         (prepare(&g)?, g.assign_ids(n, ids)?)
     };
     if n == 0 {
-        let mut g = inner.write();
-        g.check_mapping()?;
-        return apply(&mut g, &mut prep, 0..0, &[]);
+        return inner.section(|g| g.check_mapping().and_then(|()| apply(g, &mut prep, 0..0, &[])));
     }
+    let per_chunk = per_chunk(&prep).max(1);
     let mut start = 0;
     while start < n {
-        let r = start..(start + per_chunk.max(1)).min(n);
-        let done = {
-            let mut g = inner.write();
-            g.check_mapping().and_then(|()| apply(&mut g, &mut prep, r.clone(), &all[r.clone()]))
-        };
+        let r = start..(start + per_chunk).min(n);
+        let done = inner
+            .section(|g| g.check_mapping().and_then(|()| apply(g, &mut prep, r.clone(), &all[r.clone()])));
         if let Err(e) = done {
             if start > 0 {
-                let mut g = inner.write();
                 // Best effort: the ids were just added, so removing them cannot be refused.
-                let _ = g.remove(&all[..start]);
+                let _ = inner.section(|g| g.remove(&all[..start]));
             }
             return Err(e);
         }

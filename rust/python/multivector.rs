@@ -120,7 +120,7 @@ index_class! {
                     &self.inner,
                     n,
                     ids,
-                    per_chunk,
+                    |_| per_chunk,
                     |g| {
                         g.check_docs(docs)?;
                         if g.n_centroids() == 0 {
