@@ -29,7 +29,7 @@ __all__ = [
 
 
 def embedding_like(
-    n: int, d: int, *, latent: int = 96, clusters: int = 1000, spread: float = 1.3, seed: int = 0
+    n: int, d: int, *, latent: int = 96, clusters: int = 1000, spread: float = 1.0, seed: int = 0
 ) -> np.ndarray:
     """``n`` unit float32 vectors of dimension ``d`` that lie near a ``latent``-dimensional
     subspace, in ``clusters`` clumps: like sentence embeddings, whose intrinsic dimension is far
