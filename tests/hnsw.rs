@@ -215,8 +215,11 @@ fn int8_walks_find_the_neighbours_with_exact_scores_for_every_metric() {
         // Scores are the exact float32 scores of the ids returned.
         let all = f.search(&q, n, &(), None, 1).unwrap();
         for qi in 0..100 {
-            let exact: std::collections::HashMap<i64, f32> =
-                all.ids[qi * n..(qi + 1) * n].iter().copied().zip(all.scores[qi * n..(qi + 1) * n].iter().copied()).collect();
+            let exact: std::collections::HashMap<i64, f32> = all.ids[qi * n..(qi + 1) * n]
+                .iter()
+                .copied()
+                .zip(all.scores[qi * n..(qi + 1) * n].iter().copied())
+                .collect();
             for j in qi * 10..(qi + 1) * 10 {
                 let e = exact[&got.ids[j]];
                 assert!((got.scores[j] - e).abs() <= 1e-5 * e.abs().max(1.0), "{metric:?}");

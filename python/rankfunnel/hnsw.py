@@ -22,8 +22,10 @@ _MODES = ("auto", "graph", "acorn", "exact")
 CODES = ("bf16", "int8", "none")
 """The ``codes`` values of :class:`HNSWIndex`: the copy of the vectors graph walks read."""
 
-DEFAULT_CODES = "bf16"
-"""The walk copy of an :class:`HNSWIndex` built without ``codes=`` or ``bf16_copy=``."""
+DEFAULT_CODES = "int8"
+"""The walk copy of an :class:`HNSWIndex` built without ``codes=`` or ``bf16_copy=``: int8 walks
+reached recall@10 0.95 about 30% faster than bfloat16 ones on 100k MiniLM vectors, with a third
+less memory for the copy and faster builds."""
 
 
 class HNSWIndex(BF16Copy, IndexBase):
@@ -47,15 +49,15 @@ class HNSWIndex(BF16Copy, IndexBase):
         Beam width while inserting; higher builds a better graph, more slowly.
     seed : int, default 0
         Seed of the random node levels; a build with one thread is deterministic for a seed.
-    codes : {"bf16", "int8", "none"}, optional
+    codes : {"int8", "bf16", "none"}, optional
         The compact copy of the vectors that graph walks (searches and inserts) read; the
         candidates a walk keeps are rescored in float32, so reported scores are exact whichever
-        copy is walked. ``"bf16"`` (the default) keeps a bfloat16 copy (+50% of the float32
-        bytes), walks reading half the bytes of float32. ``"int8"`` keeps one byte per dimension
-        (+25%), quantized per dimension over the range of the vectors (the ranges are fit on the
-        first add and refit, re-encoding the copy, whenever the index has doubled since and a
-        batch falls outside them; values outside the ranges clamp in between). ``"none"`` keeps
-        no copy: walks read the float32 vectors.
+        copy is walked. ``"int8"`` (the default) keeps one byte per dimension (+25% of the
+        float32 bytes), quantized per dimension over the range of the vectors: the ranges are fit
+        on the first add and refit, re-encoding the copy, whenever the index has doubled since
+        and a batch falls outside them (values outside the ranges clamp in between); inner
+        products multiply the codes by 16-bit fixed-point query weights. ``"bf16"`` keeps a
+        bfloat16 copy (+50%), ``"none"`` none: walks read the float32 vectors.
     bf16_copy : bool, optional
         Older spelling: ``True`` is ``codes="bf16"``, ``False`` is ``codes="none"``. Give
         ``codes`` or ``bf16_copy``, not both.

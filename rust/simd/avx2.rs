@@ -324,53 +324,42 @@ pub fn pair_bf16<const L2: bool>(q: &[f32], x: &[u16]) -> f32 {
     unsafe { pair_bf16_impl::<L2>(q, x) }
 }
 
-/// Pair kernel body on u8 codes: eight codes widened to f32 per step, two accumulators.
+/// Squared-L2 pair kernel body on u8 codes: eight codes widened to f32 per step, two
+/// accumulators.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pair_u8_impl<const L2: bool>(q: *const f32, step: *const f32, x: *const u8, n: usize) -> f32 {
+unsafe fn pair_u8_l2_impl(q: *const f32, step: *const f32, x: *const u8, n: usize) -> f32 {
     // SAFETY: the caller guarantees this function's contract: the CPU features named in
-    // its `target_feature` are present and every pointer is valid for `n` elements (`step`
-    // only read with `L2`).
+    // its `target_feature` are present and every pointer is valid for `n` elements.
     unsafe {
         let mut acc0 = _mm256_setzero_ps();
         let mut acc1 = _mm256_setzero_ps();
         let mut i = 0;
         while i + 16 <= n {
             let c0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(x.add(i) as *const __m128i)));
-            let c1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(x.add(i + 8) as *const __m128i)));
-            let q0 = _mm256_loadu_ps(q.add(i));
-            let q1 = _mm256_loadu_ps(q.add(i + 8));
-            if L2 {
-                let t0 = _mm256_fmsub_ps(_mm256_loadu_ps(step.add(i)), c0, q0);
-                let t1 = _mm256_fmsub_ps(_mm256_loadu_ps(step.add(i + 8)), c1, q1);
-                acc0 = _mm256_fmadd_ps(t0, t0, acc0);
-                acc1 = _mm256_fmadd_ps(t1, t1, acc1);
-            } else {
-                acc0 = _mm256_fmadd_ps(q0, c0, acc0);
-                acc1 = _mm256_fmadd_ps(q1, c1, acc1);
-            }
+            let c1 =
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(x.add(i + 8) as *const __m128i)));
+            let t0 = _mm256_fmsub_ps(_mm256_loadu_ps(step.add(i)), c0, _mm256_loadu_ps(q.add(i)));
+            let t1 = _mm256_fmsub_ps(_mm256_loadu_ps(step.add(i + 8)), c1, _mm256_loadu_ps(q.add(i + 8)));
+            acc0 = _mm256_fmadd_ps(t0, t0, acc0);
+            acc1 = _mm256_fmadd_ps(t1, t1, acc1);
             i += 16;
         }
         let mut total = hsum(_mm256_add_ps(acc0, acc1));
         while i < n {
-            let c = *x.add(i) as f32;
-            total += if L2 {
-                let t = *step.add(i) * c - *q.add(i);
-                t * t
-            } else {
-                *q.add(i) * c
-            };
+            let t = *step.add(i) * *x.add(i) as f32 - *q.add(i);
+            total += t * t;
             i += 1;
         }
         total
     }
 }
 
-/// One prepared query against one row of u8 codes (see [`super::PairU8Fn`]).
-pub fn pair_u8<const L2: bool>(q: &[f32], step: &[f32], x: &[u8]) -> f32 {
+/// Squared L2 of one prepared query and one row of u8 codes (see [`super::PairU8L2Fn`]).
+pub fn pair_u8_l2(q: &[f32], step: &[f32], x: &[u8]) -> f32 {
     let n = q.len().min(x.len());
-    assert!(!L2 || step.len() >= n);
+    assert!(step.len() >= n);
     // SAFETY: the table is only used when the CPU reports avx2 and fma; lengths checked above.
-    unsafe { pair_u8_impl::<L2>(q.as_ptr(), step.as_ptr(), x.as_ptr(), n) }
+    unsafe { pair_u8_l2_impl(q.as_ptr(), step.as_ptr(), x.as_ptr(), n) }
 }
 
 /// Fixed-point pair kernel body: sixteen codes widened to i16 per `vpmaddwd`, which sums
@@ -387,7 +376,10 @@ unsafe fn pair_u8_i16_impl(w: *const i16, x: *const u8, n: usize) -> i32 {
             let c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(x.add(i) as *const __m128i));
             let c1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(x.add(i + 16) as *const __m128i));
             a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(c0, _mm256_loadu_si256(w.add(i) as *const __m256i)));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(c1, _mm256_loadu_si256(w.add(i + 16) as *const __m256i)));
+            a1 = _mm256_add_epi32(
+                a1,
+                _mm256_madd_epi16(c1, _mm256_loadu_si256(w.add(i + 16) as *const __m256i)),
+            );
             i += 32;
         }
         if i + 16 <= n {
@@ -428,7 +420,7 @@ pub static KERNELS: Kernels = Kernels {
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
     pair_bf16: [pair_bf16::<false>, pair_bf16::<true>],
-    pair_u8: [pair_u8::<false>, pair_u8::<true>],
+    pair_u8_l2,
     pair_u8_i16,
     tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
     tile_u8_vnni: Some([tile_u8_vnni::<1>, tile_u8_vnni::<2>, tile_u8_vnni::<3>, tile_u8_vnni::<4>]),
