@@ -313,7 +313,9 @@ fn bad_int8_sections_are_rejected() {
     let upper: [u32; 0] = [];
     let deleted = [0u64];
     let good_codes = [0u8, 255, 255, 0];
-    let cases: [(Vec<i64>, Vec<u8>, Vec<f32>, bool); 6] = [
+    // (params, codes, steps, loads).
+    type Case = (Vec<i64>, Vec<u8>, Vec<f32>, bool);
+    let cases: [Case; 6] = [
         (vec![1, 2, 10, 0, 0, 0, 2, 2, 2], good_codes.to_vec(), vec![1.0, 1.0], true),
         (vec![1, 2, 10, 0, 0, 0, 2, 2], good_codes.to_vec(), vec![1.0, 1.0], false),
         (vec![1, 2, 10, 0, 0, 0, 2, 1, 2], good_codes.to_vec(), vec![1.0, 1.0], false),

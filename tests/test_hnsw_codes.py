@@ -57,7 +57,7 @@ def test_int8_walks_match_numpy(
     if metric != "dot":
         assert_topk(s, i, q, x, metric, k)
         return
-    assert np.all((i[:, : min(k, n)] >= 0)) and np.all(i[:, min(k, n) :] == -1)
+    assert np.all(i[:, : min(k, n)] >= 0) and np.all(i[:, min(k, n) :] == -1)
     ref = reference(q, x, metric)
     found = np.take_along_axis(ref, np.maximum(i, 0), 1)[:, : min(k, n)]
     tol = 1e-5 * np.maximum(np.abs(found), 1.0)
@@ -133,7 +133,9 @@ def _fixture_vectors(n: int, d: int) -> np.ndarray:
     return (((i * 31 + t * 17 + (i * t) % 7) % 101 - 50) * 0.03125).astype(np.float32)
 
 
-@pytest.mark.parametrize(("name", "metric", "codes"), [("bf16_v3_l2", "l2", "bf16"), ("none_v3_dot", "dot", "none")])
+@pytest.mark.parametrize(
+    ("name", "metric", "codes"), [("bf16_v3_l2", "l2", "bf16"), ("none_v3_dot", "dot", "none")]
+)
 def test_format_3_files_load(tmp_path: Path, name: str, metric: str, codes: str) -> None:
     # Written by rankfunnel before int8 walk codes (format 3, one build thread, scalar level):
     # they load, search, take adds, and this build makes the very same file from the same data.
