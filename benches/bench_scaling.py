@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from bench_hnsw import at_recall
-from test_hnsw import CONTENDERS, EFS, FLOAT32_ONLY, TARGET, build
+from test_hnsw import CONTENDERS, EFS, FLOAT32_ONLY, TARGET, WALK_CODES, build
 
 import rankfunnel as rf
 from common import best_of, embedding_like, load_vectors, recall, table
@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument(
         "--engines",
         default=",".join([CONTENDERS[0], FLOAT32_ONLY, "hnswlib"]),
-        help=f"comma-separated, from: {', '.join([*CONTENDERS, FLOAT32_ONLY])}",
+        help=f"comma-separated, from: {', '.join([*CONTENDERS, FLOAT32_ONLY, *WALK_CODES])}",
     )
     ap.add_argument(
         "--vectors", type=Path, default=Path(os.environ.get("RANKFUNNEL_PYPI_VECTORS", "pypi-minilm.npy"))

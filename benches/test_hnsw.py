@@ -19,6 +19,8 @@ M, EFC, TARGET = 16, 200, 0.95
 EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 CONTENDERS = ["rankfunnel HNSWIndex", "hnswlib", "faiss HNSWFlat", "usearch"]
 FLOAT32_ONLY = "rankfunnel HNSWIndex bf16_copy=False"  # ours without the bfloat16 walk copy
+# Ours with each walk copy named explicitly (the default is one of them).
+WALK_CODES = {f"rankfunnel HNSWIndex codes={c}": c for c in ("bf16", "int8")}
 
 Search = Callable[[np.ndarray, int], np.ndarray]
 
@@ -65,7 +67,8 @@ def build(name: str, x: np.ndarray, threads: int) -> Built:
         return Built(us_search, us.memory_usage)
     import rankfunnel as rf
 
-    ours = rf.HNSWIndex(d, "dot", m=M, ef_construction=EFC, bf16_copy=name != FLOAT32_ONLY)
+    codes = "none" if name == FLOAT32_ONLY else WALK_CODES.get(name)
+    ours = rf.HNSWIndex(d, "dot", m=M, ef_construction=EFC, codes=codes)
     ours.add(x, threads=threads)
     return Built(lambda q, ef: ours.search(q, k, ef=ef, threads=threads)[1], ours.memory_bytes())
 

@@ -22,6 +22,7 @@ pub mod pack;
 pub mod parallel;
 pub mod rng;
 pub mod simd;
+pub mod sq8;
 pub mod storage;
 pub mod topk;
 pub mod vectors;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{clustered, recall};
-use rankfunnel::hnsw::{Allow, FilterMode};
+use rankfunnel::hnsw::{Allow, CodeKind, FilterMode};
 use rankfunnel::{Error, FlatIndex, HnswIndex, Index, Metric};
 
 fn build(n: usize, d: usize, metric: Metric, threads: usize) -> (HnswIndex, FlatIndex, Vec<f32>) {
@@ -189,4 +189,159 @@ fn bad_input_is_an_error_and_changes_nothing() {
     assert_eq!(r.ids.iter().filter(|i| **i >= 0).count(), 50);
     assert!(r.ids[50..].iter().all(|i| *i == -1));
     assert!(r.scores[50..].iter().all(|s| *s == f32::NEG_INFINITY));
+}
+
+fn build_codes(x: &[f32], d: usize, metric: Metric, codes: CodeKind) -> HnswIndex {
+    let mut h = HnswIndex::with_codes(d, metric, 12, 100, 7, codes).unwrap();
+    h.add(x, None, 1).unwrap();
+    h
+}
+
+#[test]
+fn int8_walks_find_the_neighbours_with_exact_scores_for_every_metric() {
+    let (n, d) = (3000, 24);
+    let x = clustered(n, d, 3);
+    let q = clustered(100, d, 99);
+    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+        let h = build_codes(&x, d, metric, CodeKind::Int8);
+        assert_eq!(h.codes(), CodeKind::Int8);
+        let mut f = FlatIndex::new(d, metric, false).unwrap();
+        f.add(&x, None, 1).unwrap();
+        let want = f.search(&q, 10, &(), None, 1).unwrap();
+        let got = h.search_filtered(&q, 10, 128, 2, Allow::All, FilterMode::Auto).unwrap();
+        let r = recall(&got.ids, &want.ids, 10);
+        let floor = if metric == Metric::Dot { 0.7 } else { 0.95 };
+        assert!(r >= floor, "{metric:?}: recall {r}");
+        // Scores are the exact float32 scores of the ids returned.
+        let all = f.search(&q, n, &(), None, 1).unwrap();
+        for qi in 0..100 {
+            let exact: std::collections::HashMap<i64, f32> = all.ids[qi * n..(qi + 1) * n]
+                .iter()
+                .copied()
+                .zip(all.scores[qi * n..(qi + 1) * n].iter().copied())
+                .collect();
+            for j in qi * 10..(qi + 1) * 10 {
+                let e = exact[&got.ids[j]];
+                assert!((got.scores[j] - e).abs() <= 1e-5 * e.abs().max(1.0), "{metric:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn walk_copies_cost_what_they_should() {
+    let (n, d) = (2000, 64);
+    let x = clustered(n, d, 5);
+    let bytes = |c| build_codes(&x, d, Metric::L2, c).memory_bytes();
+    let (none, bf16, int8) = (bytes(CodeKind::None), bytes(CodeKind::Bf16), bytes(CodeKind::Int8));
+    assert_eq!(bf16 - none, n * d * 2);
+    assert_eq!(int8 - none, n * d + 2 * d * 4);
+}
+
+#[test]
+fn int8_ranges_refit_as_the_index_grows_and_clamp_in_between() {
+    // A first add of a few vectors from a narrow region, then many from everywhere: the ranges
+    // are refit once the index has doubled, so recall holds.
+    let d = 16;
+    let x = clustered(4000, d, 21);
+    let narrow: Vec<f32> = x[..8 * d].iter().map(|v| v * 0.01).collect();
+    let mut h = HnswIndex::with_codes(d, Metric::L2, 12, 100, 7, CodeKind::Int8).unwrap();
+    h.add(&narrow, None, 1).unwrap();
+    for chunk in x.chunks(500 * d) {
+        h.add(chunk, None, 1).unwrap();
+    }
+    // A few far outliers after that clamp (the index has not doubled), and are still found.
+    let far: Vec<f32> = x[..4 * d].iter().map(|v| v * 50.0).collect();
+    let far_ids = h.add(&far, None, 1).unwrap();
+    let mut f = FlatIndex::new(d, Metric::L2, false).unwrap();
+    f.add(&narrow, None, 1).unwrap();
+    f.add(&x, None, 1).unwrap();
+    f.add(&far, None, 1).unwrap();
+    let q = clustered(100, d, 77);
+    let want = f.search(&q, 10, &(), None, 1).unwrap();
+    let got = h.search_filtered(&q, 10, 128, 1, Allow::All, FilterMode::Auto).unwrap();
+    let r = recall(&got.ids, &want.ids, 10);
+    assert!(r >= 0.95, "recall {r}");
+    for (row, id) in far.chunks_exact(d).zip(&far_ids) {
+        let r = h.search_filtered(row, 1, 64, 1, Allow::All, FilterMode::Auto).unwrap();
+        assert_eq!(r.ids[0], *id);
+    }
+}
+
+#[test]
+fn int8_save_load_roundtrip_mmap_and_add_after_load() {
+    let d = 8;
+    let x = clustered(600, d, 31);
+    let mut h = build_codes(&x, d, Metric::Cosine, CodeKind::Int8);
+    h.remove(&[1, 2, 3]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("h.rfi");
+    h.save(&p).unwrap();
+    let before = std::fs::read(&p).unwrap();
+    for mmap in [false, true] {
+        let mut g = HnswIndex::load(&p, mmap).unwrap();
+        assert_eq!((g.is_mapped(), g.codes()), (mmap, CodeKind::Int8));
+        let a = h.search_filtered(&x, 5, 32, 1, Allow::All, FilterMode::Auto).unwrap();
+        let b = g.search_filtered(&x, 5, 32, 1, Allow::All, FilterMode::Auto).unwrap();
+        assert_eq!(a, b);
+        let more = clustered(20, d, 32);
+        let ids = g.add(&more, None, 2).unwrap();
+        assert!(!g.is_mapped());
+        for (row, id) in more.chunks_exact(d).zip(&ids) {
+            let r = g.search_filtered(row, 1, 64, 1, Allow::All, FilterMode::Auto).unwrap();
+            assert_eq!(r.ids[0], *id);
+        }
+    }
+    assert_eq!(std::fs::read(&p).unwrap(), before, "file untouched");
+    // Saving again writes the same bytes.
+    let q = dir.path().join("again.rfi");
+    HnswIndex::load(&p, false).unwrap().save(&q).unwrap();
+    assert_eq!(std::fs::read(&q).unwrap(), before);
+}
+
+#[test]
+fn bad_int8_sections_are_rejected() {
+    use rankfunnel::storage::{Dtype, Header, Kind, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.rfi");
+    let header = Header { kind: Kind::Hnsw, dim: 2, metric: Metric::L2, dtype: Dtype::F32, count: 2 };
+    let half: [u16; 0] = [];
+    let vectors = [0f32, 1.0, 1.0, 0.0];
+    let ids = [0i64, 1];
+    let levels = [0u8, 0];
+    let links0 = [1u32, 1, 0, 0, 0, 1, 0, 0, 0, 0];
+    let upper: [u32; 0] = [];
+    let deleted = [0u64];
+    let good_codes = [0u8, 255, 255, 0];
+    // (params, codes, steps, loads).
+    type Case = (Vec<i64>, Vec<u8>, Vec<f32>, bool);
+    let cases: [Case; 6] = [
+        (vec![1, 2, 10, 0, 0, 0, 2, 2, 2], good_codes.to_vec(), vec![1.0, 1.0], true),
+        (vec![1, 2, 10, 0, 0, 0, 2, 2], good_codes.to_vec(), vec![1.0, 1.0], false),
+        (vec![1, 2, 10, 0, 0, 0, 2, 1, 2], good_codes.to_vec(), vec![1.0, 1.0], false),
+        (vec![1, 2, 10, 0, 0, 0, 2, 2, 2], good_codes[..3].to_vec(), vec![1.0, 1.0], false),
+        (vec![1, 2, 10, 0, 0, 0, 2, 2, 3], good_codes.to_vec(), vec![1.0, 1.0], false),
+        (vec![1, 2, 10, 0, 0, 0, 2, 2, 2], good_codes.to_vec(), vec![1.0, 0.0], false),
+    ];
+    for (params, codes, step, ok) in cases {
+        let vmin = [0f32, 0.0];
+        let mut w = Writer::new(header);
+        w.add("params", &params);
+        w.add("vectors", &vectors);
+        w.add("half", &half);
+        w.add("codes", &codes);
+        w.add("sqmin", &vmin);
+        w.add("sqstep", &step);
+        w.add("ids", &ids);
+        w.add("levels", &levels);
+        w.add("links0", &links0);
+        w.add("upper", &upper);
+        w.add("deleted", &deleted);
+        w.write_atomic(&p).unwrap();
+        let r = HnswIndex::load(&p, false);
+        assert_eq!(r.is_ok(), ok, "{params:?} {codes:?} {step:?}");
+        if !ok {
+            assert!(matches!(r, Err(Error::CorruptFile(_))));
+        }
+    }
 }

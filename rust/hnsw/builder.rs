@@ -9,9 +9,8 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use super::graph::{
-    greedy, search_layer, select, with_scratch, AtomicLinks, Cand, Dist, HalfSpace, Links, Space,
-};
+use super::codes::Walker;
+use super::graph::{greedy, search_layer, select, with_scratch, AtomicLinks, Cand, Dist, Links, Space};
 use super::{bit, HnswIndex};
 use crate::metric::Metric;
 use crate::parallel;
@@ -43,7 +42,7 @@ impl HnswIndex {
         let b = Builder {
             indeg: &indeg,
             space: Space::new(self.vectors.as_slice(), self.dim, l2),
-            half: self.prefilter.then(|| HalfSpace::new(self.half.as_slice(), self.dim, l2)),
+            walk: self.codes.walker(self.dim, l2),
             links: AtomicLinks { l0, up, up_off: &self.up_off, shape: self.shape },
             locks: &locks,
             levels: &self.levels,
@@ -73,8 +72,8 @@ impl HnswIndex {
 
 /// AtomicLinks state of one parallel build.
 struct Builder<'a> {
-    /// What the insert walks read: the bfloat16 copy when there is one.
-    half: Option<HalfSpace<'a>>,
+    /// What the insert walks read: the walk copy when there is one.
+    walk: Walker<'a>,
     /// Level-0 in-degree of every slot (kept approximately under concurrency), so pruning
     /// never drops a node's last incoming link.
     indeg: &'a [AtomicU32],
@@ -97,16 +96,18 @@ impl Builder<'_> {
     /// Link slot `s` (its vector already written) into the graph. `old` holds the lists a
     /// reused slot had, whose owners are repaired.
     fn insert(&self, s: u32, old: Option<&[Vec<u32>]>) {
-        match &self.half {
-            Some(h) => self.insert_with(h, s, old),
-            None => self.insert_with(&self.space, s, old),
+        let q = self.space.row(s);
+        match &self.walk {
+            Walker::F32 => self.insert_with(&self.space, q, q, s, old),
+            Walker::Bf16(h) => self.insert_with(h, q, q, s, old),
+            Walker::Int8(c) => self.insert_with(c, q, &c.prepare(q), s, old),
         }
     }
 
-    /// [`Builder::insert`] walking the graph with `walk`; the candidates are rescored in `f32`
-    /// before the heuristic picks neighbours.
-    fn insert_with<W: Dist>(&self, walk: &W, s: u32, old: Option<&[Vec<u32>]>) {
-        let q = self.space.row(s);
+    /// [`Builder::insert`] walking the graph with `walk` from `wq` (the vector `q` of `s` as
+    /// `walk` takes it); candidates found over a walk copy are rescored in `f32` before the
+    /// heuristic picks neighbours.
+    fn insert_with<W: Dist>(&self, walk: &W, q: &[f32], wq: &W::Query, s: u32, old: Option<&[Vec<u32>]>) {
         let level = self.levels[s as usize] as usize;
         let mut g = self.top.lock().unwrap_or_else(|e| e.into_inner());
         let Some(ep) = g.0 else {
@@ -122,9 +123,9 @@ impl Builder<'_> {
         };
         let ok = |x: u32| x != s && !bit(self.deleted, x);
         with_scratch(|sc| {
-            let mut cur = Cand { d: walk.dist(q, ep), s: ep };
+            let mut cur = Cand { d: walk.dist(wq, ep), s: ep };
             for l in (level + 1..=max_level).rev() {
-                cur = greedy(walk, &self.links, q, cur, l, sc);
+                cur = greedy(walk, &self.links, wq, cur, l, sc);
             }
             let mut eps = vec![cur];
             let mut found = Vec::with_capacity(self.efc);
@@ -135,7 +136,7 @@ impl Builder<'_> {
                 search_layer(
                     walk,
                     &self.links,
-                    q,
+                    wq,
                     &eps,
                     l,
                     self.efc,
@@ -146,7 +147,7 @@ impl Builder<'_> {
                     sc,
                     &mut found,
                 );
-                if self.half.is_some() {
+                if !matches!(self.walk, Walker::F32) {
                     for c in found.iter_mut() {
                         c.d = self.space.dist(q, c.s);
                     }

@@ -2,7 +2,7 @@
 //! the plan [`FilterMode::Auto`] picks, each checked against brute force.
 
 use super::search::Plan;
-use super::{Allow, FilterMode, HnswIndex};
+use super::{Allow, CodeKind, FilterMode, HnswIndex};
 use crate::index::Index;
 use crate::metric::Metric;
 use crate::rng::Rng;
@@ -10,12 +10,12 @@ use crate::rng::Rng;
 const D: usize = 16;
 
 /// `n` vectors around 8 centres, and the index over them (ids = row numbers).
-fn build(n: usize, prefilter: bool) -> (HnswIndex, Vec<f32>) {
+fn build(n: usize, codes: CodeKind) -> (HnswIndex, Vec<f32>) {
     let mut r = Rng::new(3);
     let centres: Vec<f32> = (0..8 * D).map(|_| r.f64() as f32 - 0.5).collect();
     let x: Vec<f32> =
         (0..n * D).map(|i| centres[(i / D % 8) * D + i % D] + 0.2 * (r.f64() as f32 - 0.5)).collect();
-    let mut idx = HnswIndex::new(D, Metric::L2, 8, 64, 1, prefilter).unwrap();
+    let mut idx = HnswIndex::with_codes(D, Metric::L2, 8, 64, 1, codes).unwrap();
     idx.add(&x, None, 1).unwrap();
     (idx, x)
 }
@@ -66,8 +66,8 @@ fn check(idx: &HnswIndex, x: &[f32], allow: &[i64], mode: FilterMode, ef: usize,
 
 #[test]
 fn two_hop_walk_finds_the_allowed_neighbours() {
-    for prefilter in [false, true] {
-        let (idx, x) = build(3000, prefilter);
+    for codes in [CodeKind::None, CodeKind::Bf16, CodeKind::Int8] {
+        let (idx, x) = build(3000, codes);
         for allow in [every(3000, 2), every(3000, 10), one_cluster(3000, 3), every(3000, 100)] {
             check(&idx, &x, &allow, FilterMode::Acorn, 96, 0.9);
             check(&idx, &x, &allow, FilterMode::Auto, 96, 0.9);
@@ -82,7 +82,7 @@ fn two_hop_walk_finds_the_allowed_neighbours() {
 
 #[test]
 fn a_walk_over_budget_hands_over_to_the_exact_scan() {
-    let (idx, x) = build(2000, true);
+    let (idx, x) = build(2000, CodeKind::Bf16);
     let allow = one_cluster(2000, 5);
     let (bits, count) = idx.bitmap(&allow);
     // A query far from the allowed cluster: the walk would have to cross the graph.
@@ -97,7 +97,7 @@ fn a_walk_over_budget_hands_over_to_the_exact_scan() {
 
 #[test]
 fn auto_scans_small_allow_lists_and_walks_large_ones() {
-    let (idx, _) = build(3000, false);
+    let (idx, _) = build(3000, CodeKind::None);
     assert_eq!(idx.plan(100, 1, 64, FilterMode::Auto), Plan::Exact);
     assert_eq!(idx.plan(2000, 1, 8, FilterMode::Auto), Plan::Graph { budget: 2000 });
     assert_eq!(idx.plan(2000, 100, 8, FilterMode::Auto), Plan::Exact, "batches scan from cache");
@@ -110,7 +110,13 @@ fn auto_scans_small_allow_lists_and_walks_large_ones() {
 
 #[test]
 fn deleted_ids_in_an_allow_list_never_return() {
-    let (mut idx, x) = build(2000, true);
+    for codes in [CodeKind::Bf16, CodeKind::Int8] {
+        deleted_ids_never_return(codes);
+    }
+}
+
+fn deleted_ids_never_return(codes: CodeKind) {
+    let (mut idx, x) = build(2000, codes);
     let gone: Vec<i64> = (0..2000).step_by(3).collect();
     idx.remove(&gone).unwrap();
     let allow = every(2000, 2);

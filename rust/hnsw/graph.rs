@@ -37,14 +37,17 @@ impl PartialOrd for Cand {
 
 /// Distances from a query to stored nodes, as the graph walk needs them.
 pub(crate) trait Dist: Sync {
+    /// A query as these distances take it: the `f32` vector, or a form prepared for a
+    /// quantized copy.
+    type Query: ?Sized;
     /// Distance from a query to a stored vector (lower is better).
-    fn dist(&self, q: &[f32], s: u32) -> f32;
+    fn dist(&self, q: &Self::Query, s: u32) -> f32;
     /// Ask the CPU to start loading the first `lines` cache lines of a stored vector.
     fn prefetch(&self, s: u32, lines: usize);
 }
 
 #[inline]
-fn prefetch_bytes(p: *const u8, bytes: usize) {
+pub(super) fn prefetch_bytes(p: *const u8, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         let mut off = 0;
@@ -109,6 +112,8 @@ impl<'a, T> Rows<'a, T> {
 }
 
 impl<T: Sync> Dist for Rows<'_, T> {
+    type Query = [f32];
+
     #[inline]
     fn dist(&self, q: &[f32], s: u32) -> f32 {
         let v = (self.f)(q, self.row(s));
@@ -379,7 +384,7 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 pub(crate) fn greedy<L: Links, S: Dist>(
     space: &S,
     links: &L,
-    q: &[f32],
+    q: &S::Query,
     mut ep: Cand,
     level: usize,
     sc: &mut Scratch,
@@ -414,7 +419,7 @@ pub(crate) fn greedy<L: Links, S: Dist>(
 pub(crate) fn search_layer<L: Links, S: Dist>(
     space: &S,
     links: &L,
-    q: &[f32],
+    q: &S::Query,
     eps: &[Cand],
     level: usize,
     ef: usize,
@@ -479,7 +484,7 @@ pub(crate) fn search_layer<L: Links, S: Dist>(
 #[allow(clippy::too_many_arguments)]
 fn keep_closest<S: Dist>(
     space: &S,
-    q: &[f32],
+    q: &S::Query,
     fresh: &[u32],
     ef: usize,
     ok: impl Fn(u32) -> bool,
@@ -526,7 +531,7 @@ fn keep_closest<S: Dist>(
 pub(crate) fn search_allowed<L: Links, S: Dist>(
     space: &S,
     links: &L,
-    q: &[f32],
+    q: &S::Query,
     ep: Cand,
     ef: usize,
     cap: usize,

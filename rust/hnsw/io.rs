@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::codes::{CodeKind, Int8Codes, WalkCodes};
 use super::graph::LinkWords;
 use super::{bit, HnswIndex, Shape, MAX_LEVEL, MAX_M};
 use crate::error::Result;
@@ -21,6 +22,8 @@ struct Parts {
     params: Vec<i64>,
     vectors: Buf<f32>,
     half: Buf<u16>,
+    /// The int8 codes and their ranges (`codes`, `sqmin`, `sqstep`), for an int8 walk copy.
+    int8: Option<(Buf<u8>, Vec<f32>, Vec<f32>)>,
     ids: Vec<i64>,
     levels: Vec<u8>,
     links0: Buf<u32>,
@@ -31,7 +34,8 @@ struct Parts {
 /// The graph of an [`HnswIndex`] without its vectors and ids (see
 /// [`HnswIndex::graph_sections`]).
 pub(crate) struct GraphSections {
-    /// The parameter words (layout, m, ef_construction, seed, entry, max level, next id, prefilter).
+    /// The parameter words (layout, m, ef_construction, seed, entry, max level, next id, walk
+    /// codes; then, for int8 codes, the slots their ranges were fit on).
     pub params: Vec<i64>,
     /// Level of each node.
     pub levels: Vec<u8>,
@@ -58,7 +62,16 @@ impl HnswIndex {
         let mut w = Writer::new(header);
         w.add("params", &params);
         w.add("vectors", self.vectors.as_slice());
-        w.add("half", self.half.as_slice());
+        let half: &[u16] = match &self.codes {
+            WalkCodes::Bf16(h) => h.as_slice(),
+            _ => &[],
+        };
+        w.add("half", half);
+        if let WalkCodes::Int8(c) = &self.codes {
+            w.add("codes", c.codes.as_slice());
+            w.add("sqmin", &c.vmin);
+            w.add("sqstep", &c.step);
+        }
         w.add("ids", &self.ids);
         w.add("levels", &self.levels);
         w.add("links0", &links0);
@@ -78,10 +91,16 @@ impl HnswIndex {
             return Err(f.corrupt("bad dtype or dimension for an HNSWIndex"));
         }
         let p: Vec<i64> = f.vec("params")?;
+        let int8 = if p.get(7) == Some(&CodeKind::Int8.word()) {
+            Some((f.buf("codes")?, f.vec("sqmin")?, f.vec("sqstep")?))
+        } else {
+            None
+        };
         let parts = Parts {
             params: p,
             vectors: f.buf("vectors")?,
             half: f.buf("half")?,
+            int8,
             ids: f.vec("ids")?,
             levels: f.vec("levels")?,
             links0: f.buf("links0")?,
@@ -97,20 +116,27 @@ impl HnswIndex {
     /// Build an index from its sections, checking every structural invariant (an error names
     /// the broken one).
     fn assemble(d: usize, metric: Metric, parts: Parts) -> std::result::Result<HnswIndex, &'static str> {
-        let Parts { params: p, vectors, half, ids, levels, links0, upper, deleted } = parts;
-        if p.len() != 8 || p[0] != LAYOUT || !(0..=1).contains(&p[7]) {
+        let Parts { params: p, vectors, half, int8, ids, levels, links0, upper, deleted } = parts;
+        // Eight words, the last the walk copy (0 none, 1 bfloat16: every file before int8 codes),
+        // or nine for int8 codes, the ninth the slots their ranges were fit on.
+        let kind = match (p.len(), p.get(7).copied().and_then(CodeKind::from_word)) {
+            (8, Some(k)) if k != CodeKind::Int8 => k,
+            (9, Some(CodeKind::Int8)) => CodeKind::Int8,
+            _ => return Err("bad HNSW parameter section"),
+        };
+        if p[0] != LAYOUT {
             return Err("bad HNSW parameter section");
         }
         let (m, efc, seed, entry, max_level, next_id) = (p[1], p[2], p[3] as u64, p[4], p[5], p[6]);
         if !(2..=MAX_M as i64).contains(&m) || efc < 1 || !(0..=MAX_LEVEL as i64).contains(&max_level) {
             return Err("HNSW parameters out of range");
         }
-        let (m, prefilter) = (m as usize, p[7] == 1);
+        let m = m as usize;
         let shape = Shape { m, m0: 2 * m };
         let n = ids.len();
         if n >= u32::MAX as usize
             || vectors.as_slice().len() != n * d
-            || half.as_slice().len() != if prefilter { n * d } else { 0 }
+            || half.as_slice().len() != if kind == CodeKind::Bf16 { n * d } else { 0 }
             || levels.len() != n
             || links0.as_slice().len() != n * (shape.m0 + 1)
             || deleted.len() != n.div_ceil(64)
@@ -123,6 +149,27 @@ impl HnswIndex {
         if !vectors.as_slice().iter().all(|x| x.is_finite()) {
             return Err("vectors contain NaN or infinity");
         }
+        let codes = match (kind, int8) {
+            (CodeKind::None, _) => WalkCodes::None,
+            (CodeKind::Bf16, _) => WalkCodes::Bf16(half),
+            (CodeKind::Int8, Some((codes, vmin, step))) => {
+                let fit_rows = p[8];
+                let ranges = if fit_rows == 0 { 0 } else { d };
+                if codes.as_slice().len() != n * d
+                    || vmin.len() != ranges
+                    || step.len() != ranges
+                    || !(0..=n as i64).contains(&fit_rows)
+                    || (n > 0 && fit_rows == 0)
+                {
+                    return Err("int8 code sections do not match the header");
+                }
+                if !vmin.iter().all(|x| x.is_finite()) || !step.iter().all(|x| x.is_finite() && *x > 0.0) {
+                    return Err("bad int8 code ranges");
+                }
+                WalkCodes::Int8(Int8Codes { codes, vmin, step, fit_rows: fit_rows as usize })
+            }
+            (CodeKind::Int8, None) => return Err("int8 code sections are missing"),
+        };
         let mut up_off = Vec::with_capacity(n);
         let mut up_len = 0usize;
         for &l in &levels {
@@ -183,8 +230,7 @@ impl HnswIndex {
             seed,
             rng: Rng::new(seed ^ (n as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)),
             vectors,
-            half,
-            prefilter,
+            codes,
             links0: LinkWords::from_buf(links0),
             upper: LinkWords::from_buf(upper),
             up_off,
@@ -225,6 +271,7 @@ impl HnswIndex {
                 params: g.params,
                 vectors: Buf::Owned(vectors),
                 half: Buf::default(),
+                int8: None,
                 ids: (0..n as i64).collect(),
                 levels: g.levels,
                 links0: Buf::Owned(g.links0),
@@ -235,7 +282,7 @@ impl HnswIndex {
     }
 
     fn params(&self) -> Vec<i64> {
-        vec![
+        let mut p = vec![
             LAYOUT,
             self.shape.m as i64,
             self.ef_construction as i64,
@@ -243,7 +290,11 @@ impl HnswIndex {
             self.entry.map_or(-1, |e| e as i64),
             self.max_level as i64,
             self.idmap.next_id(),
-            self.prefilter as i64,
-        ]
+            self.codes.kind().word(),
+        ];
+        if let WalkCodes::Int8(c) = &self.codes {
+            p.push(c.fit_rows as i64);
+        }
+        p
     }
 }

@@ -15,6 +15,8 @@
 //! rewriting its vector, relinking it and repairing the lists of its old neighbours.
 
 mod builder;
+mod codes;
+pub use codes::CodeKind;
 #[cfg(test)]
 mod filter_tests;
 mod graph;
@@ -28,6 +30,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
+use self::codes::WalkCodes;
 use self::graph::{AtomicLinks, LinkWords, Links, Shape, Space};
 use crate::error::Result;
 use crate::ids::IdMap;
@@ -136,9 +139,8 @@ pub struct HnswIndex {
     seed: u64,
     rng: Rng,
     vectors: Buf<f32>,
-    /// bfloat16 copy of `vectors` walked by searches and inserts (empty without `prefilter`).
-    half: Buf<u16>,
-    prefilter: bool,
+    /// The compact copy of `vectors` that searches and inserts walk, if any.
+    codes: WalkCodes,
     /// Level-0 link lists; an add rewrites them while searches read (see [`HnswIndex::link`]).
     links0: LinkWords,
     /// Upper-level link lists, likewise.
@@ -168,7 +170,7 @@ impl HnswIndex {
     ///
     /// With `prefilter`, the index also keeps a bfloat16 copy of its vectors (+50% memory): graph
     /// walks read that copy, half the bytes, and the candidates they keep are rescored in `f32`,
-    /// so reported scores are exact.
+    /// so reported scores are exact. [`HnswIndex::with_codes`] picks any copy.
     pub fn new(
         dim: usize,
         metric: Metric,
@@ -176,6 +178,21 @@ impl HnswIndex {
         ef_construction: usize,
         seed: u64,
         prefilter: bool,
+    ) -> Result<HnswIndex> {
+        let codes = if prefilter { CodeKind::Bf16 } else { CodeKind::None };
+        HnswIndex::with_codes(dim, metric, m, ef_construction, seed, codes)
+    }
+
+    /// An empty index whose graph walks read the copy `codes` of the vectors (see
+    /// [`CodeKind`]); the other parameters are those of [`HnswIndex::new`]. Candidates found
+    /// over a copy are rescored in `f32`, so reported scores are exact either way.
+    pub fn with_codes(
+        dim: usize,
+        metric: Metric,
+        m: usize,
+        ef_construction: usize,
+        seed: u64,
+        codes: CodeKind,
     ) -> Result<HnswIndex> {
         if dim == 0 || dim > u32::MAX as usize {
             return Err(invalid!("dim must be between 1 and 2^32-1, got {dim}"));
@@ -194,8 +211,7 @@ impl HnswIndex {
             seed,
             rng: Rng::new(seed),
             vectors: Buf::default(),
-            half: Buf::default(),
-            prefilter,
+            codes: WalkCodes::new(codes),
             links0: LinkWords::default(),
             upper: LinkWords::default(),
             up_off: Vec::new(),
@@ -211,7 +227,12 @@ impl HnswIndex {
 
     /// True when the index keeps the bfloat16 copy its walks read.
     pub fn prefilter(&self) -> bool {
-        self.prefilter
+        self.codes.kind() == CodeKind::Bf16
+    }
+
+    /// The copy of the vectors graph walks read.
+    pub fn codes(&self) -> CodeKind {
+        self.codes.kind()
     }
 
     /// Links per node on upper levels (level 0 holds twice as many).
@@ -327,16 +348,7 @@ impl HnswIndex {
             self.deleted[s / 64] &= !(1u64 << (s % 64));
             self.idmap.insert(id, s as u32);
         }
-        if self.prefilter {
-            let half = self.half.to_mut();
-            half.resize(total * d, 0);
-            for (&s, row) in order.iter().zip(rows.chunks_exact(d)) {
-                let s = s as usize;
-                for (h, &x) in half[s * d..(s + 1) * d].iter_mut().zip(row) {
-                    *h = crate::half::to_bf16(x);
-                }
-            }
-        }
+        self.codes.store(&order, &rows, self.vectors.as_slice(), d);
         self.idmap.advance(&new_ids);
         Ok(Staged { ids: new_ids, order, old: old_links })
     }
@@ -466,10 +478,11 @@ impl Index for HnswIndex {
         self.search_filtered(queries, k, params.ef, threads, allow, params.mode)
     }
 
-    /// Heap bytes used (vectors, links, ids, id map); a mapped file's pages are not counted.
+    /// Heap bytes used (vectors, walk copy, links, ids, id map); a mapped file's pages are not
+    /// counted.
     fn memory_bytes(&self) -> usize {
         self.vectors.heap_bytes()
-            + self.half.heap_bytes()
+            + self.codes.heap_bytes()
             + self.links0.heap_bytes()
             + self.upper.heap_bytes()
             + self.up_off.capacity() * 4
@@ -481,7 +494,7 @@ impl Index for HnswIndex {
     }
 
     fn mapped_file(&self) -> Option<&Mapping> {
-        self.vectors.mapping().or(self.links0.mapping())
+        self.vectors.mapping().or(self.links0.mapping()).or(self.codes.mapping())
     }
 
     fn save(&self, path: &Path) -> Result<()> {

@@ -6,7 +6,8 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::graph::{greedy, search_allowed, search_layer, with_scratch, Cand, Dist, HalfSpace};
+use super::codes::Walker;
+use super::graph::{greedy, search_allowed, search_layer, with_scratch, Cand, Dist};
 use super::{bit, Allow, FilterMode, HnswIndex, BATCH_SCAN};
 use crate::error::Result;
 use crate::index::Index;
@@ -196,25 +197,29 @@ impl HnswIndex {
         let ef = ef.min(eligible);
         let space = self.space();
         let mut found = Vec::with_capacity(ef);
-        let done = if self.prefilter {
-            let half = HalfSpace::new(self.half.as_slice(), self.dim, self.metric == Metric::L2);
-            self.walk_with(&half, q, entry, ef, allow, plan, &mut found)
-        } else {
-            self.walk_with(&space, q, entry, ef, allow, plan, &mut found)
+        let walker = self.codes.walker(self.dim, self.metric == Metric::L2);
+        let done = match &walker {
+            Walker::F32 => self.walk_with(&space, q, entry, ef, allow, plan, &mut found),
+            Walker::Bf16(half) => self.walk_with(half, q, entry, ef, allow, plan, &mut found),
+            Walker::Int8(codes) => {
+                let p = codes.prepare(q);
+                self.walk_with(codes, &p, entry, ef, allow, plan, &mut found)
+            }
         };
         if !done {
             return self.exact_one(q, k, allow);
         }
-        if self.prefilter {
+        if let Walker::F32 = walker {
+            for c in &found {
+                sel.push(-c.d, self.ids[c.s as usize]);
+            }
+        } else {
+            // The walk's distances are approximate: rescore what it kept in f32.
             for c in &found {
                 space.prefetch(c.s, 32);
             }
             for c in &found {
                 sel.push(-space.dist(q, c.s), self.ids[c.s as usize]);
-            }
-        } else {
-            for c in &found {
-                sel.push(-c.d, self.ids[c.s as usize]);
             }
         }
         if sel.len() < k.min(eligible) {
@@ -223,13 +228,14 @@ impl HnswIndex {
         sel
     }
 
-    /// The walk of [`HnswIndex::walk`] over `walk`'s distances; appends what it keeps to `found`
-    /// and returns false when a [`Plan::TwoHop`] ran over its budget.
+    /// The walk of [`HnswIndex::walk`] over `walk`'s distances from `q` (the query as `walk`
+    /// takes it); appends what it keeps to `found` and returns false when a [`Plan::TwoHop`] ran
+    /// over its budget.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn walk_with<W: Dist>(
         &self,
         walk: &W,
-        q: &[f32],
+        q: &W::Query,
         entry: u32,
         ef: usize,
         allow: Option<&[u64]>,

@@ -219,16 +219,7 @@ impl IvfIndex {
             threads,
         )?;
         if self.storage == Storage::Int8 {
-            let mut lo = vec![f32::INFINITY; d];
-            let mut hi = vec![f32::NEG_INFINITY; d];
-            for row in x.chunks_exact(d) {
-                for t in 0..d {
-                    lo[t] = lo[t].min(row[t]);
-                    hi[t] = hi[t].max(row[t]);
-                }
-            }
-            self.step = lo.iter().zip(&hi).map(|(l, h)| if h > l { (h - l) / 255.0 } else { 1.0 }).collect();
-            self.vmin = lo;
+            (self.vmin, self.step) = crate::sq8::fit(x, d);
         }
         self.set_centroids(km.centroids);
         self.sync_graph(threads)
@@ -346,14 +337,7 @@ impl IvfIndex {
     }
 
     fn encode(&self, row: &[f32], codes: &mut [u8]) -> f32 {
-        let mut norm = 0f32;
-        for t in 0..self.dim {
-            let q = ((row[t] - self.vmin[t]) / self.step[t]).round().clamp(0.0, 255.0);
-            codes[t] = q as u8;
-            let dec = self.vmin[t] + q * self.step[t];
-            norm += dec * dec;
-        }
-        norm
+        crate::sq8::encode(&self.vmin, &self.step, &row[..self.dim], codes)
     }
 }
 

@@ -9,7 +9,7 @@ use super::{
     AddArgs,
 };
 use crate::error::Error;
-use crate::hnsw::{self, FilterMode, HnswParams};
+use crate::hnsw::{self, CodeKind, FilterMode, HnswParams};
 use crate::index::Index;
 use crate::parallel;
 
@@ -24,7 +24,7 @@ index_class! {
     /// HNSW graph index (see `rankfunnel.HNSWIndex` for the documented API).
     HNSWIndex(hnsw::HnswIndex) {
         #[new]
-        #[pyo3(signature = (dim, metric_name, m=16, ef_construction=200, seed=0, prefilter=true))]
+        #[pyo3(signature = (dim, metric_name, m=16, ef_construction=200, seed=0, prefilter=true, codes=None))]
         fn new(
             dim: i64,
             metric_name: &str,
@@ -32,11 +32,18 @@ index_class! {
             ef_construction: i64,
             seed: u64,
             prefilter: bool,
+            codes: Option<&str>,
         ) -> PyResult<Self> {
             let dim = positive(dim, "dim")?;
             let m = positive(m, "m")?;
             let efc = positive(ef_construction, "ef_construction")?;
-            let idx = hnsw::HnswIndex::new(dim, metric(metric_name)?, m, efc, seed, prefilter).map_err(to_py)?;
+            // `codes` names the walk copy; without it `prefilter` picks bfloat16 or none.
+            let kind = match codes {
+                Some(name) => CodeKind::parse(name).map_err(to_py)?,
+                None if prefilter => CodeKind::Bf16,
+                None => CodeKind::None,
+            };
+            let idx = hnsw::HnswIndex::with_codes(dim, metric(metric_name)?, m, efc, seed, kind).map_err(to_py)?;
             Ok(Self::wrap(idx))
         }
 
@@ -53,6 +60,11 @@ index_class! {
         #[getter]
         fn prefilter(&self) -> bool {
             self.inner.read().prefilter()
+        }
+
+        #[getter]
+        fn codes(&self) -> &'static str {
+            self.inner.read().codes().name()
         }
 
         #[getter]

@@ -324,6 +324,90 @@ pub fn pair_bf16<const L2: bool>(q: &[f32], x: &[u16]) -> f32 {
     unsafe { pair_bf16_impl::<L2>(q, x) }
 }
 
+/// Squared-L2 pair kernel body on u8 codes: eight codes widened to f32 per step, two
+/// accumulators.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pair_u8_l2_impl(q: *const f32, step: *const f32, x: *const u8, n: usize) -> f32 {
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for `n` elements.
+    unsafe {
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 16 <= n {
+            let c0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(x.add(i) as *const __m128i)));
+            let c1 =
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(x.add(i + 8) as *const __m128i)));
+            let t0 = _mm256_fmsub_ps(_mm256_loadu_ps(step.add(i)), c0, _mm256_loadu_ps(q.add(i)));
+            let t1 = _mm256_fmsub_ps(_mm256_loadu_ps(step.add(i + 8)), c1, _mm256_loadu_ps(q.add(i + 8)));
+            acc0 = _mm256_fmadd_ps(t0, t0, acc0);
+            acc1 = _mm256_fmadd_ps(t1, t1, acc1);
+            i += 16;
+        }
+        let mut total = hsum(_mm256_add_ps(acc0, acc1));
+        while i < n {
+            let t = *step.add(i) * *x.add(i) as f32 - *q.add(i);
+            total += t * t;
+            i += 1;
+        }
+        total
+    }
+}
+
+/// Squared L2 of one prepared query and one row of u8 codes (see [`super::PairU8L2Fn`]).
+pub fn pair_u8_l2(q: &[f32], step: &[f32], x: &[u8]) -> f32 {
+    let n = q.len().min(x.len());
+    assert!(step.len() >= n);
+    // SAFETY: the table is only used when the CPU reports avx2 and fma; lengths checked above.
+    unsafe { pair_u8_l2_impl(q.as_ptr(), step.as_ptr(), x.as_ptr(), n) }
+}
+
+/// Fixed-point pair kernel body: sixteen codes widened to i16 per `vpmaddwd`, which sums
+/// adjacent products into i32 lanes; two accumulators.
+#[target_feature(enable = "avx2")]
+unsafe fn pair_u8_i16_impl(w: *const i16, x: *const u8, n: usize) -> i32 {
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for `n` elements.
+    unsafe {
+        let mut a0 = _mm256_setzero_si256();
+        let mut a1 = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 32 <= n {
+            let c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(x.add(i) as *const __m128i));
+            let c1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(x.add(i + 16) as *const __m128i));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(c0, _mm256_loadu_si256(w.add(i) as *const __m256i)));
+            a1 = _mm256_add_epi32(
+                a1,
+                _mm256_madd_epi16(c1, _mm256_loadu_si256(w.add(i + 16) as *const __m256i)),
+            );
+            i += 32;
+        }
+        if i + 16 <= n {
+            let c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(x.add(i) as *const __m128i));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(c0, _mm256_loadu_si256(w.add(i) as *const __m256i)));
+            i += 16;
+        }
+        let s = _mm256_add_epi32(a0, a1);
+        let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        let mut total = _mm_cvtsi128_si32(s);
+        while i < n {
+            total += *w.add(i) as i32 * *x.add(i) as i32;
+            i += 1;
+        }
+        total
+    }
+}
+
+/// 16-bit fixed-point weights times one row of u8 codes (see [`super::PairU8I16Fn`]); also the
+/// avx512 level's (its 512-bit form needs AVX512-BW).
+pub fn pair_u8_i16(w: &[i16], x: &[u8]) -> i32 {
+    let n = w.len().min(x.len());
+    // SAFETY: the table is only used when the CPU reports avx2; lengths clamped above.
+    unsafe { pair_u8_i16_impl(w.as_ptr(), x.as_ptr(), n) }
+}
+
 /// The AVX2 kernel table.
 pub static KERNELS: Kernels = Kernels {
     level: Level::Avx2,
@@ -336,6 +420,8 @@ pub static KERNELS: Kernels = Kernels {
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
     pair_bf16: [pair_bf16::<false>, pair_bf16::<true>],
+    pair_u8_l2,
+    pair_u8_i16,
     tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
     tile_u8_vnni: Some([tile_u8_vnni::<1>, tile_u8_vnni::<2>, tile_u8_vnni::<3>, tile_u8_vnni::<4>]),
 };

@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::tile_u8;
+use super::avx2::{pair_u8_i16, tile_u8};
 use super::{Kernels, Level, TileFn};
 use crate::layout::{PANEL, QUAD};
 
@@ -304,6 +304,50 @@ pub fn pair_bf16<const L2: bool>(q: &[f32], x: &[u16]) -> f32 {
     unsafe { pair_bf16_impl::<L2>(q, x) }
 }
 
+/// Squared-L2 pair kernel body on u8 codes: sixteen codes widened to f32 per step, two
+/// accumulators.
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_u8_l2_impl(q: *const f32, step: *const f32, x: *const u8, n: usize) -> f32 {
+    // SAFETY: the caller guarantees this function's contract: the CPU features named in
+    // its `target_feature` are present and every pointer is valid for `n` elements.
+    unsafe {
+        let mut acc0 = _mm512_setzero_ps();
+        let mut acc1 = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 32 <= n {
+            let c0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(x.add(i) as *const __m128i)));
+            let c1 =
+                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(x.add(i + 16) as *const __m128i)));
+            let t0 = _mm512_fmsub_ps(_mm512_loadu_ps(step.add(i)), c0, _mm512_loadu_ps(q.add(i)));
+            let t1 = _mm512_fmsub_ps(_mm512_loadu_ps(step.add(i + 16)), c1, _mm512_loadu_ps(q.add(i + 16)));
+            acc0 = _mm512_fmadd_ps(t0, t0, acc0);
+            acc1 = _mm512_fmadd_ps(t1, t1, acc1);
+            i += 32;
+        }
+        if i + 16 <= n {
+            let c0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(x.add(i) as *const __m128i)));
+            let t0 = _mm512_fmsub_ps(_mm512_loadu_ps(step.add(i)), c0, _mm512_loadu_ps(q.add(i)));
+            acc0 = _mm512_fmadd_ps(t0, t0, acc0);
+            i += 16;
+        }
+        let mut total = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        while i < n {
+            let t = *step.add(i) * *x.add(i) as f32 - *q.add(i);
+            total += t * t;
+            i += 1;
+        }
+        total
+    }
+}
+
+/// Squared L2 of one prepared query and one row of u8 codes (see [`super::PairU8L2Fn`]).
+pub fn pair_u8_l2(q: &[f32], step: &[f32], x: &[u8]) -> f32 {
+    let n = q.len().min(x.len());
+    assert!(step.len() >= n);
+    // SAFETY: the table is only used when the CPU reports avx512f; lengths checked above.
+    unsafe { pair_u8_l2_impl(q.as_ptr(), step.as_ptr(), x.as_ptr(), n) }
+}
+
 /// The AVX-512 kernel table.
 pub static KERNELS: Kernels = Kernels {
     level: Level::Avx512,
@@ -316,6 +360,9 @@ pub static KERNELS: Kernels = Kernels {
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
     pair_bf16: [pair_bf16::<false>, pair_bf16::<true>],
+    pair_u8_l2,
+    // AVX-512 F has no 16-bit multiply-add: the AVX2 kernel serves (every avx512 CPU has AVX2).
+    pair_u8_i16,
     // Without AVX512-VNNI the AVX2 kernels (every avx512 CPU here has AVX2) do the u8 scan.
     tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
     tile_u8_vnni: Some([tile_u8_vnni::<1>, tile_u8_vnni::<2>, tile_u8_vnni::<3>, tile_u8_vnni::<4>]),

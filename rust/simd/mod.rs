@@ -175,6 +175,21 @@ pub type TileBf16Fn = fn(q: &[f32], d: usize, panels: &[u16], out: &mut [f32], l
 /// walk over HNSW's half-size copy).
 pub type PairBf16Fn = fn(q: &[f32], x: &[u16]) -> f32;
 
+/// Squared L2 between one query and one row of u8 codes (the graph walk over HNSW's int8 copy):
+/// `sum_t (step[t] * x[t] - q[t])^2`, the caller folding the quantizer's minimum into `q` (see
+/// [`crate::sq8`]).
+pub type PairU8L2Fn = fn(q: &[f32], step: &[f32], x: &[u8]) -> f32;
+
+/// One query as 16-bit fixed-point weights against one row of u8 codes: `sum_t w[t] * x[t]`,
+/// exact in i32 (the caller bounds `|w|` by `(2^31 - 1) / (255 * len)`, see
+/// [`fixed_point_bound`]); the inner products of the graph walk over HNSW's int8 copy.
+pub type PairU8I16Fn = fn(w: &[i16], x: &[u8]) -> i32;
+
+/// Largest weight magnitude a [`PairU8I16Fn`] over `len` codes may take without overflowing i32.
+pub fn fixed_point_bound(len: usize) -> i32 {
+    (i32::MAX as usize / (255 * len.max(1))).min(i16::MAX as usize) as i32
+}
+
 /// `R` rows of int8 weights (stride `dp`) against one panel of [`PANEL`] u8 codes in quad
 /// layout ([`QUAD`](crate::layout::QUAD) consecutive dimensions of a vector per 32-bit lane:
 /// `codes[g * QUAD * PANEL + j * QUAD + u] = code_j[QUAD * g + u]`, `dp` a multiple of [`QUAD`](crate::layout::QUAD)):
@@ -207,6 +222,10 @@ pub struct Kernels {
     pub tile_bf16: [TileBf16Fn; 2],
     /// Inner-product and squared-L2 kernels of one query and one bfloat16 row.
     pub pair_bf16: [PairBf16Fn; 2],
+    /// Squared L2 of one prepared query and one row of u8 codes.
+    pub pair_u8_l2: PairU8L2Fn,
+    /// The inner product of 16-bit fixed-point weights and one row of u8 codes.
+    pub pair_u8_i16: PairU8I16Fn,
     /// u8-code tile kernels indexed by `R - 1` (`R <= U8_ROWS`), one panel per call.
     pub tile_u8: [TileU8Fn; U8_ROWS],
     /// The same with VNNI dot-product instructions (AVX512-VNNI / AVX-VNNI), used instead of

@@ -192,6 +192,8 @@ pub static KERNELS: Kernels = Kernels {
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
     pair_bf16: [super::scalar::pair_bf16::<false>, super::scalar::pair_bf16::<true>],
+    pair_u8_l2: super::scalar::pair_u8_l2,
+    pair_u8_i16: super::scalar::pair_u8_i16,
     tile_u8: [
         super::scalar::tile_u8::<1>,
         super::scalar::tile_u8::<2>,

@@ -80,6 +80,27 @@ pub fn pair_bf16<const L2: bool>(q: &[f32], x: &[u16]) -> f32 {
         .sum()
 }
 
+/// Squared L2 of one prepared query and one row of u8 codes: `sum (step * x - q)^2`
+/// (reference; see [`super::PairU8L2Fn`]).
+pub fn pair_u8_l2(q: &[f32], step: &[f32], x: &[u8]) -> f32 {
+    let n = q.len().min(x.len());
+    q[..n]
+        .iter()
+        .zip(&step[..n])
+        .zip(&x[..n])
+        .map(|((&a, &s), &c)| {
+            let t = s * c as f32 - a;
+            t * t
+        })
+        .sum()
+}
+
+/// 16-bit fixed-point weights times u8 codes, exact in i32 (reference; see
+/// [`super::PairU8I16Fn`]).
+pub fn pair_u8_i16(w: &[i16], x: &[u8]) -> i32 {
+    w.iter().zip(x).map(|(&a, &c)| a as i32 * c as i32).sum()
+}
+
 /// u8 codes (quad layout) times int8 weights, exact in i32 (reference).
 pub fn tile_u8<const R: usize>(w: &[i8], dp: usize, codes: &[u8], out: &mut [i32], ldo: usize) {
     assert!(dp.is_multiple_of(QUAD));
@@ -111,6 +132,8 @@ pub static KERNELS: Kernels = Kernels {
     tile_l2: &TILE_L2,
     tile_bf16: [tile_bf16::<false>, tile_bf16::<true>],
     pair_bf16: [pair_bf16::<false>, pair_bf16::<true>],
+    pair_u8_l2,
+    pair_u8_i16,
     tile_u8: [tile_u8::<1>, tile_u8::<2>, tile_u8::<3>, tile_u8::<4>],
     tile_u8_vnni: None,
 };
