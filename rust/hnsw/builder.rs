@@ -153,7 +153,7 @@ impl Builder<'_> {
                     }
                 }
                 found.sort_unstable();
-                select(&self.space, &found, self.links.shape.cap(l), &mut chosen);
+                select(&self.space, &found, self.links.shape.m, &mut chosen);
                 ids.clear();
                 ids.extend(chosen.iter().map(|c| c.s));
                 let mut before = Vec::new();
