@@ -71,8 +71,10 @@ def test_int8_recall_at_every_level_is_that_of_bf16(simd_level: str, metric: str
     want = truth(q, x, metric, 10)
     found = {}
     for codes in ("bf16", "int8"):
+        # One build thread: the graph is then the same on every run, so the comparison is of the
+        # walk copies alone (threaded builds are covered elsewhere and move recall by +-0.03 here).
         h = rf.HNSWIndex(32, metric, m=12, ef_construction=80, seed=4, codes=codes)
-        h.add(x, threads=2)
+        h.add(x, threads=1)
         found[codes] = recall(h.search(q, k=10, ef=48)[1], want)
         s, i = h.search(q, k=10, ef=128)
         # Every id comes with its exact float32 score.
@@ -80,8 +82,8 @@ def test_int8_recall_at_every_level_is_that_of_bf16(simd_level: str, metric: str
         np.testing.assert_allclose(s, np.take_along_axis(ref, i, 1), rtol=1e-5, atol=1e-5)
         if metric != "dot":
             assert recall(i, want) >= 0.97, (codes, metric)
-    # Inner products of vectors of unequal norms are the graph's hard case (recall about 0.8 at
-    # ef=48 with either copy, so more spread between builds); the codes may cost a little more there.
+    # Inner products of vectors of unequal norms are the graph's hard case (recall about 0.82 at
+    # ef=48 with either copy); the codes may cost a little more there.
     assert found["int8"] >= found["bf16"] - (0.05 if metric == "dot" else 0.03), found
 
 
