@@ -66,6 +66,14 @@ pub trait Index: Sized {
         4096
     }
 
+    /// Remove `ids` through a shared reference, while searches run, where the index can (as
+    /// [`Index::remove`] otherwise); `None` where a remove needs exclusive access. Callers run
+    /// one edit at a time.
+    fn remove_concurrent(&self, ids: &[i64]) -> Option<Result<usize>> {
+        let _ = ids;
+        None
+    }
+
     /// Top-`k` of each query, best first, padded with id -1; `allow` restricts the results to
     /// those ids.
     fn search(

@@ -16,19 +16,20 @@ from conftest import assert_topk, reference
 DATA = Path(__file__).parent / "data"
 
 
-def probed(idx: rf.IVFIndex, q: np.ndarray, x: np.ndarray, nprobe: int) -> set[int]:
-    """Positions in ``x`` of the vectors in the ``nprobe`` lists nearest to ``q`` (exactly)."""
+def owners(idx: rf.IVFIndex, x: np.ndarray) -> np.ndarray:
+    """The list (nearest centroid, exactly) of each row of ``x``."""
     c = idx.centroids
+    if idx.metric == "l2":
+        return np.argmin(reference(x, c, "l2"), axis=1)
+    return np.argmax(reference(x, c, "dot"), axis=1)
+
+
+def probed(idx: rf.IVFIndex, q: np.ndarray, owner: np.ndarray, nprobe: int) -> set[int]:
+    """Positions of the rows whose list (``owner``) is among the ``nprobe`` nearest to ``q``."""
     metric = "l2" if idx.metric == "l2" else "dot"
-    ref = reference(q[None], c, metric)[0]
+    ref = reference(q[None], idx.centroids, metric)[0]
     order = np.argsort(ref) if metric == "l2" else np.argsort(-ref)
-    nearest = set(order[:nprobe].tolist())
-    owner = (
-        np.argmin(reference(x, c, "l2"), axis=1)
-        if metric == "l2"
-        else np.argmax(reference(x, c, "dot"), axis=1)
-    )
-    return {i for i in range(len(x)) if owner[i] in nearest}
+    return set(np.flatnonzero(np.isin(owner, order[:nprobe])).tolist())
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -79,11 +80,12 @@ def test_graph_picks_the_nearest_lists(simd_level: str, metric: str) -> None:
     graph.train(x, iters=4)
     graph.add(x)
     np.testing.assert_array_equal(graph.centroids, exact.centroids)
+    owner = owners(exact, x)
     for nprobe in (4, 16):
         hits = total = 0
-        for row in q:
-            want = probed(exact, row, x, nprobe)
-            _, got = graph.search(row, k=len(x), nprobe=nprobe)
+        _, found = graph.search(q, k=len(x), nprobe=nprobe)
+        for row, got in zip(q, found):
+            want = probed(exact, row, owner, nprobe)
             got_set = set(got[got >= 0].tolist())
             hits += len(got_set & want)
             total += len(want)

@@ -11,7 +11,8 @@ use rayon::prelude::*;
 
 use super::codes::Walker;
 use super::graph::{greedy, search_layer, select, with_scratch, AtomicLinks, Cand, Dist, Links, Space};
-use super::{bit, HnswIndex};
+use super::tombstones::Tombstones;
+use super::HnswIndex;
 use crate::metric::Metric;
 use crate::parallel;
 
@@ -81,7 +82,7 @@ struct Builder<'a> {
     links: AtomicLinks<'a>,
     locks: &'a [Mutex<()>],
     levels: &'a [u8],
-    deleted: &'a [u64],
+    deleted: &'a Tombstones,
     efc: usize,
     n: usize,
     /// Entry point and its level.
@@ -121,7 +122,7 @@ impl Builder<'_> {
             drop(g);
             None
         };
-        let ok = |x: u32| x != s && !bit(self.deleted, x);
+        let ok = |x: u32| x != s && !self.deleted.has(x);
         with_scratch(|sc| {
             let mut cur = Cand { d: walk.dist(wq, ep), s: ep };
             for l in (level + 1..=max_level).rev() {
@@ -215,7 +216,7 @@ impl Builder<'_> {
         flood(&mut stack, &mut seen);
         let mut found = Vec::new();
         for x in 0..n as u32 {
-            if seen[x as usize] || bit(self.deleted, x) {
+            if seen[x as usize] || self.deleted.has(x) {
                 continue;
             }
             let q = self.space.row(x);
@@ -292,7 +293,7 @@ impl Builder<'_> {
         let cands: Vec<Cand> = list
             .iter()
             .chain(old_s)
-            .filter(|&&x| x != s && x != u && !bit(self.deleted, x))
+            .filter(|&&x| x != s && x != u && !self.deleted.has(x))
             .map(|&x| Cand { d: self.space.between(u, x), s: x })
             .collect();
         self.reselect(u, level, cap, cands, &list);
@@ -354,7 +355,7 @@ impl Builder<'_> {
         let best = old
             .iter()
             .chain(new)
-            .filter(|&&u| u != x && !bit(self.deleted, u))
+            .filter(|&&u| u != x && !self.deleted.has(u))
             .map(|&u| Cand { d: self.space.between(x, u), s: u })
             .min();
         let Some(u) = best else { return };

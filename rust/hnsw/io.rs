@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::codes::{CodeKind, Int8Codes, WalkCodes};
 use super::graph::LinkWords;
+use super::tombstones::{Book, Tombstones};
 use super::{bit, HnswIndex, Shape, MAX_LEVEL, MAX_M};
 use crate::error::Result;
 use crate::ids::IdMap;
@@ -76,7 +77,8 @@ impl HnswIndex {
         w.add("levels", &self.levels);
         w.add("links0", &links0);
         w.add("upper", &upper);
-        w.add("deleted", &self.deleted);
+        let deleted = self.deleted.to_words();
+        w.add("deleted", &deleted);
         w.write_atomic(path)
     }
 
@@ -236,9 +238,8 @@ impl HnswIndex {
             up_off,
             levels,
             ids,
-            deleted,
-            free,
-            idmap,
+            deleted: Tombstones::from_words(deleted),
+            book: parking_lot::RwLock::new(Book { idmap, free }),
             entry,
             max_level: max_level as usize,
         })
@@ -289,7 +290,7 @@ impl HnswIndex {
             self.seed as i64,
             self.entry.map_or(-1, |e| e as i64),
             self.max_level as i64,
-            self.idmap.next_id(),
+            self.book.read().idmap.next_id(),
             self.codes.kind().word(),
         ];
         if let WalkCodes::Int8(c) = &self.codes {

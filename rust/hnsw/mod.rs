@@ -12,7 +12,8 @@
 //! readers walk the graph lock-free through atomic loads. Searches use the same atomic loads, so an
 //! add can link its nodes while searches run (see [`HnswIndex::stage`]). Removal marks a slot
 //! deleted: it is never returned again but still routes searches until a later add reuses it,
-//! rewriting its vector, relinking it and repairing the lists of its old neighbours.
+//! rewriting its vector, relinking it and repairing the lists of its old neighbours. A remove
+//! needs no exclusive access (see [`HnswIndex::remove_shared`]), so it never stalls a search.
 
 mod builder;
 mod codes;
@@ -25,6 +26,7 @@ pub(crate) use io::GraphSections;
 mod search;
 #[cfg(test)]
 mod staged_tests;
+mod tombstones;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -32,8 +34,8 @@ use std::path::Path;
 
 use self::codes::WalkCodes;
 use self::graph::{AtomicLinks, LinkWords, Links, Shape, Space};
+use self::tombstones::{Book, Tombstones};
 use crate::error::Result;
-use crate::ids::IdMap;
 use crate::index::Index;
 use crate::invalid;
 use crate::metric::Metric;
@@ -47,6 +49,8 @@ const MAX_LEVEL: usize = 32;
 /// Shared-filter exact scans of at least this many queries gather the allowed rows and use the
 /// blocked tile kernels; fewer queries scan the allowed rows in place.
 const BATCH_SCAN: usize = 8;
+/// Ids [`HnswIndex::remove_shared`] removes per hold of the id map's lock.
+const ID_LOCK_BATCH: usize = 64;
 /// Largest `m` accepted.
 const MAX_M: usize = 2048;
 
@@ -150,15 +154,15 @@ pub struct HnswIndex {
     levels: Vec<u8>,
     /// Label of each slot (stale for deleted slots).
     ids: Vec<i64>,
-    /// Bitmap of deleted slots.
-    deleted: Vec<u64>,
-    /// Deleted slots, reused by later adds (the last one first).
-    free: Vec<u32>,
-    idmap: IdMap<u32>,
+    /// Bitmap of deleted slots (marked through `&self`).
+    deleted: Tombstones,
+    /// Id map and free slots, behind their own lock so a remove needs only `&self`.
+    book: parking_lot::RwLock<Book>,
     entry: Option<u32>,
     max_level: usize,
 }
 
+/// True when bit `s` of `bits` is set.
 #[inline]
 fn bit(bits: &[u64], s: u32) -> bool {
     bits[s as usize / 64] >> (s % 64) & 1 == 1
@@ -217,9 +221,8 @@ impl HnswIndex {
             up_off: Vec::new(),
             levels: Vec::new(),
             ids: Vec::new(),
-            deleted: Vec::new(),
-            free: Vec::new(),
-            idmap: IdMap::new(),
+            deleted: Tombstones::default(),
+            book: parking_lot::RwLock::default(),
             entry: None,
             max_level: 0,
         })
@@ -291,7 +294,7 @@ impl HnswIndex {
         let d = self.dim;
         let n = vectors::rows(vectors, d, "vectors")?;
         vectors::check_finite(vectors, d, "vectors")?;
-        let new_ids = self.idmap.assign(n, ids, "vectors")?;
+        let new_ids = self.book.get_mut().idmap.assign(n, ids, "vectors")?;
         if n == 0 {
             return Ok(Staged { ids: new_ids, order: Vec::new(), old: HashMap::new() });
         }
@@ -300,7 +303,7 @@ impl HnswIndex {
         } else {
             Cow::Borrowed(vectors)
         };
-        let reuse = n.min(self.free.len());
+        let reuse = n.min(self.book.get_mut().free.len());
         let old_n = self.ids.len();
         let total = old_n + (n - reuse);
         if total >= u32::MAX as usize {
@@ -317,7 +320,7 @@ impl HnswIndex {
         let mut order: Vec<u32> = Vec::with_capacity(n);
         let mut old_links: HashMap<u32, Vec<Vec<u32>>> = HashMap::new();
         for _ in 0..reuse {
-            let s = self.free.pop().expect("counted above");
+            let s = self.book.get_mut().free.pop().expect("counted above");
             let links = self.links();
             let mut lists = Vec::new();
             for l in 0..=self.levels[s as usize] as usize {
@@ -338,18 +341,19 @@ impl HnswIndex {
         self.upper.resize(up_len);
         self.links0.resize(total * (self.shape.m0 + 1));
         self.ids.resize(total, -1);
-        self.deleted.resize(total.div_ceil(64), 0);
+        self.deleted.resize(total);
+        let book = self.book.get_mut();
         let data = self.vectors.to_mut();
         data.resize(total * d, 0.0);
         for ((&s, row), &id) in order.iter().zip(rows.chunks_exact(d)).zip(&new_ids) {
             let s = s as usize;
             data[s * d..(s + 1) * d].copy_from_slice(row);
             self.ids[s] = id;
-            self.deleted[s / 64] &= !(1u64 << (s % 64));
-            self.idmap.insert(id, s as u32);
+            self.deleted.unmark(s as u32);
+            book.idmap.insert(id, s as u32);
         }
+        book.idmap.advance(&new_ids);
         self.codes.store(&order, &rows, self.vectors.as_slice(), d);
-        self.idmap.advance(&new_ids);
         Ok(Staged { ids: new_ids, order, old: old_links })
     }
 
@@ -378,6 +382,30 @@ impl HnswIndex {
         (self.entry, self.max_level) = (top.entry, top.level);
         staged.ids
     }
+
+    /// Remove ids through a shared reference, while searches run; an unknown id is an error and
+    /// then nothing is removed. Returns the count.
+    ///
+    /// Each id leaves the id map, then its slot is marked deleted. A search that overlaps sees
+    /// each id either present or removed (a batch may be part applied when it looks), and never
+    /// waits: the id map's own lock is held for [`ID_LOCK_BATCH`] ids at a time, and only searches
+    /// with an allow-list read it. Run one remove or add at a time (the binding's edit lock).
+    pub fn remove_shared(&self, ids: &[i64]) -> Result<usize> {
+        self.book.read().idmap.check_known(ids)?;
+        let mut removed = 0;
+        for chunk in ids.chunks(ID_LOCK_BATCH) {
+            let mut book = self.book.write();
+            for id in chunk {
+                if let Some(s) = book.idmap.remove(*id) {
+                    self.deleted.mark(s);
+                    book.free.push(s);
+                    removed += 1;
+                }
+            }
+            parking_lot::RwLockWriteGuard::unlock_fair(book);
+        }
+        Ok(removed)
+    }
 }
 
 impl Index for HnswIndex {
@@ -399,17 +427,17 @@ impl Index for HnswIndex {
 
     /// Number of live (not removed) vectors.
     fn len(&self) -> usize {
-        self.idmap.len()
+        self.book.read().idmap.len()
     }
 
     /// True when `id` is stored.
     fn contains(&self, id: i64) -> bool {
-        self.idmap.contains(id)
+        self.book.read().idmap.contains(id)
     }
 
     /// Live ids in slot order.
     fn ids(&self) -> Vec<i64> {
-        (0..self.ids.len() as u32).filter(|&s| !bit(&self.deleted, s)).map(|s| self.ids[s as usize]).collect()
+        (0..self.ids.len() as u32).filter(|&s| !self.deleted.has(s)).map(|s| self.ids[s as usize]).collect()
     }
 
     /// The stored vectors of `ids` (unit length for cosine), row-major.
@@ -417,8 +445,9 @@ impl Index for HnswIndex {
         let d = self.dim;
         let mut out = vec![0f32; ids.len() * d];
         let data = self.vectors.as_slice();
+        let book = self.book.read();
         for (row, id) in out.chunks_exact_mut(d).zip(ids) {
-            let s = self.idmap.slot(*id)? as usize;
+            let s = book.idmap.slot(*id)? as usize;
             row.copy_from_slice(&data[s * d..(s + 1) * d]);
         }
         Ok(out)
@@ -437,29 +466,19 @@ impl Index for HnswIndex {
     }
 
     fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
-        self.idmap.assign(n, ids, "vectors")
+        self.book.read().idmap.assign(n, ids, "vectors")
     }
 
     /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.
     ///
     /// Removed nodes stay in the graph as waypoints (never returned) until an add reuses them.
-    /// A remove only marks slots deleted (about half a microsecond an id), so a few hundred ids
-    /// keep each write section well under the length of one search.
-    fn remove_batch(&self) -> usize {
-        512
+    /// See [`HnswIndex::remove_shared`], which needs no exclusive access.
+    fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+        self.remove_shared(ids)
     }
 
-    fn remove(&mut self, ids: &[i64]) -> Result<usize> {
-        self.idmap.check_known(ids)?;
-        let mut removed = 0;
-        for id in ids {
-            if let Some(s) = self.idmap.remove(*id) {
-                self.deleted[s as usize / 64] |= 1u64 << (s % 64);
-                self.free.push(s);
-                removed += 1;
-            }
-        }
-        Ok(removed)
+    fn remove_concurrent(&self, ids: &[i64]) -> Option<Result<usize>> {
+        Some(self.remove_shared(ids))
     }
 
     fn search(
@@ -488,9 +507,9 @@ impl Index for HnswIndex {
             + self.up_off.capacity() * 4
             + self.levels.capacity()
             + self.ids.capacity() * 8
-            + self.deleted.capacity() * 8
-            + self.free.capacity() * 4
-            + self.idmap.capacity() * 17
+            + self.deleted.heap_bytes()
+            + self.book.read().free.capacity() * 4
+            + self.book.read().idmap.capacity() * 17
     }
 
     fn mapped_file(&self) -> Option<&Mapping> {

@@ -126,8 +126,9 @@ impl HnswIndex {
     pub(super) fn bitmap(&self, ids: &[i64]) -> (Vec<u64>, usize) {
         let mut bits = vec![0u64; self.ids.len().div_ceil(64)];
         let mut count = 0;
+        let book = self.book.read();
         for id in ids {
-            if let Some(s) = self.idmap.get(*id) {
+            if let Some(s) = book.idmap.get(*id) {
                 let w = &mut bits[s as usize / 64];
                 let b = 1u64 << (s % 64);
                 if *w & b == 0 {
@@ -244,14 +245,14 @@ impl HnswIndex {
     ) -> bool {
         let links = self.links();
         let deleted = &self.deleted;
-        let all_ok = allow.is_none() && self.free.is_empty();
+        let all_ok = allow.is_none() && !deleted.any();
         let n = self.ids.len();
         with_scratch(|sc| {
             let mut cur = Cand { d: walk.dist(q, entry), s: entry };
             for l in (1..=self.max_level).rev() {
                 cur = greedy(walk, &links, q, cur, l, sc);
             }
-            let ok = |s: u32| !bit(deleted, s) && allow.is_none_or(|a| bit(a, s));
+            let ok = |s: u32| !deleted.has(s) && allow.is_none_or(|a| bit(a, s));
             match plan {
                 Plan::TwoHop { budget } if allow.is_some() => {
                     let cap = self.shape.m0;
@@ -271,7 +272,8 @@ impl HnswIndex {
         let mut sel = TopK::new(k);
         let n = self.ids.len();
         // A word of the bitmap at a time: a small allow-list skips 64 slots per test.
-        for (w, &dead) in self.deleted.iter().enumerate() {
+        for w in 0..self.deleted.len_words() {
+            let dead = self.deleted.word(w);
             let mut live = !dead & allow.map_or(u64::MAX, |a| a[w]);
             if w == n / 64 {
                 live &= (1u64 << (n % 64)).wrapping_sub(1);

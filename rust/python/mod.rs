@@ -201,6 +201,11 @@ pub(crate) trait Edit {
     fn remove_batch(&self) -> usize {
         REMOVE_CHUNK
     }
+    /// See [`Index::remove_concurrent`].
+    fn remove_concurrent(&self, ids: &[i64]) -> Option<crate::Result<usize>> {
+        let _ = ids;
+        None
+    }
 }
 
 impl<T: Index> Edit for T {
@@ -218,6 +223,9 @@ impl<T: Index> Edit for T {
     }
     fn remove_batch(&self) -> usize {
         Index::remove_batch(self)
+    }
+    fn remove_concurrent(&self, ids: &[i64]) -> Option<crate::Result<usize>> {
+        Index::remove_concurrent(self, ids)
     }
 }
 
@@ -242,7 +250,9 @@ const REMOVE_CHUNK: usize = 4096;
 
 /// `remove` of every index class: check every id first (an unknown one fails the call before
 /// anything is removed), then remove them in chunks of [`Edit::remove_batch`], each under the write
-/// lock, so searches run between chunks; each one sees every id either present or removed.
+/// lock, so searches run between chunks; each one sees every id either present or removed. An
+/// index that removes through a shared reference ([`Edit::remove_concurrent`]) takes only the
+/// read lock, so searches never wait.
 pub(crate) fn remove_ids<T: Edit>(inner: &Locked<T>, ids: &[i64]) -> crate::Result<usize> {
     let _e = inner.edit();
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
@@ -257,7 +267,15 @@ pub(crate) fn remove_ids<T: Edit>(inner: &Locked<T>, ids: &[i64]) -> crate::Resu
     let per = inner.read().remove_batch().max(1);
     let mut removed = 0;
     for chunk in unique.chunks(per) {
-        removed += inner.section(|g| g.check_mapping().and_then(|()| g.remove(chunk)))?;
+        let shared = {
+            let g = inner.read();
+            g.check_mapping()?;
+            g.remove_concurrent(chunk)
+        };
+        removed += match shared {
+            Some(r) => r?,
+            None => inner.section(|g| g.check_mapping().and_then(|()| g.remove(chunk)))?,
+        };
     }
     Ok(removed)
 }
