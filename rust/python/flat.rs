@@ -80,7 +80,7 @@ index_class! {
             allow: Option<PyReadonlyArray1<'py, i64>>,
         ) -> PyResult<Bound<'py, PyTuple>> {
             let k = check_k(k)?;
-            check_dim(queries.shape()[1], self.inner.read().dim(), "queries")?;
+            check_dim(queries.shape()[1], self.inner.dim(), "queries")?;
             let nq = queries.shape()[0];
             let q = slice(&queries, "queries")?;
             let allow = optional(&allow, "filter")?;

@@ -122,7 +122,7 @@ index_class! {
             let k = check_k(k)?;
             let ef = positive(ef, "ef")?;
             let mode = FilterMode::parse(filter_mode).map_err(to_py)?;
-            check_dim(queries.shape()[1], self.inner.read().dim(), "queries")?;
+            check_dim(queries.shape()[1], self.inner.dim(), "queries")?;
             let nq = queries.shape()[0];
             let q = slice(&queries, "queries")?;
             let shared = optional(&allow, "filter")?;

@@ -92,7 +92,7 @@ index_class! {
             seed: u64,
             threads: Option<usize>,
         ) -> PyResult<()> {
-            check_dim(sample.shape()[1], self.inner.read().dim(), "training vectors")?;
+            check_dim(sample.shape()[1], self.inner.dim(), "training vectors")?;
             let x = slice(&sample, "sample")?;
             let t = parallel::resolve(threads);
             detached(py, || {
@@ -109,8 +109,9 @@ index_class! {
             ids: Option<PyReadonlyArray1<'py, i64>>,
             threads: Option<usize>,
         ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-            // The lists are chosen for the whole batch first, sharing the index with searches;
-            // the rows are then stored chunk by chunk (see `add_chunked`).
+            // The lists are chosen for the whole batch first, and lists too small to take it are
+            // grown as copies, sharing the index with searches; the copies are swapped in and the
+            // rows stored chunk by chunk (see `add_chunked`).
             let a = AddArgs::new(&self.inner, &vectors, &ids, threads)?;
             let out = detached(py, || {
                 add_chunked(
@@ -118,10 +119,16 @@ index_class! {
                     a.n,
                     a.ids,
                     |_| a.per_chunk(),
-                    |g| g.route(a.v, a.threads),
-                    |g, lists, r, chunk_ids| {
+                    |g| {
+                        let lists = g.route(a.v, a.threads)?;
+                        let grown = g.grown_for(&lists);
+                        Ok((lists, grown))
+                    },
+                    |g, (lists, grown), r, chunk_ids| {
                         if r.start == 0 {
-                            g.reserve_for(lists);
+                            // Swap in the grown copies; the old buffers are dropped with
+                            // `grown`, after the add, outside the lock.
+                            *grown = g.install(std::mem::take(grown));
                         }
                         g.add_routed(a.rows(r.clone()), Some(chunk_ids), &lists[r])
                     },
@@ -151,7 +158,7 @@ index_class! {
             if nprobe <= 0 {
                 return Err(to_py(Error::InvalidArgument(format!("nprobe must be at least 1, got {nprobe}"))));
             }
-            check_dim(queries.shape()[1], self.inner.read().dim(), "queries")?;
+            check_dim(queries.shape()[1], self.inner.dim(), "queries")?;
             let nq = queries.shape()[0];
             let q = slice(&queries, "queries")?;
             let allow = optional(&allow, "filter")?;

@@ -61,30 +61,56 @@ pub(crate) fn to_py(e: Error) -> PyErr {
 /// also keeps a second writer from queueing on the write lock while the first one holds the
 /// read lock, which would stall every new search behind it.
 ///
-/// The lock is parking_lot's task-fair one, and a section ends with [`Locked::section`]'s fair
-/// unlock: the searches that queued behind it get the lock before the writer's next section.
-/// (With an unfair lock the writer takes the lock back at once, section after section, and a
-/// search can wait out the whole batch.)
+/// Waiting for the lock, readers and writers alike first yield their core in a loop for up to
+/// [`SPIN`], and only then park: write sections are kept well under a millisecond, while waking
+/// a parked thread can take milliseconds on a virtual machine (a halted vCPU), and a parked
+/// writer bars new searches until it is awake. A writer lets the searches that are waiting go
+/// first before each section, so a search waits out at most about one section; a section ends
+/// with a fair unlock (parking_lot's task-fair lock), which hands the lock to parked searches.
+/// (Without these a writer takes the lock back at once, section after section, and a search
+/// can wait out the whole batch.)
 pub(crate) struct Locked<T> {
     data: parking_lot::RwLock<T>,
     edit: parking_lot::Mutex<()>,
+    /// Readers spinning for the lock (see [`Locked::read`]).
+    waiting: std::sync::atomic::AtomicUsize,
+    /// The index's vector dimension, fixed at creation (0 for BM25), read without the lock.
+    dim: usize,
 }
 
 impl<T> Locked<T> {
     pub(crate) fn new(v: T) -> Self {
-        Locked { data: parking_lot::RwLock::new(v), edit: parking_lot::Mutex::new(()) }
+        Locked {
+            data: parking_lot::RwLock::new(v),
+            edit: parking_lot::Mutex::new(()),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            dim: 0,
+        }
     }
+    /// The shared lock (see [`Locked`] for how it waits).
     pub(crate) fn read(&self) -> parking_lot::RwLockReadGuard<'_, T> {
-        self.data.read()
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(g) = self.data.try_read() {
+            return g;
+        }
+        self.waiting.fetch_add(1, Relaxed);
+        let g = spin_then(|| self.data.try_read(), || self.data.read());
+        self.waiting.fetch_sub(1, Relaxed);
+        g
     }
     /// The write lock, for one-off changes (train, a new coarse quantizer).
     pub(crate) fn write(&self) -> parking_lot::RwLockWriteGuard<'_, T> {
         self.data.write()
     }
-    /// One short write section of a longer change: runs `f` under the write lock, then hands
-    /// the lock to the waiting searches, if any, before the caller can take it again.
+    /// One short write section of a longer change: lets the searches waiting for the lock go
+    /// first, then runs `f` under the write lock, then hands the lock to parked searches, if
+    /// any, before the caller can take it again.
     pub(crate) fn section<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let mut g = self.data.write();
+        let start = std::time::Instant::now();
+        while self.waiting.load(std::sync::atomic::Ordering::Relaxed) > 0 && start.elapsed() < SPIN {
+            std::thread::yield_now();
+        }
+        let mut g = spin_then(|| self.data.try_write(), || self.data.write());
         let r = f(&mut g);
         parking_lot::RwLockWriteGuard::unlock_fair(g);
         r
@@ -96,12 +122,43 @@ impl<T> Locked<T> {
 }
 
 impl<T: Index> Locked<T> {
+    /// An index behind the lock, its dimension kept aside for [`Locked::dim`].
+    pub(crate) fn index(v: T) -> Self {
+        let dim = v.dim();
+        Locked { dim, ..Locked::new(v) }
+    }
+    /// The index's vector dimension, without taking the lock (it never changes).
+    pub(crate) fn dim(&self) -> usize {
+        self.dim
+    }
     /// A shared guard, after checking that the file the index is mapped from has not been
     /// truncated or modified (see [`Index::check_mapping`]): for calls that read the data.
     pub(crate) fn checked(&self) -> crate::Result<parking_lot::RwLockReadGuard<'_, T>> {
         let g = self.read();
         g.check_mapping()?;
         Ok(g)
+    }
+}
+
+/// How long [`Locked::read`] and [`Locked::section`] yield in a loop for the lock before they
+/// park (write sections are kept well under this).
+const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// `try_lock` until it succeeds, yielding the core between tries, for up to [`SPIN`]; then
+/// `lock` (which parks).
+fn spin_then<G>(try_lock: impl Fn() -> Option<G>, lock: impl FnOnce() -> G) -> G {
+    if let Some(g) = try_lock() {
+        return g;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        std::thread::yield_now();
+        if let Some(g) = try_lock() {
+            return g;
+        }
+        if start.elapsed() >= SPIN {
+            return lock();
+        }
     }
 }
 
@@ -120,7 +177,7 @@ macro_rules! index_class {
 
         impl $name {
             fn wrap(idx: $core) -> Self {
-                $name { inner: $crate::python::Locked::new(idx) }
+                $name { inner: $crate::python::Locked::index(idx) }
             }
 
             pub(crate) fn from_file(py: Python<'_>, f: &$crate::storage::IndexFile) -> PyResult<Self> {
@@ -133,7 +190,7 @@ macro_rules! index_class {
         impl $name {
             #[getter]
             fn dim(&self) -> usize {
-                $crate::index::Index::dim(&*self.inner.read())
+                self.inner.dim()
             }
 
             #[getter]
@@ -323,8 +380,12 @@ pub(crate) fn add_chunked<T: Edit, P>(
     Ok(all)
 }
 
-/// Rows per chunk of an add ([`AddArgs::per_chunk`]): about this many floats per write-lock section.
-pub(crate) const ADD_CHUNK_FLOATS: usize = 1 << 17;
+/// Rows per chunk of an add ([`AddArgs::per_chunk`]): about this many floats per write-lock
+/// section (a row in block layout writes one cache line per dimension: 192 rows of 128
+/// dimensions take about 0.3 ms). Searches wait out at most about one section, and a writer
+/// lets a waiting search go first before each one (see [`Locked`]), so smaller sections cost
+/// the add throughput while searches run.
+pub(crate) const ADD_CHUNK_FLOATS: usize = 3 << 13;
 
 /// Rows of `vectors` checked against the index width, with the optional ids and thread count
 /// of an `add` call.
@@ -343,7 +404,7 @@ impl<'a> AddArgs<'a> {
         ids: &'a Option<PyReadonlyArray1<'_, i64>>,
         threads: Option<usize>,
     ) -> PyResult<Self> {
-        let d = inner.read().dim();
+        let d = inner.dim();
         check_dim(vectors.shape()[1], d, "vectors")?;
         Ok(AddArgs {
             v: slice(vectors, "vectors")?,
@@ -372,7 +433,7 @@ pub(crate) fn get_rows<'py, T: Index + Send + Sync>(
     ids: PyReadonlyArray1<'py, i64>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let ids = slice1(&ids, "ids")?;
-    let d = inner.read().dim();
+    let d = inner.dim();
     let v = detached(py, || inner.checked()?.get(ids))?;
     v.into_pyarray(py).reshape([ids.len(), d])
 }

@@ -21,7 +21,7 @@ fn queries<'a>(
     inner: &Locked<multivector::MultiVectorIndex>,
     queries: &'a [PyReadonlyArray2<'_, f32>],
 ) -> PyResult<Vec<&'a [f32]>> {
-    let d = inner.read().dim();
+    let d = inner.dim();
     queries
         .iter()
         .enumerate()
@@ -95,7 +95,7 @@ index_class! {
             ids: Option<PyReadonlyArray1<'py, i64>>,
             threads: Option<usize>,
         ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-            let d = self.inner.read().dim();
+            let d = self.inner.dim();
             if tokens.shape()[1] != d {
                 return Err(to_py(Error::InvalidArgument(format!(
                     "dimension mismatch: document tokens have {} dimensions, the index has {d}",
@@ -187,7 +187,7 @@ index_class! {
 
         /// The decompressed tokens of one document, `(n_tokens, dim)`.
         fn get<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyArray2<f32>>> {
-            let d = self.inner.read().dim();
+            let d = self.inner.dim();
             let v = detached(py, || self.inner.checked()?.get(&[id]))?;
             let n = v.len() / d;
             v.into_pyarray(py).reshape([n, d])
