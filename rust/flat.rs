@@ -93,18 +93,13 @@ impl FlatIndex {
         {
             return None;
         }
-        fn copy<T: Copy + Default>(src: &[T], cap: usize) -> Vec<T> {
-            let mut v = Vec::with_capacity(cap.max(src.len()));
-            v.extend_from_slice(src);
-            v
-        }
         let rows = if self.prefilter { n } else { 0 };
         Some(Grown {
-            data: copy(self.data.as_slice(), want),
-            half: copy(self.half.as_slice(), if self.prefilter { want } else { 0 }),
-            resid: copy(self.resid.as_slice(), rows),
-            norms: copy(self.norms.as_slice(), rows),
-            ids: copy(&self.ids, n),
+            data: vectors::with_room(self.data.as_slice(), want),
+            half: vectors::with_room(self.half.as_slice(), if self.prefilter { want } else { 0 }),
+            resid: vectors::with_room(self.resid.as_slice(), rows),
+            norms: vectors::with_room(self.norms.as_slice(), rows),
+            ids: vectors::with_room(&self.ids, n),
             idmap: self.idmap.with_room(extra),
         })
     }

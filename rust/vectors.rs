@@ -5,6 +5,14 @@ use std::collections::HashSet;
 use crate::error::{Error, Result};
 use crate::simd;
 
+/// A copy of `src` with capacity for at least `cap` elements: grown buffers are built aside,
+/// then swapped in, so an add never reallocates under a lock.
+pub fn with_room<T: Copy>(src: &[T], cap: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(cap.max(src.len()));
+    v.extend_from_slice(src);
+    v
+}
+
 /// Number of `d`-dimensional rows in `data`, or an error naming `what`.
 pub fn rows(data: &[f32], d: usize, what: &str) -> Result<usize> {
     if d == 0 {

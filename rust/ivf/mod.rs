@@ -272,43 +272,13 @@ impl IvfIndex {
         self.probe_exact(x, 1, threads)
     }
 
-    /// Reserve exactly what a batch routed to `lists` (by [`IvfIndex::route`]) needs, so memory
-    /// tracks the data rather than Vec growth, and adding the batch in parts copies nothing.
-    pub(crate) fn reserve_for(&mut self, lists: &[i64]) {
-        let d = self.dim;
-        let n = lists.len();
-        let mut counts = vec![0usize; self.nlist];
-        for &l in lists {
-            counts[l as usize] += 1;
-        }
-        let l2 = self.metric == Metric::L2;
-        for (list, &c) in self.lists.iter_mut().zip(&counts) {
-            if c == 0 {
-                continue;
-            }
-            let w = if self.storage == Storage::Int8 { pack::quad_dim(d) } else { d };
-            let grow = pack::packed_len(list.len() + c, w) - pack::packed_len(list.len(), w);
-            match self.storage {
-                Storage::F32 => list.data.reserve_exact(grow),
-                Storage::Int8 => list.codes.reserve_exact(grow),
-            }
-            list.labels.reserve_exact(c);
-            list.slots.reserve_exact(c);
-            if l2 && self.storage == Storage::Int8 {
-                list.norms.reserve_exact(c);
-            }
-        }
-        self.loc.reserve_exact(n);
-        if self.storage == Storage::Int8 {
-            self.raw.to_mut().reserve_exact(n * d);
-        }
-    }
-
     /// Room for an add routed to `lists`, built aside through a shared reference: grown copies
-    /// of the lists (and id arrays and map) too small to take it, which [`IvfIndex::install`] swaps in.
-    /// A caller that serves searches while it adds builds these outside its write lock, so the
-    /// copying (the whole index, when most lists grow) never holds searches up. Run one edit at
-    /// a time: the copies are of the index as it is now.
+    /// of the lists (and id arrays and map) too small to take it, which [`IvfIndex::install`]
+    /// swaps in. Each gets exactly the room the batch needs, so memory tracks the data rather
+    /// than Vec growth, and adding the batch in parts copies nothing more. A caller that serves
+    /// searches while it adds builds these outside its write lock, so the copying (the whole
+    /// index, when most lists grow) never holds searches up. Run one edit at a time: the copies
+    /// are of the index as it is now.
     pub(crate) fn grown_for(&self, lists: &[i64]) -> Grown {
         let d = self.dim;
         let n = lists.len();
@@ -331,37 +301,25 @@ impl IvfIndex {
             if c == 0 || (fits && list.labels.capacity() >= list.len() + c) {
                 continue;
             }
-            let copy = |v: &[f32], room: usize| {
-                let mut out = Vec::with_capacity(room);
-                out.extend_from_slice(v);
-                out
-            };
-            let mut codes = Vec::new();
-            let mut data = Vec::new();
-            match self.storage {
-                Storage::F32 => data = copy(&list.data, len),
-                Storage::Int8 => {
-                    codes = Vec::with_capacity(len);
-                    codes.extend_from_slice(&list.codes);
-                }
-            }
-            let mut labels = Vec::with_capacity(list.len() + c);
-            labels.extend_from_slice(&list.labels);
-            let mut slots = Vec::with_capacity(list.len() + c);
-            slots.extend_from_slice(&list.slots);
-            let norms = if norms { copy(&list.norms, list.len() + c) } else { list.norms.clone() };
-            out.lists.push((l, List { labels, slots, data, codes, norms }));
+            let (f32_len, u8_len) = if self.storage == Storage::F32 { (len, 0) } else { (0, len) };
+            let rows = list.len() + c;
+            out.lists.push((
+                l,
+                List {
+                    labels: vectors::with_room(&list.labels, rows),
+                    slots: vectors::with_room(&list.slots, rows),
+                    data: vectors::with_room(&list.data, f32_len),
+                    codes: vectors::with_room(&list.codes, u8_len),
+                    norms: vectors::with_room(&list.norms, if norms { rows } else { 0 }),
+                },
+            ));
         }
         if self.loc.capacity() < self.loc.len() + n {
-            let mut loc = Vec::with_capacity(self.loc.len() + n);
-            loc.extend_from_slice(&self.loc);
-            out.loc = Some(loc);
+            out.loc = Some(vectors::with_room(&self.loc, self.loc.len() + n));
         }
         if self.storage == Storage::Int8 && self.raw.room() < n * d {
             let raw = self.raw.as_slice();
-            let mut copy = Vec::with_capacity(raw.len() + n * d);
-            copy.extend_from_slice(raw);
-            out.raw = Some(Buf::Owned(copy));
+            out.raw = Some(Buf::Owned(vectors::with_room(raw, raw.len() + n * d)));
         }
         out
     }
@@ -490,7 +448,8 @@ impl Index for IvfIndex {
     fn add(&mut self, v: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
         let lists = self.route(v, threads)?;
         self.idmap.assign(lists.len(), ids, "vectors")?;
-        self.reserve_for(&lists);
+        let room = self.grown_for(&lists);
+        self.install(room);
         self.add_routed(v, ids, &lists)
     }
 
