@@ -500,6 +500,7 @@ impl Index for HnswIndex {
     /// Heap bytes used (vectors, walk copy, links, ids, id map); a mapped file's pages are not
     /// counted.
     fn memory_bytes(&self) -> usize {
+        let book = self.book.read();
         self.vectors.heap_bytes()
             + self.codes.heap_bytes()
             + self.links0.heap_bytes()
@@ -508,8 +509,8 @@ impl Index for HnswIndex {
             + self.levels.capacity()
             + self.ids.capacity() * 8
             + self.deleted.heap_bytes()
-            + self.book.read().free.capacity() * 4
-            + self.book.read().idmap.capacity() * 17
+            + book.free.capacity() * 4
+            + book.idmap.capacity() * 17
     }
 
     fn mapped_file(&self) -> Option<&Mapping> {

@@ -110,7 +110,10 @@ impl<T> Locked<T> {
         while self.waiting.load(std::sync::atomic::Ordering::Relaxed) > 0 && start.elapsed() < SPIN {
             std::thread::yield_now();
         }
-        let mut g = spin_then(|| self.data.try_write(), || self.data.write());
+        let mut g = self
+            .data
+            .try_write()
+            .unwrap_or_else(|| spin_then(|| self.data.try_write(), || self.data.write()));
         let r = f(&mut g);
         parking_lot::RwLockWriteGuard::unlock_fair(g);
         r
@@ -144,12 +147,9 @@ impl<T: Index> Locked<T> {
 /// park (write sections are kept well under this).
 const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// `try_lock` until it succeeds, yielding the core between tries, for up to [`SPIN`]; then
-/// `lock` (which parks).
+/// After a `try_lock` that failed: yield the core and `try_lock` again until it succeeds, for up
+/// to [`SPIN`]; then `lock` (which parks).
 fn spin_then<G>(try_lock: impl Fn() -> Option<G>, lock: impl FnOnce() -> G) -> G {
-    if let Some(g) = try_lock() {
-        return g;
-    }
     let start = std::time::Instant::now();
     loop {
         std::thread::yield_now();
