@@ -19,6 +19,7 @@ pub mod maxsim;
 pub mod metric;
 pub mod multivector;
 pub mod pack;
+pub mod pages;
 pub mod parallel;
 pub mod rng;
 pub mod simd;

@@ -535,6 +535,7 @@ impl IndexFile {
             _ => {
                 let b = self.bytes(tag)?;
                 let mut v: Vec<T> = Vec::with_capacity(len);
+                crate::pages::advise(&v);
                 // SAFETY: T is Pod; we copy exactly len * size bytes into the reserved capacity.
                 unsafe {
                     std::ptr::copy_nonoverlapping(b.as_ptr(), v.as_mut_ptr() as *mut u8, len * size);

@@ -123,6 +123,7 @@ impl WalkCodes {
             WalkCodes::None => {}
             WalkCodes::Bf16(half) => {
                 let half = half.to_mut();
+                crate::pages::reserve(half, total * d);
                 half.resize(total * d, 0);
                 for (&s, row) in order.iter().zip(rows.chunks_exact(d)) {
                     let s = s as usize;
@@ -135,6 +136,7 @@ impl WalkCodes {
                 let refit = c.fit_rows == 0
                     || (total >= 2 * c.fit_rows && sq8::out_of_range(&c.vmin, &c.step, rows, d));
                 let codes = c.codes.to_mut();
+                crate::pages::reserve(codes, total * d);
                 codes.resize(total * d, 0);
                 if refit {
                     (c.vmin, c.step) = sq8::fit(all, d);

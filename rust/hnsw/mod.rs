@@ -6,7 +6,7 @@
 //! - level-0 links: one flat `u32` array, `2 * m + 1` words per slot (count, then links);
 //! - upper links: a second flat array, `m + 1` words per slot and level, found through a
 //!   per-slot offset (only about `1 / m` of the nodes have any);
-//! - a per-thread, generation-stamped visited list, reused across searches.
+//! - a per-thread visited bitset, reused across searches.
 //!
 //! Builds insert nodes in parallel (rayon), each node's link lists guarded by its own lock while
 //! readers walk the graph lock-free through atomic loads. Searches use the same atomic loads, so an
@@ -344,6 +344,7 @@ impl HnswIndex {
         self.deleted.resize(total);
         let book = self.book.get_mut();
         let data = self.vectors.to_mut();
+        crate::pages::reserve(data, total * d);
         data.resize(total * d, 0.0);
         for ((&s, row), &id) in order.iter().zip(rows.chunks_exact(d)).zip(&new_ids) {
             let s = s as usize;

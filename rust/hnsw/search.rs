@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use super::codes::Walker;
-use super::graph::{greedy, search_allowed, search_layer, with_scratch, Cand, Dist};
+use super::graph::{greedy, search_allowed, search_layer, with_scratch, Cand, Dist, Prefetched};
 use super::{bit, Allow, FilterMode, HnswIndex, BATCH_SCAN};
 use crate::error::Result;
 use crate::index::Index;
@@ -216,11 +216,9 @@ impl HnswIndex {
             }
         } else {
             // The walk's distances are approximate: rescore what it kept in f32.
-            for c in &found {
-                space.prefetch(c.s, 32);
-            }
-            for c in &found {
-                sel.push(-space.dist(q, c.s), self.ids[c.s as usize]);
+            let slots: Vec<u32> = found.iter().map(|c| c.s).collect();
+            for s in Prefetched::new(&space, &slots) {
+                sel.push(-space.dist(q, s), self.ids[s as usize]);
             }
         }
         if sel.len() < k.min(eligible) {
