@@ -2,6 +2,8 @@
 //! codes, link lists): with 4 KiB pages nearly every row a graph walk reads also misses the TLB.
 //! Linux backs memory advised with `MADV_HUGEPAGE` by 2 MiB pages when transparent huge pages
 //! are enabled in `madvise` or `always` mode; elsewhere, and for small buffers, this does nothing.
+//! `RANKFUNNEL_HUGE_PAGES=0` turns the advice off (read once), for hosts where huge-page faults
+//! (the kernel compacting memory to find 2 MiB) cost more than the misses they save.
 
 /// Buffers smaller than this stay on small pages (a huge page would mostly be waste).
 const MIN_BYTES: usize = 4 << 20;
@@ -10,7 +12,7 @@ const MIN_BYTES: usize = 4 << 20;
 /// (pages already touched are merged later by the kernel, if at all).
 pub fn advise<T>(v: &Vec<T>) {
     let bytes = v.capacity() * std::mem::size_of::<T>();
-    if bytes < MIN_BYTES {
+    if bytes < MIN_BYTES || !enabled() {
         return;
     }
     advise_range(v.as_ptr() as usize, bytes);
@@ -23,6 +25,14 @@ pub fn reserve<T>(v: &mut Vec<T>, len: usize) {
         v.reserve(len - v.len());
         advise(v);
     }
+}
+
+/// False when `RANKFUNNEL_HUGE_PAGES` is `0`, `off` or `false`.
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(std::env::var("RANKFUNNEL_HUGE_PAGES").as_deref(), Ok("0" | "off" | "false"))
+    })
 }
 
 #[cfg(target_os = "linux")]
@@ -54,5 +64,40 @@ mod tests {
         assert_eq!(v[(3 << 20) - 1], 7);
         super::reserve(&mut v, 5);
         assert_eq!(v.len(), 3 << 20);
+    }
+
+    /// The `VmFlags` of the mapping that holds `addr`, from `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    fn vm_flags(addr: usize) -> Option<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((lo, hi)) = first.split_once('-') {
+                if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) {
+                    inside = (lo..hi).contains(&addr);
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return Some(flags.to_string());
+                }
+            }
+        }
+        None
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn large_buffers_carry_the_huge_page_advice() {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() || !super::enabled() {
+            return; // a kernel without transparent huge pages refuses the advice; or it is off
+        }
+        let mut big: Vec<u8> = Vec::new();
+        super::reserve(&mut big, 16 << 20);
+        let at = (big.as_ptr() as usize).next_multiple_of(2 << 20);
+        let flags = vm_flags(at).expect("the buffer is mapped");
+        assert!(flags.split_whitespace().any(|f| f == "hg"), "no huge-page advice: {flags}");
     }
 }

@@ -261,6 +261,11 @@ impl Dist for Int8Space<'_> {
     }
 
     #[inline]
+    fn row_bytes(&self) -> usize {
+        self.d
+    }
+
+    #[inline]
     fn prefetch(&self, s: u32, lines: usize) {
         let at = s as usize * self.d;
         if at < self.codes.len() {
