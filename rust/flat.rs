@@ -15,8 +15,9 @@ use crate::topk::{self, Blocks, Prefilter, Results, Source};
 const PREFILTER_MAX_QUERIES: usize = 2;
 /// ... on indexes of at least this many vectors.
 const PREFILTER_MIN_VECTORS: usize = 1024;
-/// Floats one `remove` call moves at most (each removal rewrites a row in block layout, one
-/// cache line per dimension), keeping each call well under a millisecond.
+/// Floats one `remove` call moves on a small index (each removal rewrites a row in block layout,
+/// one cache line per dimension): well under a millisecond. A large index takes more per call
+/// (see `FlatIndex::remove_batch`).
 pub(crate) const REMOVE_FLOATS: usize = 1 << 14;
 use crate::vectors;
 
@@ -224,11 +225,13 @@ impl Index for FlatIndex {
         self.idmap.assign(n, ids, "vectors")
     }
 
-    /// At least [`REMOVE_FLOATS`] floats per call, and at least `len / 256` ids: a removal
-    /// rewrites a row at one cache line per dimension, about 16 times what a search reads per
-    /// row, so such a call costs about a sixteenth of one search over the index. Searches on a
-    /// large index are long, and removes sized for a small one would wait out a search before
-    /// each call (the writer lets waiting searches go first).
+    /// At least [`REMOVE_FLOATS`] floats per call, and at least `len / 256` ids: a call then
+    /// costs about one search over the index (a removal rewrites a row in block layout, one
+    /// cache line per dimension at random; measured at 100k x 128-d: 390 ids in about 3.5 ms,
+    /// a search 4.5 ms). The writer lets waiting searches go first before each call, so calls
+    /// sized for a small index would leave a remove mostly waiting while searches run (20,000
+    /// ids: 0.79 s at 128 per call, 0.31 s at 390), and a search still waits out at most one
+    /// call (p99 1.5x its idle p99).
     fn remove_batch(&self) -> usize {
         (REMOVE_FLOATS / self.dim).max(self.ids.len() / 256).clamp(16, 4096)
     }
