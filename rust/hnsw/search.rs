@@ -216,9 +216,8 @@ impl HnswIndex {
             }
         } else {
             // The walk's distances are approximate: rescore what it kept in f32.
-            let slots: Vec<u32> = found.iter().map(|c| c.s).collect();
-            for s in Prefetched::new(&space, &slots) {
-                sel.push(-space.dist(q, s), self.ids[s as usize]);
+            for c in Prefetched::new(&space, &found) {
+                sel.push(-space.dist(q, c.s), self.ids[c.s as usize]);
             }
         }
         if sel.len() < k.min(eligible) {
