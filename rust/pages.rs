@@ -27,12 +27,42 @@ pub fn reserve<T>(v: &mut Vec<T>, len: usize) {
     }
 }
 
-/// False when `RANKFUNNEL_HUGE_PAGES` is `0`, `off` or `false`.
+/// Whether the advice is on: `RANKFUNNEL_HUGE_PAGES` read once (see [`parse`]); a value it
+/// refuses leaves the advice on and is reported by [`env_error`].
 fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        !matches!(std::env::var("RANKFUNNEL_HUGE_PAGES").as_deref(), Ok("0" | "off" | "false"))
+    env().0
+}
+
+/// The error for a `RANKFUNNEL_HUGE_PAGES` value that [`parse`] refuses, if any.
+pub fn env_error() -> Option<String> {
+    env().1.clone()
+}
+
+fn env() -> &'static (bool, Option<String>) {
+    static ENV: std::sync::OnceLock<(bool, Option<String>)> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| match std::env::var("RANKFUNNEL_HUGE_PAGES") {
+        Ok(v) => match parse(&v) {
+            Some(on) => (on, None),
+            None => (
+                true,
+                Some(format!(
+                    "RANKFUNNEL_HUGE_PAGES={v:?} is not understood (expected 1/on/true/yes or \
+                     0/off/false/no); huge pages stay on"
+                )),
+            ),
+        },
+        Err(_) => (true, None),
     })
+}
+
+/// A `RANKFUNNEL_HUGE_PAGES` value: `1|on|true|yes` or empty is on, `0|off|false|no` off (case
+/// and surrounding spaces ignored); anything else `None`.
+fn parse(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "" | "1" | "on" | "true" | "yes" => Some(true),
+        "0" | "off" | "false" | "no" => Some(false),
+        _ => None,
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -54,6 +84,19 @@ fn advise_range(_start: usize, _bytes: usize) {}
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_switch_takes_on_and_off_words_and_refuses_the_rest() {
+        for v in ["", "1", "on", "TRUE", " yes "] {
+            assert_eq!(super::parse(v), Some(true), "{v:?}");
+        }
+        for v in ["0", "off", "False", "no "] {
+            assert_eq!(super::parse(v), Some(false), "{v:?}");
+        }
+        for v in ["2", "offf", "disable", "-1", "0x0"] {
+            assert_eq!(super::parse(v), None, "{v:?}");
+        }
+    }
+
     #[test]
     fn reserve_grows_and_keeps_contents() {
         let mut v: Vec<u32> = (0..10).collect();

@@ -1,4 +1,4 @@
-"""SIMD level detection, the RANKFUNNEL_SIMD switch and the threads switch."""
+"""SIMD level detection, the RANKFUNNEL_SIMD switch, the huge-pages switch and the threads switch."""
 
 from __future__ import annotations
 
@@ -39,6 +39,30 @@ def test_env_switch_rejects_unknown_or_unavailable_levels() -> None:
         out = run("import rankfunnel as rf; rf.simd_level()", RANKFUNNEL_SIMD=value)
         assert out.returncode != 0
         assert "RANKFUNNEL_SIMD" in out.stderr
+
+
+HNSW_ROUND_TRIP = (
+    "import numpy as np, rankfunnel as rf; x = np.eye(8, dtype=np.float32); "
+    "i = rf.HNSWIndex(8, 'l2'); i.add(x); print(i.search(x[:1], k=1)[1][0][0])"
+)
+
+
+@pytest.mark.parametrize("value", ["0", "off", "FALSE", "no", "1", "on", "yes", ""])
+def test_huge_pages_switch_takes_on_and_off_words_quietly(value: str) -> None:
+    out = run(HNSW_ROUND_TRIP, RANKFUNNEL_HUGE_PAGES=value)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+    assert "RANKFUNNEL_HUGE_PAGES" not in out.stderr
+
+
+@pytest.mark.parametrize("value", ["2", "offf", "disable", "-1"])
+def test_huge_pages_switch_warns_on_a_value_it_does_not_understand(value: str) -> None:
+    out = run(HNSW_ROUND_TRIP, RANKFUNNEL_HUGE_PAGES=value)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+    assert "RuntimeWarning" in out.stderr and f"RANKFUNNEL_HUGE_PAGES={value!r}" in out.stderr.replace(
+        '"', "'"
+    )
 
 
 def test_num_threads_env_caps_default_threads() -> None:

@@ -6,9 +6,10 @@ bi-encoder -> cross-encoder pattern. See the README for a tour.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
-from ._core import __version__, default_threads, simd_level, simd_levels
+from ._core import __version__, _huge_pages_env_error, default_threads, simd_level, simd_levels
 from .bm25 import BM25Index
 from .errors import CorruptFileError, RankfunnelError, UnknownIdError, UnsupportedVersionError
 from .flat import FlatIndex, topk
@@ -21,6 +22,9 @@ from .maxsim import PackedDocs, maxsim
 from .multivector import MultiVectorIndex
 from .pipeline import Hit, Pipeline
 from .registry import index_factory
+
+if (_message := _huge_pages_env_error()) is not None:
+    warnings.warn(_message, RuntimeWarning, stacklevel=2)
 
 __all__ = [
     "BM25Index",

@@ -522,6 +522,12 @@ fn simd_level() -> PyResult<&'static str> {
     Ok(simd::level().name())
 }
 
+/// The message for a `RANKFUNNEL_HUGE_PAGES` value that was not understood, if any.
+#[pyfunction]
+fn _huge_pages_env_error() -> Option<String> {
+    crate::pages::env_error()
+}
+
 /// Every SIMD level this CPU supports, scalar first.
 #[pyfunction]
 fn simd_levels() -> Vec<&'static str> {
@@ -660,6 +666,7 @@ fn load(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Py<PyAny>> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(simd_levels, m)?)?;
+    m.add_function(wrap_pyfunction!(_huge_pages_env_error, m)?)?;
     m.add_function(wrap_pyfunction!(_force_simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(_allow_vnni, m)?)?;
     m.add_function(wrap_pyfunction!(_vnni_in_use, m)?)?;
