@@ -510,6 +510,26 @@ def test_quantize_int8(tmp_path: Path) -> None:
         assert m.quantization_parity is not None and "max_abs_diff" in m.quantization_parity
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_quantize_int8_remakes_an_unreadable_cached_copy(tmp_path: Path, damage: str) -> None:
+    """The int8 copy is only a cache: one that no longer loads (cut short by a crash, emptied,
+    overwritten) is quantized again, with one warning naming it, instead of failing every load."""
+    pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")
+    first = BiEncoder(MEAN, quantize="int8", cache_dir=tmp_path)
+    path, good = first.onnx_path, first.onnx_path.read_bytes()
+    inputs, _ = refs(MEAN)
+    want = first.encode(inputs["texts"])
+    bad = {"truncated": good[: len(good) // 2], "empty": b"", "garbage": b"\x08\x07not a graph" * 64}
+    path.write_bytes(bad[damage])
+    with pytest.warns(RuntimeWarning, match=f"cached int8 copy {path}.*quantizing the model again") as rec:
+        again = BiEncoder(MEAN, quantize="int8", cache_dir=tmp_path)
+    assert len(rec) == 1 and rec[0].filename == __file__
+    assert again.onnx_path == path and path.read_bytes() == good
+    assert np.array_equal(again.encode(inputs["texts"]), want)
+    assert again.quantization_parity == first.quantization_parity
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_quantize_int8_without_vnni(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The recipe of x86 CPUs without VNNI (uint8 weights, exact u8u8 kernels), forced so that VNNI
     machines test it too: same accuracy bars; the weight type keys the cache."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -10,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._batching import Batch
+from ._errors import ModelError
 from ._hub import resolve_model_dir
 from ._int8 import quantize_int8
 from ._int8_weights import METADATA_KEY, int8_weights, usable_here
@@ -78,9 +80,20 @@ class OnnxTextModel:
                     return
             dst = quantized_path(src, cache_dir, mode, wanted)
             if dst.is_file():
-                # The quantized copy exists: the float32 graph is not loaded at all.
-                self._use_quantized(OnnxModel(dst, threads, providers, optimize=False))
-                return
+                # The quantized copy exists: the float32 graph is not loaded at all. A copy that
+                # does not load (a disk that lost it, a file truncated by hand) is only a cache:
+                # it is made again below.
+                try:
+                    cached = OnnxModel(dst, threads, providers, optimize=False)
+                except ModelError as exc:
+                    warnings.warn(
+                        f"the cached int8 copy {dst} does not load; quantizing the model again ({exc})",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                else:
+                    self._use_quantized(cached)
+                    return
         self._onnx = OnnxModel(src, threads, providers)
         self._check_kind()
         if dst is not None:

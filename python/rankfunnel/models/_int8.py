@@ -235,7 +235,13 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[Batch], weights: s
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
         onnx.save(model, str(tmp))
+        # Durable before it is visible: a crash leaves the old file or the whole new one.
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, dst)
+        from ..pipeline.manifest import fsync_dir
+
+        fsync_dir(dst.parent)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"cannot write the int8 graph {dst}: {exc}") from exc
     finally:
