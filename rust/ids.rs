@@ -55,7 +55,8 @@ impl<S: Slot> IdMap<S> {
 
     /// A copy with room for `extra` more ids without rehashing (built aside, then swapped in).
     pub fn with_room(&self, extra: usize) -> Self {
-        let mut slots = HashMap::with_capacity(self.slots.len() + extra);
+        let n = self.slots.len();
+        let mut slots = HashMap::with_capacity(crate::vectors::grown_capacity(n, n + extra));
         slots.extend(self.slots.iter().map(|(&k, &v)| (k, v)));
         IdMap { slots, next_id: self.next_id }
     }

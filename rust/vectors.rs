@@ -7,10 +7,26 @@ use crate::simd;
 
 /// A copy of `src` with capacity for at least `cap` elements: grown buffers are built aside,
 /// then swapped in, so an add never reallocates under a lock.
+///
+/// A buffer that must grow grows by at least half its length ([`grown_capacity`]), so a stream of
+/// small adds copies each element a bounded number of times, as `Vec::push` does; large buffers
+/// go on huge pages ([`crate::pages`]).
 pub fn with_room<T: Copy>(src: &[T], cap: usize) -> Vec<T> {
-    let mut v = Vec::with_capacity(cap.max(src.len()));
+    let mut v = Vec::with_capacity(grown_capacity(src.len(), cap));
+    crate::pages::advise(&v);
     v.extend_from_slice(src);
     v
+}
+
+/// The capacity a buffer of `len` elements gets when it must hold `want`: `len` when it already
+/// does, else at least 1.5 `len` (amortized growth: a run of small adds costs O(1) copies per
+/// element, not a copy of the whole buffer per add).
+pub fn grown_capacity(len: usize, want: usize) -> usize {
+    if want <= len {
+        len
+    } else {
+        want.max(len.saturating_add(len / 2))
+    }
 }
 
 /// Number of `d`-dimensional rows in `data`, or an error naming `what`.
@@ -119,4 +135,30 @@ pub fn new_ids(
         return Err(Error::InvalidArgument(format!("id {dup} is already in the index")));
     }
     Ok(ids.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{grown_capacity, with_room};
+
+    #[test]
+    fn buffers_grow_by_half_their_length_at_least() {
+        assert_eq!(grown_capacity(0, 0), 0);
+        assert_eq!(grown_capacity(0, 10), 10, "a first fill is exact");
+        assert_eq!(grown_capacity(100, 90), 100, "room already");
+        assert_eq!(grown_capacity(100, 101), 150, "one more row: half again");
+        assert_eq!(grown_capacity(100, 400), 400, "a big batch: what it needs");
+        assert_eq!(grown_capacity(usize::MAX, usize::MAX), usize::MAX);
+        // A stream of single adds copies each element a bounded number of times.
+        let (mut cap, mut copied) = (0usize, 0usize);
+        for len in 0..100_000usize {
+            if len + 1 > cap {
+                copied += len;
+                cap = grown_capacity(len, len + 1);
+            }
+        }
+        assert!(copied <= 3 * 100_000, "{copied} element copies for 100,000 single adds");
+        let v = with_room(&[1u32, 2, 3], 4);
+        assert_eq!((v.as_slice(), v.capacity() >= 4), (&[1u32, 2, 3][..], true));
+    }
 }

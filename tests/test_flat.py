@@ -271,3 +271,24 @@ def test_prefilter_survives_remove_and_save(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.search(x[:2], k=7)[1], ref.search(x[:2], k=7)[1])
     ref.save(path)
     assert not rf.FlatIndex.load(path).bf16_copy
+
+
+@pytest.mark.parametrize("prefilter", [False, True])
+def test_a_stream_of_single_adds_equals_one_bulk_add(prefilter: bool) -> None:
+    """Buffers grown by half their length at a time (a single add into a large index no longer
+    copies it whole): the result, ids, rows and scores, is that of one bulk add, with the memory
+    held within the growth factor."""
+    g = np.random.default_rng(7)
+    x = g.standard_normal((600, 24)).astype(np.float32)
+    q = g.standard_normal((9, 24)).astype(np.float32)
+    bulk = rf.FlatIndex(24, "l2", bf16_copy=prefilter)
+    bulk.add(x)
+    stream = rf.FlatIndex(24, "l2", bf16_copy=prefilter)
+    stream.add(x[:400])
+    for i in range(400, 600):
+        assert stream.add(x[i : i + 1])[0] == i
+    assert len(stream) == 600 and np.array_equal(stream.get(np.arange(600)), x)
+    s1, i1 = bulk.search(q, 10)
+    s2, i2 = stream.search(q, 10)
+    assert np.array_equal(i1, i2) and np.array_equal(s1, s2)
+    assert stream.memory_bytes() <= 2.5 * bulk.memory_bytes()

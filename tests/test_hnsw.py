@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import rankfunnel as rf
+from conftest import assert_topk
 from rankfunnel import synthetic
 
 
@@ -400,3 +401,18 @@ def test_memory_is_compact() -> None:
     _, ip = p.search(q, k=10, ef=200)
     _, ih = h2.search(q, k=10, ef=200)
     assert recall(ip, ih) >= 0.97
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_a_stream_of_single_adds_keeps_every_vector_findable(metric: str) -> None:
+    """Single-vector adds carry the graph's in-degrees over and reconnect islands only every
+    ``n / 32`` nodes (a full pass is O(n)); every vector stays reachable, so ``ef = n`` is exact."""
+    x = synthetic.clustered(1500, 16, clusters=12, spread=0.4, seed=3, normalize=metric == "cosine")
+    h = rf.HNSWIndex(16, metric, m=8, ef_construction=48, seed=1)
+    h.add(x[:1000])
+    for i in range(1000, 1500):
+        h.add(x[i : i + 1])
+    s, ids = h.search(x[::5], k=1, ef=1500)
+    assert np.array_equal(ids[:, 0], np.arange(0, 1500, 5))
+    q = synthetic.clustered(20, 16, clusters=12, spread=0.4, seed=4, normalize=metric == "cosine")
+    assert_topk(*h.search(q, k=10, ef=1500), q, x, metric, 10)

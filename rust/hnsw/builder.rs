@@ -32,16 +32,22 @@ impl HnswIndex {
         let (Some(l0), Some(up)) = (self.links0.writable(), self.upper.writable()) else {
             unreachable!("HnswIndex::stage copies mapped link lists into memory")
         };
-        let indeg: Vec<AtomicU32> = (0..total).map(|_| AtomicU32::new(0)).collect();
-        for list in l0.chunks_exact(w0) {
-            let c = (list[0].load(Relaxed) as usize).min(w0 - 1);
-            for t in &list[1..1 + c] {
-                indeg[t.load(Relaxed) as usize].fetch_add(1, Relaxed);
+        // The in-degrees carry over from the last add; a full pass recounts them (they drift a
+        // little under concurrent inserts) and then reconnects islands, both O(n).
+        let full = self.full_pass(order.len(), total);
+        let indeg = &self.indeg[..total];
+        if full {
+            indeg.iter().for_each(|c| c.store(0, Relaxed));
+            for list in l0.chunks_exact(w0) {
+                let c = (list[0].load(Relaxed) as usize).min(w0 - 1);
+                for t in &list[1..1 + c] {
+                    indeg[t.load(Relaxed) as usize].fetch_add(1, Relaxed);
+                }
             }
         }
         let l2 = self.metric == Metric::L2;
         let b = Builder {
-            indeg: &indeg,
+            indeg,
             space: Space::new(self.vectors.as_slice(), self.dim, l2),
             walk: self.codes.walker(self.dim, l2),
             links: AtomicLinks { l0, up, up_off: &self.up_off, shape: self.shape },
@@ -64,9 +70,11 @@ impl HnswIndex {
             parallel::install(threads, || rest.par_iter().with_min_len(8).for_each(one));
         }
         let top = *b.top.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = top.0 {
+        if let (Some(e), true) = (top.0, full) {
             b.reconnect(e);
         }
+        let since = if full { 0 } else { self.since_full.load(Relaxed) + order.len() };
+        self.since_full.store(since, Relaxed);
         top
     }
 }

@@ -297,6 +297,25 @@ impl LinkWords {
         }
     }
 
+    /// A copy with room for `n` words in all, or `None` when these have room (and are not
+    /// mapped). Built aside while searches read these; see [`super::HnswIndex::room_for`].
+    pub fn with_room(&self, n: usize) -> Option<LinkWords> {
+        let len = self.len();
+        let room = match self {
+            LinkWords::Owned(v) => v.capacity() - v.len(),
+            LinkWords::Mapped(_) => return Some(self.copy_with(n)),
+        };
+        (room < n.saturating_sub(len)).then(|| self.copy_with(n))
+    }
+
+    fn copy_with(&self, n: usize) -> LinkWords {
+        let words = self.atomics();
+        let mut v = Vec::with_capacity(crate::vectors::grown_capacity(words.len(), n));
+        crate::pages::advise(&v);
+        v.extend(words.iter().map(|w| AtomicU32::new(w.load(Mem::Relaxed))));
+        LinkWords::Owned(v)
+    }
+
     /// Grow (or shrink) to `n` words, new ones zero (empty lists).
     pub fn resize(&mut self, n: usize) {
         let v = self.to_mut();

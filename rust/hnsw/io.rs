@@ -242,6 +242,8 @@ impl HnswIndex {
             book: parking_lot::RwLock::new(Book { idmap, free }),
             entry,
             max_level: max_level as usize,
+            indeg: Vec::new(),
+            since_full: std::sync::atomic::AtomicUsize::new(super::NEVER_COUNTED),
         })
     }
 

@@ -26,11 +26,14 @@ pub(crate) use io::GraphSections;
 mod search;
 #[cfg(test)]
 mod staged_tests;
+#[cfg(test)]
+mod stream_tests;
 mod tombstones;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use self::codes::WalkCodes;
 use self::graph::{AtomicLinks, LinkWords, Links, Shape, Space};
@@ -126,6 +129,15 @@ pub struct Staged {
     old: HashMap<u32, Vec<Vec<u32>>>,
 }
 
+/// Buffers grown aside for an add ([`HnswIndex::room_for`]); after [`HnswIndex::install`], the
+/// ones they replaced.
+#[derive(Default)]
+pub struct Room {
+    vectors: Option<Buf<f32>>,
+    codes: Option<WalkCodes>,
+    links0: Option<LinkWords>,
+}
+
 /// The entry point an add's [`HnswIndex::link`] leaves, for [`HnswIndex::publish`].
 pub struct Linked {
     entry: Option<u32>,
@@ -160,7 +172,21 @@ pub struct HnswIndex {
     book: parking_lot::RwLock<Book>,
     entry: Option<u32>,
     max_level: usize,
+    /// Level-0 in-degree of every slot, kept from one add to the next (so that a small add does
+    /// not recount the whole graph) and recounted by each full pass; not saved.
+    indeg: Vec<AtomicU32>,
+    /// Nodes linked since the last full pass ([`NEVER_COUNTED`] until the first one): see
+    /// [`HnswIndex::full_pass`].
+    since_full: AtomicUsize,
 }
+
+/// [`HnswIndex::since_full`] of an index whose in-degrees were never counted (new or loaded).
+const NEVER_COUNTED: usize = usize::MAX;
+
+/// An add makes a full pass over the graph (recount in-degrees, reconnect islands) once the
+/// nodes linked since the last one reach `1 / FULL_PASS_EVERY` of the index: the pass costs
+/// O(n) whatever the batch, so a stream of single-vector adds would otherwise pay O(n) each.
+const FULL_PASS_EVERY: usize = 32;
 
 /// True when bit `s` of `bits` is set.
 #[inline]
@@ -225,7 +251,17 @@ impl HnswIndex {
             book: parking_lot::RwLock::default(),
             entry: None,
             max_level: 0,
+            indeg: Vec::new(),
+            since_full: AtomicUsize::new(NEVER_COUNTED),
         })
+    }
+
+    /// Whether linking `batch` more nodes into an index of `total` slots makes a full pass:
+    /// when the in-degrees were never counted, or when the nodes linked since the last pass
+    /// (this batch included) reach `total / FULL_PASS_EVERY`.
+    fn full_pass(&self, batch: usize, total: usize) -> bool {
+        let since = self.since_full.load(Ordering::Relaxed);
+        since == NEVER_COUNTED || since.saturating_add(batch) >= total / FULL_PASS_EVERY
     }
 
     /// True when the index keeps the bfloat16 copy its walks read.
@@ -281,6 +317,44 @@ impl HnswIndex {
 
     fn space(&self) -> Space<'_> {
         Space::new(self.vectors.as_slice(), self.dim, self.metric == Metric::L2)
+    }
+
+    /// Buffers with room for an add of `n` vectors, copied aside from the current ones while
+    /// searches share the index (a mapped buffer is copied into memory here too), so that
+    /// [`HnswIndex::stage`] neither reallocates nor copies under the write lock. Empty when the
+    /// buffers have room. Hand it to [`HnswIndex::install`] before staging the add; nothing may
+    /// change the index in between (the binding holds its edit lock).
+    pub fn room_for(&self, n: usize) -> Room {
+        let fresh = n.saturating_sub(self.book.read().free.len());
+        let total = self.ids.len() + fresh;
+        let d = self.dim;
+        let vectors = (self.vectors.is_mapped() || self.vectors.room() < fresh * d)
+            .then(|| Buf::Owned(vectors::with_room(self.vectors.as_slice(), total * d)));
+        Room {
+            vectors,
+            codes: self.codes.with_room(total * d),
+            links0: self.links0.with_room(total * (self.shape.m0 + 1)),
+        }
+    }
+
+    /// Swap in the buffers of `room` (from [`HnswIndex::room_for`]) where they still hold what
+    /// the index holds; `room` keeps the replaced ones, to be freed after the write section.
+    pub fn install(&mut self, room: &mut Room) {
+        if let Some(v) = room.vectors.as_mut() {
+            if v.as_slice().len() == self.vectors.as_slice().len() {
+                std::mem::swap(v, &mut self.vectors);
+            }
+        }
+        if let Some(c) = room.codes.as_mut() {
+            if c.len() == self.codes.len() && c.kind() == self.codes.kind() {
+                std::mem::swap(c, &mut self.codes);
+            }
+        }
+        if let Some(l) = room.links0.as_mut() {
+            if l.len() == self.links0.len() {
+                std::mem::swap(l, &mut self.links0);
+            }
+        }
     }
 
     /// First step of an add: check everything, then store the vectors in their slots (deleted
@@ -340,6 +414,8 @@ impl HnswIndex {
         }
         self.upper.resize(up_len);
         self.links0.resize(total * (self.shape.m0 + 1));
+        crate::pages::reserve(&mut self.indeg, total);
+        self.indeg.resize_with(total, || AtomicU32::new(0));
         self.ids.resize(total, -1);
         self.deleted.resize(total);
         let book = self.book.get_mut();
@@ -512,6 +588,7 @@ impl Index for HnswIndex {
             + self.deleted.heap_bytes()
             + book.free.capacity() * 4
             + book.idmap.capacity() * 17
+            + self.indeg.capacity() * 4
     }
 
     fn mapped_file(&self) -> Option<&Mapping> {

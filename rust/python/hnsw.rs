@@ -90,12 +90,19 @@ index_class! {
             ids: Option<PyReadonlyArray1<'py, i64>>,
             threads: Option<usize>,
         ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-            // Stored under a short write lock, linked under the shared one while searches run,
-            // then the entry point published under a second short write lock.
+            // Buffers that must grow are copied aside under the shared lock; then the batch is
+            // stored under a short write lock, linked under the shared one while searches run,
+            // and the entry point published under a second short write lock.
             let a = AddArgs::new(&self.inner, &vectors, &ids, threads)?;
             let out = detached(py, || {
                 let _e = self.inner.edit();
-                let staged = self.inner.section(|g| g.check_mapping().and_then(|()| g.stage(a.v, a.ids)))?;
+                let mut room = self.inner.read().room_for(a.n);
+                let staged = self.inner.section(|g| {
+                    g.check_mapping()?;
+                    g.install(&mut room);
+                    g.stage(a.v, a.ids)
+                })?;
+                drop(room); // the replaced buffers, freed outside the write section
                 let top = self.inner.read().link(&staged, a.threads);
                 Ok(self.inner.section(|g| g.publish(staged, top)))
             })?;
