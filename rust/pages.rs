@@ -18,6 +18,24 @@ pub fn advise<T>(v: &Vec<T>) {
     advise_range(v.as_ptr() as usize, bytes);
 }
 
+/// Fault in the pages under `v`'s spare capacity up to `upto` elements in all (one byte written
+/// per 4 KiB), so that the writes filling them later, maybe under a lock, do not pay the faults:
+/// on huge pages a fault zeroes 2 MiB and may wait for the kernel to compact memory.
+pub fn prefault<T>(v: &mut Vec<T>, upto: usize) {
+    let (len, upto) = (v.len(), upto.min(v.capacity()));
+    if upto <= len || std::mem::size_of::<T>() == 0 {
+        return;
+    }
+    let spare = &mut v.spare_capacity_mut()[..upto - len];
+    let bytes = std::mem::size_of_val(spare);
+    let base = spare.as_mut_ptr() as *mut u8;
+    for off in (0..bytes).step_by(4096) {
+        // SAFETY: `off < bytes`, inside the spare capacity, which may hold any bytes (it is
+        // uninitialized memory that nothing reads before `v` writes its elements there).
+        unsafe { base.add(off).write_volatile(0) };
+    }
+}
+
 /// Make room in `v` for `len` elements in all (amortized growth, as `Vec::reserve`), on huge
 /// pages where the room is new.
 pub fn reserve<T>(v: &mut Vec<T>, len: usize) {
@@ -109,9 +127,44 @@ mod tests {
         assert_eq!(v.len(), 3 << 20);
     }
 
+    #[test]
+    fn prefault_keeps_contents_and_stops_at_the_capacity() {
+        let mut v: Vec<u32> = (0..10).collect();
+        v.reserve_exact(5000);
+        super::prefault(&mut v, 3000);
+        super::prefault(&mut v, usize::MAX);
+        super::prefault(&mut v, 4); // below the length: nothing
+        assert_eq!(v, (0..10).collect::<Vec<u32>>());
+        v.resize(3000, 1);
+        assert_eq!((v[9], v[10], v[2999]), (9, 1, 1));
+        let mut empty: Vec<u64> = Vec::new();
+        super::prefault(&mut empty, 100);
+        assert!(empty.is_empty());
+    }
+
+    // x86-64 only, like the test below.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    #[test]
+    fn prefault_makes_the_pages_resident() {
+        let mut big: Vec<u8> = Vec::with_capacity(32 << 20);
+        let at = big.as_ptr() as usize + (1 << 20);
+        let rss =
+            |addr| smaps_field(addr, "Rss:").and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok());
+        let before = rss(at).expect("the buffer is mapped");
+        super::prefault(&mut big, 24 << 20);
+        let after = rss(at).expect("the buffer is mapped");
+        assert!(after >= before + (20 << 10), "Rss {before} kB -> {after} kB after faulting in 24 MiB");
+    }
+
     /// The `VmFlags` of the mapping that holds `addr`, from `/proc/self/smaps`.
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     fn vm_flags(addr: usize) -> Option<String> {
+        smaps_field(addr, "VmFlags:")
+    }
+
+    /// Field `name` of the mapping that holds `addr`, from `/proc/self/smaps`.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    fn smaps_field(addr: usize, name: &str) -> Option<String> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
         let mut inside = false;
         for line in smaps.lines() {
@@ -123,8 +176,8 @@ mod tests {
                 }
             }
             if inside {
-                if let Some(flags) = line.strip_prefix("VmFlags:") {
-                    return Some(flags.to_string());
+                if let Some(value) = line.strip_prefix(name) {
+                    return Some(value.trim().to_string());
                 }
             }
         }

@@ -10,11 +10,13 @@ use crate::simd;
 ///
 /// A buffer that must grow grows by at least half its length ([`grown_capacity`]), so a stream of
 /// small adds copies each element a bounded number of times, as `Vec::push` does; large buffers
-/// go on huge pages ([`crate::pages`]).
+/// go on huge pages ([`crate::pages`]). The pages up to `cap` are faulted in here, so filling them
+/// costs no page faults later (under a lock).
 pub fn with_room<T: Copy>(src: &[T], cap: usize) -> Vec<T> {
     let mut v = Vec::with_capacity(grown_capacity(src.len(), cap));
     crate::pages::advise(&v);
     v.extend_from_slice(src);
+    crate::pages::prefault(&mut v, cap);
     v
 }
 

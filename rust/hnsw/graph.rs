@@ -313,6 +313,7 @@ impl LinkWords {
         let mut v = Vec::with_capacity(crate::vectors::grown_capacity(words.len(), n));
         crate::pages::advise(&v);
         v.extend(words.iter().map(|w| AtomicU32::new(w.load(Mem::Relaxed))));
+        crate::pages::prefault(&mut v, n);
         LinkWords::Owned(v)
     }
 

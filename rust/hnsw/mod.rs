@@ -120,6 +120,7 @@ impl HnswParams<'_> {
 }
 
 /// An add between its steps: vectors stored by [`HnswIndex::stage`], not published yet.
+#[derive(Default)]
 pub struct Staged {
     /// Ids of the batch, in order.
     ids: Vec<i64>,
@@ -129,6 +130,15 @@ pub struct Staged {
     old: HashMap<u32, Vec<Vec<u32>>>,
 }
 
+impl Staged {
+    /// Take in a later part of the same add (staged after this one), to link them as one batch.
+    pub fn append(&mut self, later: Staged) {
+        self.ids.extend(later.ids);
+        self.order.extend(later.order);
+        self.old.extend(later.old);
+    }
+}
+
 /// Buffers grown aside for an add ([`HnswIndex::room_for`]); after [`HnswIndex::install`], the
 /// ones they replaced.
 #[derive(Default)]
@@ -136,6 +146,7 @@ pub struct Room {
     vectors: Option<Buf<f32>>,
     codes: Option<WalkCodes>,
     links0: Option<LinkWords>,
+    idmap: Option<crate::ids::IdMap<u32>>,
 }
 
 /// The entry point an add's [`HnswIndex::link`] leaves, for [`HnswIndex::publish`].
@@ -325,7 +336,10 @@ impl HnswIndex {
     /// buffers have room. Hand it to [`HnswIndex::install`] before staging the add; nothing may
     /// change the index in between (the binding holds its edit lock).
     pub fn room_for(&self, n: usize) -> Room {
-        let fresh = n.saturating_sub(self.book.read().free.len());
+        let book = self.book.read();
+        let fresh = n.saturating_sub(book.free.len());
+        let idmap = (!book.idmap.has_room(n)).then(|| book.idmap.with_room(n));
+        drop(book);
         let total = self.ids.len() + fresh;
         let d = self.dim;
         let vectors = (self.vectors.is_mapped() || self.vectors.room() < fresh * d)
@@ -334,6 +348,7 @@ impl HnswIndex {
             vectors,
             codes: self.codes.with_room(total * d),
             links0: self.links0.with_room(total * (self.shape.m0 + 1)),
+            idmap,
         }
     }
 
@@ -353,6 +368,12 @@ impl HnswIndex {
         if let Some(l) = room.links0.as_mut() {
             if l.len() == self.links0.len() {
                 std::mem::swap(l, &mut self.links0);
+            }
+        }
+        if let Some(m) = room.idmap.as_mut() {
+            let book = self.book.get_mut();
+            if m.len() == book.idmap.len() {
+                std::mem::swap(m, &mut book.idmap);
             }
         }
     }

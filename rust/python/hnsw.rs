@@ -5,8 +5,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::{
-    check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice, slice1, to_py,
-    AddArgs,
+    add_chunked_then, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice,
+    slice1, to_py, AddArgs, ADD_CHUNK_FLOATS,
 };
 use crate::error::Error;
 use crate::hnsw::{self, CodeKind, FilterMode, HnswParams};
@@ -90,21 +90,34 @@ index_class! {
             ids: Option<PyReadonlyArray1<'py, i64>>,
             threads: Option<usize>,
         ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-            // Buffers that must grow are copied aside under the shared lock; then the batch is
-            // stored under a short write lock, linked under the shared one while searches run,
-            // and the entry point published under a second short write lock.
+            // Buffers that must grow are copied aside under the shared lock; the batch is then
+            // stored chunk by chunk under short write sections, linked under the shared lock
+            // while searches run, and the entry point published under a last short section.
             let a = AddArgs::new(&self.inner, &vectors, &ids, threads)?;
             let out = detached(py, || {
-                let _e = self.inner.edit();
-                let mut room = self.inner.read().room_for(a.n);
-                let staged = self.inner.section(|g| {
-                    g.check_mapping()?;
-                    g.install(&mut room);
-                    g.stage(a.v, a.ids)
-                })?;
-                drop(room); // the replaced buffers, freed outside the write section
-                let top = self.inner.read().link(&staged, a.threads);
-                Ok(self.inner.section(|g| g.publish(staged, top)))
+                add_chunked_then(
+                    &self.inner,
+                    a.n,
+                    a.ids,
+                    // An empty index takes the batch in one section: no search can wait on it,
+                    // and its int8 ranges are then fit on the whole batch.
+                    |(_, _, empty)| if *empty { a.n } else { (4 * ADD_CHUNK_FLOATS / a.d.max(1)).max(1) },
+                    |g| {
+                        crate::vectors::check_finite(a.v, a.d, "vectors")?;
+                        Ok((g.room_for(a.n), hnsw::Staged::default(), g.slots() == 0))
+                    },
+                    |g, (room, staged, _), r, chunk_ids| {
+                        g.install(room);
+                        staged.append(g.stage(a.rows(r), Some(chunk_ids))?);
+                        Ok(chunk_ids.to_vec())
+                    },
+                    |(room, staged, _), all| {
+                        drop(room); // the replaced buffers, freed outside the write sections
+                        let top = self.inner.read().link(&staged, a.threads);
+                        self.inner.section(|g| g.publish(staged, top));
+                        Ok(all)
+                    },
+                )
             })?;
             Ok(out.into_pyarray(py))
         }

@@ -351,7 +351,21 @@ pub(crate) fn add_chunked<T: Edit, P>(
     ids: Option<&[i64]>,
     per_chunk: impl FnOnce(&P) -> usize,
     prepare: impl FnOnce(&T) -> crate::Result<P>,
+    apply: impl FnMut(&mut T, &mut P, std::ops::Range<usize>, &[i64]) -> crate::Result<Vec<i64>>,
+) -> crate::Result<Vec<i64>> {
+    add_chunked_then(inner, n, ids, per_chunk, prepare, apply, |_, all| Ok(all))
+}
+
+/// [`add_chunked`], then `finish` (given what `prepare` returned, after every chunk, and the ids)
+/// still under the edit lock: an HNSW add links the staged chunks there, while searches run.
+pub(crate) fn add_chunked_then<T: Edit, P>(
+    inner: &Locked<T>,
+    n: usize,
+    ids: Option<&[i64]>,
+    per_chunk: impl FnOnce(&P) -> usize,
+    prepare: impl FnOnce(&T) -> crate::Result<P>,
     mut apply: impl FnMut(&mut T, &mut P, std::ops::Range<usize>, &[i64]) -> crate::Result<Vec<i64>>,
+    finish: impl FnOnce(P, Vec<i64>) -> crate::Result<Vec<i64>>,
 ) -> crate::Result<Vec<i64>> {
     let _e = inner.edit();
     let (mut prep, all) = {
@@ -360,7 +374,8 @@ pub(crate) fn add_chunked<T: Edit, P>(
         (prepare(&g)?, g.assign_ids(n, ids)?)
     };
     if n == 0 {
-        return inner.section(|g| g.check_mapping().and_then(|()| apply(g, &mut prep, 0..0, &[])));
+        inner.section(|g| g.check_mapping().and_then(|()| apply(g, &mut prep, 0..0, &[])))?;
+        return finish(prep, all);
     }
     let per_chunk = per_chunk(&prep).max(1);
     let mut start = 0;
@@ -377,7 +392,7 @@ pub(crate) fn add_chunked<T: Edit, P>(
         }
         start = r.end;
     }
-    Ok(all)
+    finish(prep, all)
 }
 
 /// Rows per chunk of an add ([`AddArgs::per_chunk`]): about this many floats per write-lock
