@@ -7,7 +7,8 @@ single-query searches back to back the whole time. Targets: p99 during each chan
 idle p99, and add throughput with searches >= 90% of it alone. ``--kind all`` runs every vector
 index kind (``--n``/``--add``/``--dim`` scale the case; ``--n 2000 --add 500`` is a smoke run).
 Short phases (a flat add takes about 0.15 s) are repeated on fresh copies of the base until each
-overlaps ``--min-searches`` searches, so their p99 is not the maximum of a handful.
+overlaps ``--min-searches`` searches, so their p99 is not the maximum of a handful. Then
+``--stream`` single-vector adds into the base time a corpus that grows a document at a time.
 """
 
 from __future__ import annotations
@@ -149,6 +150,11 @@ def run(kind: str, args: argparse.Namespace) -> None:
             lat_save.append(lat)
             if min(sum(map(len, x)) for x in (lat_add, lat_rm, lat_save)) >= args.min_searches:
                 break
+        streamed = (
+            stream_adds(rf.load(base_path), batch[: args.stream], batch_ids[: args.stream])
+            if args.stream
+            else ""
+        )
     rounds = len(busy)
     add_alone, add_busy = float(np.median(alone)), float(np.median(busy))
     print(f"{rounds} round(s) of add, remove and save; wall times are medians over the rounds")
@@ -183,6 +189,22 @@ def run(kind: str, args: argparse.Namespace) -> None:
         f"({add_busy:.2f} s): {keep:.2f}x, target >= {THROUGHPUT_TARGET:g}x "
         f"{'yes' if keep >= THROUGHPUT_TARGET else 'NO'}"
     )
+    if streamed:
+        print(streamed)
+
+
+def stream_adds(idx: Any, rows: np.ndarray, ids: np.ndarray) -> str:
+    """One vector per ``add`` call into the loaded base: the cost of a corpus that grows a
+    document at a time (the first call also grows the buffers: see ``max``)."""
+    lat = np.empty(len(rows))
+    for i in range(len(rows)):
+        t = time.perf_counter()
+        idx.add(rows[i : i + 1], ids[i : i + 1])
+        lat[i] = time.perf_counter() - t
+    return (
+        f"{len(rows)} single-vector adds into {len(idx) - len(rows):,}: mean {ms(float(lat.mean()))} ms, "
+        f"p50 {ms(float(np.median(lat)))} ms, p99 {ms(float(np.percentile(lat, 99)))} ms, max {ms(float(lat.max()))} ms"
+    )
 
 
 def main() -> None:
@@ -200,6 +222,12 @@ def main() -> None:
         "--threads", type=int, default=None, help="add threads (default: the cores the searchers leave free)"
     )
     ap.add_argument("--searchers", type=int, default=1, help="threads searching during each change")
+    ap.add_argument(
+        "--stream",
+        type=int,
+        default=500,
+        help="then time this many single-vector adds into the base (0: none)",
+    )
     ap.add_argument("--idle", type=int, default=2000, help="idle searches timed")
     ap.add_argument(
         "--min-searches",
