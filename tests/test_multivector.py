@@ -262,3 +262,42 @@ def test_refine_errors(data: tuple[list[np.ndarray], list[np.ndarray]]) -> None:
     with pytest.raises(rf.RankfunnelError, match="float16 range"):
         half.add(big)
     assert len(half) == 0 and half.n_centroids == 0
+
+
+@pytest.mark.parametrize("nbits", [0, 2])
+def test_removes_are_tombstones_until_a_compaction(
+    data: tuple[list[np.ndarray], list[np.ndarray]], nbits: int, tmp_path: Path
+) -> None:
+    """A remove marks the documents dead (O(ids), not a rewrite): results equal an allow-list of
+    the live ids on the untouched index, before and after the compaction at a quarter dead, and a
+    save writes the live documents only."""
+    docs, qs = data
+    mv = rf.MultiVectorIndex(dim=64, nbits=nbits, seed=3)
+    mv.add(docs, threads=2)
+    ref = rf.MultiVectorIndex(dim=64, nbits=nbits, seed=3)
+    ref.add(docs, threads=2)
+    gone: list[int] = []
+    for batch in (np.arange(0, 300, 3), np.arange(1, 300, 3), np.arange(300, 700, 2)):
+        assert mv.remove(batch) == len(batch)
+        gone += batch.tolist()
+        live = np.setdiff1d(np.arange(1500), gone)
+        assert len(mv) == len(live) and np.array_equal(np.sort(mv.ids), live)
+        for i in gone[:: max(1, len(gone) // 20)]:
+            assert i not in mv
+        got = mv.search(qs, k=10, candidates=200)
+        want = ref.search(qs, k=10, candidates=200, filter=live)
+        assert np.array_equal(got[1], want[1]) and np.allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
+        # Dead documents keep their tokens until they are a quarter of the slots (400 of 1500).
+        held = sum(len(docs[i]) for i in (live if len(gone) >= 375 else range(1500)))
+        assert mv.n_tokens == held
+    with pytest.raises(rf.UnknownIdError):
+        mv.remove([gone[0]])
+    assert np.array_equal(mv.get(5), ref.get(5))
+    mv.save(tmp_path / "mv.rfi")
+    back = rf.MultiVectorIndex.load(tmp_path / "mv.rfi")
+    assert len(back) == len(mv) and np.array_equal(np.sort(back.ids), np.sort(mv.ids))
+    a, b = mv.search(qs, k=10, candidates=200), back.search(qs, k=10, candidates=200)
+    assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0], rtol=1e-6, atol=1e-6)
+    # Adds after removes take new ids past every id ever given, and are found.
+    new = back.add([docs[0] + 0.01])
+    assert new[0] == 1500 and back.search(qs[:1], k=1500, candidates=2000)[1].shape[1] == 1500

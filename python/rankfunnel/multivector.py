@@ -117,7 +117,8 @@ class MultiVectorIndex(IndexBase):
 
     @property
     def n_tokens(self) -> int:
-        """Tokens stored."""
+        """Tokens stored (a removed document's stay until the next compaction, at a quarter of the
+        documents removed)."""
         return int(self._index.n_tokens)
 
     @property

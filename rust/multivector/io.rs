@@ -34,21 +34,43 @@ impl MultiVectorIndex {
         meta[meta::CENTROIDS] = self.want_centroids as i64;
         meta[meta::SEED] = self.seed as i64;
         meta[meta::NORMALIZE] = self.normalize as i64;
+        // Removed documents are not written: with some held, the live ones are copied first.
+        let live = (self.dead > 0).then(|| self.live());
+        let (ids, offsets, codes, resid, tokens, exact16, exact32) = match &live {
+            Some(l) => (
+                &l.ids[..],
+                &l.offsets[..],
+                &l.codes[..],
+                &l.residuals[..],
+                &l.tokens[..],
+                &l.exact16[..],
+                &l.exact32[..],
+            ),
+            None => (
+                &self.ids[..],
+                &self.offsets[..],
+                self.codes.as_slice(),
+                self.residuals.as_slice(),
+                self.tokens.as_slice(),
+                self.exact16.as_slice(),
+                self.exact32.as_slice(),
+            ),
+        };
         let mut w = Writer::new(header);
         w.add("meta", &meta);
-        w.add("ids", &self.ids);
-        w.add("offsets", &self.offsets);
+        w.add("ids", ids);
+        w.add("offsets", offsets);
         w.add("centroid", &self.centroids);
         w.add("cutoffs", &self.cutoffs);
         w.add("weights", &self.weights);
-        w.add("codes", self.codes.as_slice());
-        w.add("resid", self.residuals.as_slice());
-        w.add("tokens", self.tokens.as_slice());
+        w.add("codes", codes);
+        w.add("resid", resid);
+        w.add("tokens", tokens);
         // Sections an older reader ignores: it then loads the index without its refine copy.
         let refine = [self.refine.code()];
         w.add("refine", &refine);
-        w.add("exact16", self.exact16.as_slice());
-        w.add("exact32", self.exact32.as_slice());
+        w.add("exact16", exact16);
+        w.add("exact32", exact32);
         w.write_atomic(path)
     }
 

@@ -118,7 +118,10 @@ pub struct MultiVectorIndex {
     exact32: Buf<f32>,
     /// Token offsets per slot (`len + 1` entries).
     offsets: Vec<u64>,
+    /// Id of each slot; [`DEAD`] for a removed document, whose data stays until a compaction.
     ids: Vec<i64>,
+    /// Number of removed slots still held (see [`MultiVectorIndex::compact`]).
+    dead: usize,
     idmap: IdMap,
     /// Per centroid, the slots of the documents holding a token of it (ascending).
     lists: Vec<Vec<u32>>,
@@ -154,7 +157,73 @@ pub struct SearchParams {
     pub refine: usize,
 }
 
+/// The id of a removed slot (ids are non-negative).
+pub(crate) const DEAD: i64 = -1;
+
+/// Compact once dead slots are `1 / COMPACT_WHEN_DEAD` of all slots.
+const COMPACT_WHEN_DEAD: usize = 4;
+
+/// The live documents' data, back to back: what a compaction keeps and a save writes.
+pub(super) struct Live {
+    pub codes: Vec<u32>,
+    pub residuals: Vec<u8>,
+    pub tokens: Vec<f32>,
+    pub exact16: Vec<u16>,
+    pub exact32: Vec<f32>,
+    pub offsets: Vec<u64>,
+    pub ids: Vec<i64>,
+}
+
 impl MultiVectorIndex {
+    /// Copies of the live documents' data, in slot order.
+    pub(super) fn live(&self) -> Live {
+        let (d, rb) = (self.dim, self.rbytes());
+        let mut l = Live {
+            codes: Vec::new(),
+            residuals: Vec::new(),
+            tokens: Vec::new(),
+            exact16: Vec::new(),
+            exact32: Vec::new(),
+            offsets: vec![0u64],
+            ids: Vec::with_capacity(self.len()),
+        };
+        for (s, &id) in self.ids.iter().enumerate() {
+            if id == DEAD {
+                continue;
+            }
+            let (a, z) = (self.offsets[s] as usize, self.offsets[s + 1] as usize);
+            if self.nbits == 0 {
+                l.tokens.extend_from_slice(&self.tokens.as_slice()[a * d..z * d]);
+            } else {
+                l.residuals.extend_from_slice(&self.residuals.as_slice()[a * rb..z * rb]);
+            }
+            match self.refine {
+                Refine::F16 => l.exact16.extend_from_slice(&self.exact16.as_slice()[a * d..z * d]),
+                Refine::F32 => l.exact32.extend_from_slice(&self.exact32.as_slice()[a * d..z * d]),
+                Refine::None => {}
+            }
+            l.codes.extend_from_slice(&self.codes.as_slice()[a..z]);
+            l.ids.push(id);
+            l.offsets.push(*l.offsets.last().unwrap() + (z - a) as u64);
+        }
+        l
+    }
+
+    /// Drop the data of removed documents: slots are renumbered, the inverted lists rebuilt.
+    fn compact(&mut self) {
+        let l = self.live();
+        self.codes = Buf::Owned(l.codes);
+        self.residuals = Buf::Owned(l.residuals);
+        self.tokens = Buf::Owned(l.tokens);
+        self.exact16 = Buf::Owned(l.exact16);
+        self.exact32 = Buf::Owned(l.exact32);
+        self.offsets = l.offsets;
+        self.idmap.reset_to(&l.ids);
+        self.ids = l.ids;
+        self.dead = 0;
+        self.rebuild_lists();
+    }
+
     /// An empty index. `n_centroids = 0` picks `2^floor(log2(4 sqrt(tokens)))` on the first add.
     pub fn new(dim: usize, nbits: usize, n_centroids: usize, seed: u64) -> Result<MultiVectorIndex> {
         if dim == 0 || dim > u32::MAX as usize {
@@ -186,6 +255,7 @@ impl MultiVectorIndex {
             exact32: Buf::default(),
             offsets: vec![0],
             ids: Vec::new(),
+            dead: 0,
             idmap: IdMap::new(),
             lists: Vec::new(),
         })
@@ -350,7 +420,7 @@ impl Index for MultiVectorIndex {
 
     /// Number of documents.
     fn len(&self) -> usize {
-        self.ids.len()
+        self.ids.len() - self.dead
     }
 
     /// True when `id` is stored.
@@ -359,7 +429,7 @@ impl Index for MultiVectorIndex {
     }
 
     fn ids(&self) -> Vec<i64> {
-        self.ids.clone()
+        self.ids.iter().copied().filter(|&id| id != DEAD).collect()
     }
 
     /// Decompressed tokens of the documents `ids`, back to back (`n_i x d` each).
@@ -391,6 +461,10 @@ impl Index for MultiVectorIndex {
     }
 
     /// Remove documents by id; all must exist (else nothing changes). Returns how many.
+    /// Remove documents: each id leaves the id map and its slot is marked dead (searches skip
+    /// it), so a remove costs O(ids), not a rewrite of the index; the data of dead slots is
+    /// dropped by a compaction once they are a quarter of the slots (amortized O(1) per removed
+    /// document), and a save writes live documents only.
     fn remove(&mut self, ids: &[i64]) -> Result<usize> {
         let mut gone = HashSet::with_capacity(ids.len());
         for &id in ids {
@@ -399,42 +473,14 @@ impl Index for MultiVectorIndex {
             }
             gone.insert(id);
         }
-        if gone.is_empty() {
-            return Ok(0);
+        for &id in &gone {
+            let s = self.idmap.remove(id).expect("checked above");
+            self.ids[s] = DEAD;
+            self.dead += 1;
         }
-        let d = self.dim;
-        let rb = self.rbytes();
-        let (mut codes, mut res, mut toks) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut ex16, mut ex32) = (Vec::new(), Vec::new());
-        let (mut new_ids, mut offsets) = (Vec::new(), vec![0u64]);
-        for (s, &id) in self.ids.iter().enumerate() {
-            if gone.contains(&id) {
-                continue;
-            }
-            let (a, z) = (self.offsets[s] as usize, self.offsets[s + 1] as usize);
-            if self.nbits == 0 {
-                toks.extend_from_slice(&self.tokens.as_slice()[a * d..z * d]);
-            } else {
-                res.extend_from_slice(&self.residuals.as_slice()[a * rb..z * rb]);
-            }
-            match self.refine {
-                Refine::F16 => ex16.extend_from_slice(&self.exact16.as_slice()[a * d..z * d]),
-                Refine::F32 => ex32.extend_from_slice(&self.exact32.as_slice()[a * d..z * d]),
-                Refine::None => {}
-            }
-            codes.extend_from_slice(&self.codes.as_slice()[a..z]);
-            new_ids.push(id);
-            offsets.push(*offsets.last().unwrap() + (z - a) as u64);
+        if self.dead > 0 && self.dead * COMPACT_WHEN_DEAD >= self.ids.len() {
+            self.compact();
         }
-        self.codes = Buf::Owned(codes);
-        self.residuals = Buf::Owned(res);
-        self.tokens = Buf::Owned(toks);
-        self.exact16 = Buf::Owned(ex16);
-        self.exact32 = Buf::Owned(ex32);
-        self.offsets = offsets;
-        self.idmap.reset_to(&new_ids);
-        self.ids = new_ids;
-        self.rebuild_lists();
         Ok(gone.len())
     }
 

@@ -130,7 +130,7 @@ impl MultiVectorIndex {
                         continue;
                     }
                     if l == 0 {
-                        if allowed.is_some_and(|a| !a[su]) {
+                        if allowed.is_some_and(|a| !a[su]) || self.ids[su] == super::DEAD {
                             last[su] = u32::MAX;
                             continue;
                         }
