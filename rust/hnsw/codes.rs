@@ -166,15 +166,10 @@ impl WalkCodes {
     /// A copy with room for `len` code elements in all, or `None` when this one has room (and
     /// is not mapped). Built aside while searches read this one; see [`super::HnswIndex::room_for`].
     pub fn with_room(&self, len: usize) -> Option<WalkCodes> {
-        fn grown<T: crate::storage::Pod>(b: &Buf<T>, len: usize) -> Option<Buf<T>> {
-            let have = b.as_slice().len();
-            (b.is_mapped() || b.room() < len.saturating_sub(have))
-                .then(|| Buf::Owned(crate::vectors::with_room(b.as_slice(), len)))
-        }
         match self {
             WalkCodes::None => None,
-            WalkCodes::Bf16(h) => grown(h, len).map(WalkCodes::Bf16),
-            WalkCodes::Int8(c) => grown(&c.codes, len).map(|codes| {
+            WalkCodes::Bf16(h) => h.grown(len).map(WalkCodes::Bf16),
+            WalkCodes::Int8(c) => c.codes.grown(len).map(|codes| {
                 WalkCodes::Int8(Int8Codes {
                     codes,
                     vmin: c.vmin.clone(),

@@ -342,10 +342,8 @@ impl HnswIndex {
         drop(book);
         let total = self.ids.len() + fresh;
         let d = self.dim;
-        let vectors = (self.vectors.is_mapped() || self.vectors.room() < fresh * d)
-            .then(|| Buf::Owned(vectors::with_room(self.vectors.as_slice(), total * d)));
         Room {
-            vectors,
+            vectors: self.vectors.grown(total * d),
             codes: self.codes.with_room(total * d),
             links0: self.links0.with_room(total * (self.shape.m0 + 1)),
             idmap,
