@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -528,6 +529,54 @@ def test_quantize_int8_remakes_an_unreadable_cached_copy(tmp_path: Path, damage:
     assert np.array_equal(again.encode(inputs["texts"]), want)
     assert again.quantization_parity == first.quantization_parity
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+KILL_DURING_QUANTIZE = """
+import os, signal, sys
+import onnx
+from rankfunnel.models import BiEncoder
+
+point, model, cache = sys.argv[1:4]
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+real_save, real_replace = onnx.save, os.replace
+if point == "write":  # half the graph on disk, then killed
+    def save(m, path):
+        real_save(m, path)
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+        die()
+    onnx.save = save
+else:
+    def replace(a, b):
+        if point == "rename":
+            die()
+        real_replace(a, b)
+        die()  # "renamed": after the rename, before the folder's fsync
+    os.replace = replace
+BiEncoder(model, quantize="int8", cache_dir=cache)
+"""
+
+
+@pytest.mark.parametrize("point", ["write", "rename", "renamed"])
+def test_quantize_int8_killed_at_each_write_point(tmp_path: Path, point: str) -> None:
+    """kill -9 while the int8 copy is written, before its rename or right after it: the next
+    load (read the cache) and the one after it (now writing it, if it had to) both give the
+    vectors of an undisturbed quantization, and the cache then holds one whole copy."""
+    pytest.importorskip("onnx", reason="quantize='int8' needs the optional onnx package")
+    inputs, _ = refs(MEAN)
+    want = BiEncoder(MEAN, quantize="int8", cache_dir=tmp_path / "clean").encode(inputs["texts"])
+    cache = tmp_path / "cache"
+    run = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_QUANTIZE, point, str(MEAN), str(cache)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == -9, run.stderr
+    for _ in range(2):
+        got = BiEncoder(MEAN, quantize="int8", cache_dir=cache)
+        assert np.array_equal(got.encode(inputs["texts"]), want)
+    assert [p.name for p in cache.glob("*.onnx")] == [got.onnx_path.name]
+    assert got.onnx_path.read_bytes() == (tmp_path / "clean" / got.onnx_path.name).read_bytes()
 
 
 def test_quantize_int8_without_vnni(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
