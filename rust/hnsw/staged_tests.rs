@@ -19,8 +19,14 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Held by the tests whose graph comes from concurrent inserts (its quality, checked to 1%, moves
+/// with the threads' timing) and by CPU-heavy tests that would shift that timing if run beside
+/// them: `stream_tests` dropped this file's "99% found" to 98.0-98.6% in 3 of about 60 runs.
+pub(super) static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn searches_during_link_see_whole_vectors() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let (d, base, batch) = (16, 400, 2500);
     let v = data(base + batch, d, 1);
     let mut idx = HnswIndex::new(d, Metric::Dot, 8, 48, 0, true).unwrap();

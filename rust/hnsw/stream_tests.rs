@@ -28,6 +28,7 @@ fn recount(idx: &HnswIndex) -> Vec<u32> {
 
 #[test]
 fn single_adds_carry_exact_in_degrees_and_make_full_passes_at_the_promised_rate() {
+    let _alone = super::staged_tests::ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let (d, base, extra) = (8, 640, 200);
     let v = data(base + extra, d, 3);
     let mut idx = HnswIndex::new(d, Metric::L2, 6, 32, 0, false).unwrap();
