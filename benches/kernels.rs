@@ -4,9 +4,9 @@
 //! query values broadcast, through the top-k tile kernels). `make bench-rust` runs them.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rankfunnel::topk;
+use rankfunnel::kernels::topk;
 use rankfunnel::Metric;
-use rankfunnel::{layout, simd};
+use rankfunnel::{kernels::layout, kernels::simd};
 
 fn data(n: usize) -> Vec<f32> {
     let mut s = 0x2545F4914F6CDD1Du64;
@@ -66,8 +66,8 @@ fn exact_scan(c: &mut Criterion) {
 
 /// 1000 documents of 64-300 tokens, d = 128, 32 query tokens, one thread.
 fn maxsim_layouts(c: &mut Criterion) {
-    use rankfunnel::maxsim::{self, Docs, Tokens};
-    use rankfunnel::pack;
+    use rankfunnel::kernels::maxsim::{self, Docs, Tokens};
+    use rankfunnel::kernels::pack;
     let d = 128;
     let lens: Vec<usize> = data(1000).iter().map(|&x| 64 + ((x + 0.5) * 236.99) as usize).collect();
     let total: usize = lens.iter().sum();

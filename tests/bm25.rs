@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rankfunnel::bm25::{Analyzer, Params, Stopwords};
+use rankfunnel::index::bm25::{Analyzer, Params, Stopwords};
 use rankfunnel::{BM25Index, Error, Index};
 
 mod common;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{clustered, recall};
-use rankfunnel::hnsw::{Allow, CodeKind, FilterMode};
+use rankfunnel::index::hnsw::{Allow, CodeKind, FilterMode};
 use rankfunnel::{Error, FlatIndex, HnswIndex, Index, Metric};
 
 fn build(n: usize, d: usize, metric: Metric, threads: usize) -> (HnswIndex, FlatIndex, Vec<f32>) {
@@ -140,7 +140,7 @@ fn damaged_files_are_rejected() {
 #[test]
 fn structurally_bad_files_are_rejected() {
     // Valid checksums but a link pointing past the end: rewrite through the Writer.
-    use rankfunnel::storage::{Dtype, Header, Kind, Writer};
+    use rankfunnel::format::storage::{Dtype, Header, Kind, Writer};
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x.rfi");
     let m = 2usize;
@@ -301,7 +301,7 @@ fn int8_save_load_roundtrip_mmap_and_add_after_load() {
 
 #[test]
 fn bad_int8_sections_are_rejected() {
-    use rankfunnel::storage::{Dtype, Header, Kind, Writer};
+    use rankfunnel::format::storage::{Dtype, Header, Kind, Writer};
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x.rfi");
     let header = Header { kind: Kind::Hnsw, dim: 2, metric: Metric::L2, dtype: Dtype::F32, count: 2 };

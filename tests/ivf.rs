@@ -4,7 +4,7 @@
 mod common;
 
 use common::{clustered, recall, Rng};
-use rankfunnel::ivf::{IvfParams, Storage};
+use rankfunnel::index::ivf::{IvfParams, Storage};
 use rankfunnel::{Error, FlatIndex, Index, IvfIndex, Metric};
 
 const D: usize = 16;

@@ -6,10 +6,10 @@ mod common;
 
 use common::Rng;
 
-use rankfunnel::layout::{self, BLOCK};
-use rankfunnel::simd::{self, Level};
-use rankfunnel::topk::{self, TopK};
-use rankfunnel::{half, pack, Error, Metric};
+use rankfunnel::kernels::layout::{self, BLOCK};
+use rankfunnel::kernels::simd::{self, Level};
+use rankfunnel::kernels::topk::{self, TopK};
+use rankfunnel::{kernels::half, kernels::pack, Error, Metric};
 
 fn close(a: f32, b: f64, scale: f64) -> bool {
     (a as f64 - b).abs() <= 1e-5 * scale.max(1.0)

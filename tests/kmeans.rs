@@ -4,7 +4,7 @@
 mod common;
 
 use common::{clustered, Rng};
-use rankfunnel::kmeans::{self, Init};
+use rankfunnel::kernels::kmeans::{self, Init};
 
 /// `per` points around each of `k` far-apart centres (centre `c` at `10 * c` on axis `c % d`).
 fn separated(k: usize, per: usize, d: usize, seed: u64) -> Vec<f32> {

@@ -5,9 +5,9 @@
 mod common;
 
 use common::Rng;
-use rankfunnel::maxsim::{self, Docs, Scale, Tokens};
+use rankfunnel::kernels::maxsim::{self, Docs, Scale, Tokens};
 use rankfunnel::Error;
-use rankfunnel::{half, simd};
+use rankfunnel::{kernels::half, kernels::simd};
 
 /// Tests that force SIMD levels (a process-wide setting) run one at a time.
 static LEVELS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -204,7 +204,7 @@ fn bad_input_is_an_error() {
 
 #[test]
 fn multivector_index_round_trip() {
-    use rankfunnel::multivector::{MultiVectorIndex, SearchParams, TokenDocs};
+    use rankfunnel::index::multivector::{MultiVectorIndex, SearchParams, TokenDocs};
     use rankfunnel::Index;
     let d = 16;
     let mut rng = Rng(9);

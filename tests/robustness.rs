@@ -5,9 +5,9 @@
 mod common;
 
 use common::Rng;
-use rankfunnel::hnsw::HnswParams;
-use rankfunnel::multivector::{MultiVectorIndex, SearchParams, TokenDocs};
-use rankfunnel::{topk, vectors, Error, FlatIndex, HnswIndex, Index, IvfIndex, Metric};
+use rankfunnel::index::hnsw::HnswParams;
+use rankfunnel::index::multivector::{MultiVectorIndex, SearchParams, TokenDocs};
+use rankfunnel::{kernels::topk, util::vectors, Error, FlatIndex, HnswIndex, Index, IvfIndex, Metric};
 
 fn message(e: Error) -> String {
     e.to_string()
@@ -69,15 +69,21 @@ fn cosine_of_huge_and_tiny_vectors_in_every_vector_index() {
         flat.add(&x, None, 1).unwrap();
         let mut h = HnswIndex::new(d, Metric::Cosine, 4, 32, 0, false).unwrap();
         h.add(&x, None, 1).unwrap();
-        let mut ivf = IvfIndex::new(d, 2, Metric::Cosine, rankfunnel::ivf::Storage::F32).unwrap();
+        let mut ivf = IvfIndex::new(d, 2, Metric::Cosine, rankfunnel::index::ivf::Storage::F32).unwrap();
         ivf.train(&x, 5, 0, 1).unwrap();
         ivf.add(&x, None, 1).unwrap();
         let q = &x[..3 * d];
         let results = [
             flat.search(q, 1, &(), None, 1).unwrap(),
             h.search(q, 1, &HnswParams::ef(64), None, 1).unwrap(),
-            ivf.search(q, 1, &rankfunnel::ivf::IvfParams { nprobe: 2, refine: 0, coarse_ef: 0 }, None, 1)
-                .unwrap(),
+            ivf.search(
+                q,
+                1,
+                &rankfunnel::index::ivf::IvfParams { nprobe: 2, refine: 0, coarse_ef: 0 },
+                None,
+                1,
+            )
+            .unwrap(),
             topk::topk(q, &x, d, Metric::Cosine, 1, 1).unwrap(),
         ];
         for r in results {
@@ -98,11 +104,17 @@ fn overflowing_scores_are_an_error_in_every_vector_index() {
         let mut h = HnswIndex::new(d, metric, 4, 16, 0, false).unwrap();
         h.add(&x, None, 1).unwrap();
         // IVF trains on smaller vectors (training an l2 index on `x` itself already fails).
-        let mut ivf = IvfIndex::new(d, 2, metric, rankfunnel::ivf::Storage::F32).unwrap();
+        let mut ivf = IvfIndex::new(d, 2, metric, rankfunnel::index::ivf::Storage::F32).unwrap();
         let small: Vec<f32> = x.iter().map(|v| v * 1e-19).collect();
         ivf.train(&small, 5, 0, 1).unwrap();
         let ivf_err = ivf.add(&x, None, 1).and_then(|_| {
-            ivf.search(&x, 3, &rankfunnel::ivf::IvfParams { nprobe: 2, refine: 0, coarse_ef: 0 }, None, 1)
+            ivf.search(
+                &x,
+                3,
+                &rankfunnel::index::ivf::IvfParams { nprobe: 2, refine: 0, coarse_ef: 0 },
+                None,
+                1,
+            )
         });
         let errors = [
             flat.search(&x, 3, &(), None, 1).unwrap_err(),

@@ -3,7 +3,7 @@
 mod common;
 
 use common::Rng;
-use rankfunnel::storage::IndexFile;
+use rankfunnel::format::storage::IndexFile;
 use rankfunnel::{Error, FlatIndex, Index, Metric};
 
 #[test]

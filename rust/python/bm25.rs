@@ -1,4 +1,4 @@
-//! Binding of [`crate::bm25::BM25Index`].
+//! Binding of [`crate::index::bm25::BM25Index`].
 
 use std::path::PathBuf;
 
@@ -7,10 +7,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::{add_chunked, check_k, detached, remove_ids, results, slice1, to_py, Locked};
-use crate::bm25::{self, Analyzer, Params, Stopwords};
-use crate::error::Error;
-use crate::parallel;
-use crate::storage::IndexFile;
+use crate::format::storage::IndexFile;
+use crate::index::bm25::{self, Analyzer, Params, Stopwords};
+use crate::util::error::Error;
+use crate::util::parallel;
 
 /// Documents stored per write-lock section by `add`.
 const ADD_CHUNK_DOCS: usize = 1024;

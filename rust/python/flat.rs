@@ -1,4 +1,4 @@
-//! Binding of [`crate::flat::FlatIndex`].
+//! Binding of [`crate::index::flat::FlatIndex`].
 
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -8,9 +8,9 @@ use super::{
     add_chunked, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice,
     to_py, AddArgs,
 };
-use crate::error::Error;
 use crate::index::Index;
-use crate::{flat, parallel};
+use crate::util::error::Error;
+use crate::{index::flat, util::parallel};
 
 index_class! {
     /// Exact index (see `rankfunnel.FlatIndex` for the documented API).
@@ -50,7 +50,7 @@ index_class! {
                     a.ids,
                     |copy: &Option<flat::FlatIndex>| if copy.is_some() { a.n } else { a.per_chunk() },
                     |g| {
-                        crate::vectors::check_finite(a.v, a.d, "vectors")?;
+                        crate::util::vectors::check_finite(a.v, a.d, "vectors")?;
                         let ids = g.assign_ids(a.n, a.ids)?;
                         g.with_added(a.v, &ids)
                     },

@@ -1,4 +1,4 @@
-//! Binding of [`crate::hnsw::HnswIndex`].
+//! Binding of [`crate::index::hnsw::HnswIndex`].
 
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -8,10 +8,10 @@ use super::{
     add_chunked_then, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice,
     slice1, to_py, AddArgs, ADD_CHUNK_FLOATS,
 };
-use crate::error::Error;
-use crate::hnsw::{self, CodeKind, FilterMode, HnswParams};
+use crate::index::hnsw::{self, CodeKind, FilterMode, HnswParams};
 use crate::index::Index;
-use crate::parallel;
+use crate::util::error::Error;
+use crate::util::parallel;
 
 fn positive(v: i64, what: &str) -> PyResult<usize> {
     if v <= 0 {
@@ -103,7 +103,7 @@ index_class! {
                     // and its int8 ranges are then fit on the whole batch.
                     |(_, _, empty)| if *empty { a.n } else { (4 * ADD_CHUNK_FLOATS / a.d.max(1)).max(1) },
                     |g| {
-                        crate::vectors::check_finite(a.v, a.d, "vectors")?;
+                        crate::util::vectors::check_finite(a.v, a.d, "vectors")?;
                         Ok((g.room_for(a.n), hnsw::Staged::default(), g.slots() == 0))
                     },
                     |g, (room, staged, _), r, chunk_ids| {

@@ -1,4 +1,4 @@
-//! Binding of [`crate::ivf::IvfIndex`].
+//! Binding of [`crate::index::ivf::IvfIndex`].
 
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
@@ -11,10 +11,10 @@ use super::{
     add_chunked, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice,
     to_py, AddArgs,
 };
-use crate::error::Error;
+use crate::index::ivf::{self, Coarse, IvfParams, Storage};
 use crate::index::Index;
-use crate::ivf::{self, Coarse, IvfParams, Storage};
-use crate::parallel;
+use crate::util::error::Error;
+use crate::util::parallel;
 
 index_class! {
     /// Inverted-file index (see `rankfunnel.IVFIndex` for the documented API).

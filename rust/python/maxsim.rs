@@ -1,4 +1,4 @@
-//! Binding of [`crate::maxsim`]: MaxSim over a list of arrays or packed tokens.
+//! Binding of [`crate::kernels::maxsim`]: MaxSim over a list of arrays or packed tokens.
 
 use numpy::{
     IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
@@ -6,9 +6,9 @@ use numpy::{
 use pyo3::prelude::*;
 
 use super::{detached, slice, slice1, to_py};
-use crate::error::Error;
-use crate::maxsim::{self, Docs, Scale, Tokens};
-use crate::parallel;
+use crate::kernels::maxsim::{self, Docs, Scale, Tokens};
+use crate::util::error::Error;
+use crate::util::parallel;
 
 fn dim_of(queries: &[PyReadonlyArray2<'_, f32>]) -> PyResult<usize> {
     let d = match queries.first() {

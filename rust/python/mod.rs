@@ -26,12 +26,12 @@ use hnsw::HNSWIndex;
 use ivf::IVFIndex;
 use multivector::MultiVectorIndex;
 
-use crate::error::Error;
+use crate::format::storage::{IndexFile, Kind};
 use crate::index::Index;
-use crate::metric::Metric;
-use crate::storage::{IndexFile, Kind};
-use crate::topk::Results;
-use crate::{parallel, simd};
+use crate::kernels::metric::Metric;
+use crate::kernels::topk::Results;
+use crate::util::error::Error;
+use crate::{kernels::simd, util::parallel};
 
 pyo3::import_exception!(rankfunnel.errors, RankfunnelError);
 pyo3::import_exception!(rankfunnel.errors, UnknownIdError);
@@ -180,7 +180,7 @@ macro_rules! index_class {
                 $name { inner: $crate::python::Locked::index(idx) }
             }
 
-            pub(crate) fn from_file(py: Python<'_>, f: &$crate::storage::IndexFile) -> PyResult<Self> {
+            pub(crate) fn from_file(py: Python<'_>, f: &$crate::format::storage::IndexFile) -> PyResult<Self> {
                 let idx = $crate::python::detached(py, || <$core as $crate::index::Index>::from_file(f))?;
                 Ok(Self::wrap(idx))
             }
@@ -286,15 +286,15 @@ impl<T: Index> Edit for T {
     }
 }
 
-impl Edit for crate::bm25::BM25Index {
+impl Edit for crate::index::bm25::BM25Index {
     fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> crate::Result<Vec<i64>> {
-        crate::bm25::BM25Index::assign_ids(self, n, ids)
+        crate::index::bm25::BM25Index::assign_ids(self, n, ids)
     }
     fn remove(&mut self, ids: &[i64]) -> crate::Result<usize> {
-        crate::bm25::BM25Index::remove(self, ids)
+        crate::index::bm25::BM25Index::remove(self, ids)
     }
     fn contains(&self, id: i64) -> bool {
-        crate::bm25::BM25Index::contains(self, id)
+        crate::index::bm25::BM25Index::contains(self, id)
     }
     fn check_mapping(&self) -> crate::Result<()> {
         Ok(())
@@ -540,7 +540,7 @@ fn simd_level() -> PyResult<&'static str> {
 /// The message for a `RANKFUNNEL_HUGE_PAGES` value that was not understood, if any.
 #[pyfunction]
 fn _huge_pages_env_error() -> Option<String> {
-    crate::pages::env_error()
+    crate::util::pages::env_error()
 }
 
 /// Every SIMD level this CPU supports, scalar first.
@@ -611,7 +611,7 @@ fn topk<'py>(
     let q = slice(&queries, "queries")?;
     let c = slice(&corpus, "corpus")?;
     let t = parallel::resolve(threads);
-    let r = detached(py, || crate::topk::topk(q, c, d, m, k, t))?;
+    let r = detached(py, || crate::kernels::topk::topk(q, c, d, m, k, t))?;
     results(py, r, nq, k)
 }
 
@@ -639,9 +639,9 @@ fn kmeans<'py>(
         None => None,
     };
     let how = match (centroids, init_name.as_deref()) {
-        (Some(c), _) => crate::kmeans::Init::Centroids(c),
-        (None, Some("k-means++")) => crate::kmeans::Init::KMeansPlusPlus,
-        (None, Some("random")) => crate::kmeans::Init::Random,
+        (Some(c), _) => crate::kernels::kmeans::Init::Centroids(c),
+        (None, Some("k-means++")) => crate::kernels::kmeans::Init::KMeansPlusPlus,
+        (None, Some("random")) => crate::kernels::kmeans::Init::Random,
         _ => {
             return Err(to_py(Error::InvalidArgument(
                 "init must be \"k-means++\", \"random\" or a (k, d) float32 array".into(),
@@ -649,7 +649,7 @@ fn kmeans<'py>(
         }
     };
     let t = parallel::resolve(threads);
-    let r = detached(py, || crate::kmeans::kmeans(x, d, k, iters, seed, how, spherical, t))?;
+    let r = detached(py, || crate::kernels::kmeans::kmeans(x, d, k, iters, seed, how, spherical, t))?;
     let c = r.centroids.into_pyarray(py).reshape([k, d])?;
     let a: Vec<i64> = r.assignments.iter().map(|&v| v as i64).collect();
     PyTuple::new(py, [c.into_any(), a.into_pyarray(py).into_any(), r.inertia.into_pyobject(py)?.into_any()])
@@ -700,6 +700,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<MultiVectorIndex>()?;
     m.add_class::<BM25Index>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("IVF_GRAPH_MIN_NLIST", crate::ivf::GRAPH_MIN_NLIST)?;
+    m.add("IVF_GRAPH_MIN_NLIST", crate::index::ivf::GRAPH_MIN_NLIST)?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Binding of [`crate::multivector::MultiVectorIndex`].
+//! Binding of [`crate::index::multivector::MultiVectorIndex`].
 
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
@@ -11,10 +11,10 @@ use super::{
     add_chunked, check_k, detached, index_class, optional, results, slice, slice1, to_py, Locked,
     ADD_CHUNK_FLOATS,
 };
-use crate::error::Error;
+use crate::index::multivector::{self, SearchParams, TokenDocs};
 use crate::index::Index;
-use crate::multivector::{self, SearchParams, TokenDocs};
-use crate::parallel;
+use crate::util::error::Error;
+use crate::util::parallel;
 
 /// The query token matrices as slices, each checked against the index dimension.
 fn queries<'a>(

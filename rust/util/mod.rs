@@ -1,0 +1,8 @@
+//! Utilities every part of the core shares: the error type, threads, seeded randomness, huge pages
+//! and input checks.
+
+pub mod error;
+pub mod pages;
+pub mod parallel;
+pub mod rng;
+pub mod vectors;
