@@ -24,7 +24,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# Self-contained on purpose (no benches/common.py, no rankfunnel helpers beyond the public API):
+# the same file must run against any two builds, whatever their internal modules are.
+SHARED = Path(os.environ.get("RANKFUNNEL_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 PYPI = SHARED / "data" / "pypi-summaries-300k.jsonl.gz"
 

@@ -14,18 +14,18 @@ import os
 import pickle
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pytest
 
 import rankfunnel as rf
+from conftest import shared_dir
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 DEADLINE_S = 30.0
-SHARED = Path(os.environ.get("RANKFUNNEL_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+TINY_MODEL = shared_dir() / "models" / "tiny-bi-encoder-mean"
 
 
 def in_forked_child(work: Callable[[], Any]) -> Any:
@@ -149,12 +149,10 @@ def test_multiprocessing_fork_pool_after_a_search(data: tuple[np.ndarray, np.nda
         np.testing.assert_array_equal(ids, _pool_search(seed))
 
 
-@pytest.mark.skipif(
-    not (SHARED / "models" / "tiny-bi-encoder-mean").is_dir(), reason="needs ../shared/models"
-)
+@pytest.mark.skipif(not TINY_MODEL.is_dir(), reason="needs ../shared/models")
 def test_fork_after_a_model_call() -> None:
     pytest.importorskip("onnxruntime")
-    enc = rf.BiEncoder(str(SHARED / "models" / "tiny-bi-encoder-mean"))
+    enc = rf.BiEncoder(str(TINY_MODEL))
     texts = [f"a sentence about wings and flow, number {i}" for i in range(64)]
     parent = enc.encode(texts)
     child = in_forked_child(lambda: enc.encode(texts))

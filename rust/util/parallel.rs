@@ -50,6 +50,10 @@ struct Pools {
 unsafe impl Sync for Pools {}
 
 impl Pools {
+    fn new() -> Self {
+        Pools { holder: AtomicU32::new(0), cell: UnsafeCell::new((0, HashMap::new())) }
+    }
+
     /// Runs `f` on this process's pools, under the lock.
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<usize, Arc<ThreadPool>>) -> R) -> R {
         let me = std::process::id();
@@ -61,13 +65,6 @@ impl Pools {
                 Err(_) => std::thread::yield_now(),
             }
         }
-        // SAFETY: the lock is held (above) until the store below.
-        let (owner, pools) = unsafe { &mut *self.cell.get() };
-        if *owner != me {
-            // Inherited from the parent: its workers are not in this process.
-            std::mem::forget(std::mem::take(pools));
-            *owner = me;
-        }
         // Released on the way out, a panic (no thread could be started) included.
         struct Unlock<'a>(&'a AtomicU32);
         impl Drop for Unlock<'_> {
@@ -76,15 +73,20 @@ impl Pools {
             }
         }
         let _unlock = Unlock(&self.holder);
+        // SAFETY: the lock is held (above) until `_unlock` drops, after the last use of `pools`.
+        let (owner, pools) = unsafe { &mut *self.cell.get() };
+        if *owner != me {
+            // Inherited from the parent: its workers are not in this process.
+            std::mem::forget(std::mem::take(pools));
+            *owner = me;
+        }
         f(pools)
     }
 }
 
 fn pool(threads: usize) -> Arc<ThreadPool> {
     static POOLS: OnceLock<Pools> = OnceLock::new();
-    let pools =
-        POOLS.get_or_init(|| Pools { holder: AtomicU32::new(0), cell: UnsafeCell::new((0, HashMap::new())) });
-    pools.with(|pools| {
+    POOLS.get_or_init(Pools::new).with(|pools| {
         pools
             .entry(threads)
             .or_insert_with(|| {
@@ -153,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_lock_held_in_the_parent_is_taken_over_in_the_child() {
-        let pools = Pools { holder: AtomicU32::new(0), cell: UnsafeCell::new((0, HashMap::new())) };
+        let pools = Pools::new();
         // As if another thread held the lock at the fork: the word names the parent.
         pools.holder.store(std::process::id(), Release);
         let code = in_child(|| pools.with(|p| p.is_empty()) && pools.holder.load(Acquire) == 0);
