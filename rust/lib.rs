@@ -5,6 +5,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod concurrent;
 pub mod format;
 pub mod index;
 pub mod kernels;
@@ -18,6 +19,6 @@ pub use index::flat::FlatIndex;
 pub use index::hnsw::HnswIndex;
 pub use index::ivf::IvfIndex;
 pub use index::multivector::MultiVectorIndex;
-pub use index::Index;
+pub use index::{IdIndex, Index};
 pub use kernels::metric::Metric;
 pub use util::error::{Error, Result};

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use rankfunnel::index::bm25::{Analyzer, Params, Stopwords};
-use rankfunnel::{BM25Index, Error, Index};
+use rankfunnel::{BM25Index, Error, IdIndex};
 
 mod common;
 use common::Rng;
@@ -135,7 +135,7 @@ fn save_load_roundtrip_and_damage() {
     idx.add(&all, None, 2).unwrap();
     idx.remove(&[3, 4, 5]).unwrap();
     idx.save(&path).unwrap();
-    let back = BM25Index::load(&path).unwrap();
+    let back = BM25Index::load(&path, false).unwrap();
     assert_eq!(back.ids(), idx.ids());
     assert_eq!(back.params(), idx.params());
     assert_eq!(back.analyzer().stopwords(), &Stopwords::Custom(vec!["beta".into()]));
@@ -147,9 +147,9 @@ fn save_load_roundtrip_and_damage() {
         let mut bad = bytes.clone();
         bad[pos] ^= 0x5a;
         std::fs::write(&path, &bad).unwrap();
-        assert!(matches!(BM25Index::load(&path), Err(Error::CorruptFile(_))), "byte {pos}");
+        assert!(matches!(BM25Index::load(&path, false), Err(Error::CorruptFile(_))), "byte {pos}");
     }
     let flat = rankfunnel::FlatIndex::new(2, rankfunnel::Metric::Dot, false).unwrap();
     flat.save(&path).unwrap();
-    assert!(matches!(BM25Index::load(&path), Err(Error::CorruptFile(_))));
+    assert!(matches!(BM25Index::load(&path, false), Err(Error::CorruptFile(_))));
 }

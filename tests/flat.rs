@@ -3,7 +3,7 @@
 mod common;
 
 use common::Rng;
-use rankfunnel::{Error, FlatIndex, Index, Metric};
+use rankfunnel::{Error, FlatIndex, IdIndex, Index, Metric};
 
 #[test]
 fn flat_index_add_remove_search_save_load() {

@@ -5,7 +5,7 @@ mod common;
 
 use common::{clustered, recall};
 use rankfunnel::index::hnsw::{Allow, CodeKind, FilterMode};
-use rankfunnel::{Error, FlatIndex, HnswIndex, Index, Metric};
+use rankfunnel::{Error, FlatIndex, HnswIndex, IdIndex, Index, Metric};
 
 fn build(n: usize, d: usize, metric: Metric, threads: usize) -> (HnswIndex, FlatIndex, Vec<f32>) {
     let x = clustered(n, d, 3);

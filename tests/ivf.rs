@@ -5,7 +5,7 @@ mod common;
 
 use common::{clustered, recall, Rng};
 use rankfunnel::index::ivf::{IvfParams, Storage};
-use rankfunnel::{Error, FlatIndex, Index, IvfIndex, Metric};
+use rankfunnel::{Error, FlatIndex, IdIndex, Index, IvfIndex, Metric};
 
 const D: usize = 16;
 const N: usize = 2000;

@@ -205,7 +205,7 @@ fn bad_input_is_an_error() {
 #[test]
 fn multivector_index_round_trip() {
     use rankfunnel::index::multivector::{MultiVectorIndex, SearchParams, TokenDocs};
-    use rankfunnel::Index;
+    use rankfunnel::{IdIndex, Index};
     let d = 16;
     let mut rng = Rng(9);
     let docs = ragged(&mut rng, 60, d, 12);

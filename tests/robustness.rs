@@ -7,7 +7,9 @@ mod common;
 use common::Rng;
 use rankfunnel::index::hnsw::HnswParams;
 use rankfunnel::index::multivector::{MultiVectorIndex, SearchParams, TokenDocs};
-use rankfunnel::{kernels::topk, util::vectors, Error, FlatIndex, HnswIndex, Index, IvfIndex, Metric};
+use rankfunnel::{
+    kernels::topk, util::vectors, Error, FlatIndex, HnswIndex, IdIndex, Index, IvfIndex, Metric,
+};
 
 fn message(e: Error) -> String {
     e.to_string()

@@ -4,7 +4,7 @@ mod common;
 
 use common::Rng;
 use rankfunnel::format::storage::IndexFile;
-use rankfunnel::{Error, FlatIndex, Index, Metric};
+use rankfunnel::{Error, FlatIndex, IdIndex, Index, Metric};
 
 #[test]
 fn damaged_files_are_rejected() {

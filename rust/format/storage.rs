@@ -189,7 +189,7 @@ impl<T: Pod> Buf<T> {
     /// A heap copy with room for `len` elements in all ([`crate::util::vectors::with_room`]), or `None`
     /// when this buffer is in memory with that room already. Built aside while readers share
     /// this one, then swapped in, so that filling it needs no reallocation under a lock.
-    pub fn grown(&self, len: usize) -> Option<Buf<T>> {
+    pub fn with_room(&self, len: usize) -> Option<Buf<T>> {
         (self.is_mapped() || self.room() < len.saturating_sub(self.as_slice().len()))
             .then(|| Buf::Owned(crate::util::vectors::with_room(self.as_slice(), len)))
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::format::storage::{Buf, Dtype, Header, IndexFile, Kind, Mapping, Writer};
 use crate::index::ids::IdMap;
-use crate::index::Index;
+use crate::index::{IdIndex, Index};
 use crate::kernels::half;
 use crate::kernels::metric::Metric;
 use crate::kernels::pack;
@@ -31,8 +31,8 @@ mod meta {
     pub const LEN: usize = 2;
 }
 
-/// The buffers of a [`FlatIndex`] with room for more rows (see [`FlatIndex::grown`]).
-struct Grown {
+/// The buffers of a [`FlatIndex`] with room for more rows (see [`FlatIndex::room_for`]).
+struct Room {
     data: Vec<f32>,
     half: Vec<u16>,
     resid: Vec<f32>,
@@ -81,7 +81,7 @@ impl FlatIndex {
 
     /// Buffers with room for `extra` more rows, copied from the current ones, or `None` when
     /// they have room already.
-    fn grown(&self, extra: usize) -> Option<Grown> {
+    fn room_for(&self, extra: usize) -> Option<Room> {
         let d = self.dim;
         let n = self.ids.len() + extra;
         let want = pack::packed_len(n, d);
@@ -95,7 +95,7 @@ impl FlatIndex {
             return None;
         }
         let rows = if self.prefilter { n } else { 0 };
-        Some(Grown {
+        Some(Room {
             data: vectors::with_room(self.data.as_slice(), want),
             half: vectors::with_room(self.half.as_slice(), if self.prefilter { want } else { 0 }),
             resid: vectors::with_room(self.resid.as_slice(), rows),
@@ -110,7 +110,7 @@ impl FlatIndex {
     /// no reallocation). Changes nothing: the copy is made and filled while searches share the
     /// index, and replaces it at once.
     pub fn with_added(&self, vectors: &[f32], ids: &[i64]) -> Result<Option<FlatIndex>> {
-        let Some(g) = self.grown(ids.len()) else { return Ok(None) };
+        let Some(g) = self.room_for(ids.len()) else { return Ok(None) };
         let mut copy = FlatIndex {
             dim: self.dim,
             metric: self.metric,
@@ -142,21 +142,12 @@ impl FlatIndex {
     }
 }
 
-impl Index for FlatIndex {
-    type Data<'a> = &'a [f32];
-    type Queries<'a> = &'a [f32];
-    type Params<'a> = ();
-
+impl IdIndex for FlatIndex {
     const KIND: Kind = Kind::Flat;
 
     /// Vector dimension.
     fn dim(&self) -> usize {
         self.dim
-    }
-
-    /// Metric.
-    fn metric(&self) -> Metric {
-        self.metric
     }
 
     /// Number of stored vectors.
@@ -171,54 +162,6 @@ impl Index for FlatIndex {
 
     fn ids(&self) -> Vec<i64> {
         self.ids.clone()
-    }
-
-    /// The stored vectors of `ids` (unit length for cosine), row-major.
-    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
-        let d = self.dim;
-        let mut out = vec![0f32; ids.len() * d];
-        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
-            let slot = self.idmap.slot(*id)?;
-            pack::read_vector(self.data.as_slice(), d, slot, row);
-        }
-        Ok(out)
-    }
-
-    /// Add `vectors` (`n x dim`, row-major); returns the ids given to them.
-    ///
-    /// Everything is checked before anything changes, so a failed add leaves the index as it was.
-    fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>, _threads: usize) -> Result<Vec<i64>> {
-        let d = self.dim;
-        let n = vectors::rows(vectors, d, "vectors")?;
-        vectors::check_finite(vectors, d, "vectors")?;
-        let new_ids = self.idmap.assign(n, ids, "vectors")?;
-        let normalized;
-        let rows = if self.metric == Metric::Cosine {
-            normalized = vectors::normalized(vectors, d);
-            &normalized[..]
-        } else {
-            vectors
-        };
-        let start = self.ids.len();
-        let data = self.data.to_mut();
-        data.resize(pack::packed_len(start + n, d), 0.0);
-        for (i, row) in rows.chunks_exact(d).enumerate() {
-            pack::write_vector(data, d, start + i, row);
-        }
-        if self.prefilter {
-            self.half.to_mut().resize(pack::packed_len(start + n, d), 0);
-            self.resid.to_mut().resize(start + n, 0.0);
-            self.norms.to_mut().resize(start + n, 0.0);
-            for (i, row) in rows.chunks_exact(d).enumerate() {
-                self.write_half(start + i, row);
-            }
-        }
-        for (i, &id) in new_ids.iter().enumerate() {
-            self.idmap.insert(id, start + i);
-        }
-        self.ids.extend_from_slice(&new_ids);
-        self.idmap.advance(&new_ids);
-        Ok(new_ids)
     }
 
     fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
@@ -269,57 +212,6 @@ impl Index for FlatIndex {
             removed += 1;
         }
         Ok(removed)
-    }
-
-    /// Exact top-`k` for `queries` (`nq x dim`); `allow` restricts results to those ids.
-    fn search(
-        &self,
-        queries: &[f32],
-        k: usize,
-        _params: &(),
-        allow: Option<&[i64]>,
-        threads: usize,
-    ) -> Result<Results> {
-        if k == 0 {
-            return Err(Error::InvalidArgument("k must be at least 1".into()));
-        }
-        let d = self.dim;
-        vectors::rows(queries, d, "queries")?;
-        vectors::check_finite(queries, d, "queries")?;
-        let bitmap = allow.map(|ids| {
-            let mut bits = vec![0u64; self.len().div_ceil(64)];
-            for id in ids {
-                if let Some(s) = self.idmap.get(*id) {
-                    bits[s / 64] |= 1 << (s % 64);
-                }
-            }
-            bits
-        });
-        let q;
-        let queries = if self.metric == Metric::Cosine {
-            q = vectors::normalized(queries, d);
-            &q[..]
-        } else {
-            queries
-        };
-        let blocks = Blocks {
-            data: self.data.as_slice(),
-            n: self.len(),
-            d,
-            ids: Some(&self.ids),
-            base: 0,
-            allow: bitmap.as_deref(),
-        };
-        let nq = queries.len() / d;
-        if self.prefilter && nq <= PREFILTER_MAX_QUERIES && self.len() >= PREFILTER_MIN_VECTORS {
-            let pre = Prefilter {
-                half: self.half.as_slice(),
-                resid: self.resid.as_slice(),
-                norms: self.norms.as_slice(),
-            };
-            return topk::search_prefiltered(queries, blocks, pre, self.metric, k, threads);
-        }
-        topk::search(queries, Source::Packed(blocks), self.metric, k, threads)
     }
 
     /// Save atomically to `path`.
@@ -392,5 +284,115 @@ impl Index for FlatIndex {
 
     fn mapped_file(&self) -> Option<&Mapping> {
         self.data.mapping()
+    }
+}
+
+impl Index for FlatIndex {
+    type Data<'a> = &'a [f32];
+    type Queries<'a> = &'a [f32];
+    type Params<'a> = ();
+
+    /// Metric.
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The stored vectors of `ids` (unit length for cosine), row-major.
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let d = self.dim;
+        let mut out = vec![0f32; ids.len() * d];
+        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
+            let slot = self.idmap.slot(*id)?;
+            pack::read_vector(self.data.as_slice(), d, slot, row);
+        }
+        Ok(out)
+    }
+
+    /// Add `vectors` (`n x dim`, row-major); returns the ids given to them.
+    ///
+    /// Everything is checked before anything changes, so a failed add leaves the index as it was.
+    fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>, _threads: usize) -> Result<Vec<i64>> {
+        let d = self.dim;
+        let n = vectors::rows(vectors, d, "vectors")?;
+        vectors::check_finite(vectors, d, "vectors")?;
+        let new_ids = self.idmap.assign(n, ids, "vectors")?;
+        let normalized;
+        let rows = if self.metric == Metric::Cosine {
+            normalized = vectors::normalized(vectors, d);
+            &normalized[..]
+        } else {
+            vectors
+        };
+        let start = self.ids.len();
+        let data = self.data.to_mut();
+        data.resize(pack::packed_len(start + n, d), 0.0);
+        for (i, row) in rows.chunks_exact(d).enumerate() {
+            pack::write_vector(data, d, start + i, row);
+        }
+        if self.prefilter {
+            self.half.to_mut().resize(pack::packed_len(start + n, d), 0);
+            self.resid.to_mut().resize(start + n, 0.0);
+            self.norms.to_mut().resize(start + n, 0.0);
+            for (i, row) in rows.chunks_exact(d).enumerate() {
+                self.write_half(start + i, row);
+            }
+        }
+        for (i, &id) in new_ids.iter().enumerate() {
+            self.idmap.insert(id, start + i);
+        }
+        self.ids.extend_from_slice(&new_ids);
+        self.idmap.advance(&new_ids);
+        Ok(new_ids)
+    }
+
+    /// Exact top-`k` for `queries` (`nq x dim`); `allow` restricts results to those ids.
+    fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        _params: &(),
+        allow: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Results> {
+        if k == 0 {
+            return Err(Error::InvalidArgument("k must be at least 1".into()));
+        }
+        let d = self.dim;
+        vectors::rows(queries, d, "queries")?;
+        vectors::check_finite(queries, d, "queries")?;
+        let bitmap = allow.map(|ids| {
+            let mut bits = vec![0u64; self.len().div_ceil(64)];
+            for id in ids {
+                if let Some(s) = self.idmap.get(*id) {
+                    bits[s / 64] |= 1 << (s % 64);
+                }
+            }
+            bits
+        });
+        let q;
+        let queries = if self.metric == Metric::Cosine {
+            q = vectors::normalized(queries, d);
+            &q[..]
+        } else {
+            queries
+        };
+        let blocks = Blocks {
+            data: self.data.as_slice(),
+            n: self.len(),
+            d,
+            ids: Some(&self.ids),
+            base: 0,
+            allow: bitmap.as_deref(),
+        };
+        let nq = queries.len() / d;
+        if self.prefilter && nq <= PREFILTER_MAX_QUERIES && self.len() >= PREFILTER_MIN_VECTORS {
+            let pre = Prefilter {
+                half: self.half.as_slice(),
+                resid: self.resid.as_slice(),
+                norms: self.norms.as_slice(),
+            };
+            return topk::search_prefiltered(queries, blocks, pre, self.metric, k, threads);
+        }
+        topk::search(queries, Source::Packed(blocks), self.metric, k, threads)
     }
 }

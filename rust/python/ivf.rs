@@ -1,22 +1,16 @@
 //! Binding of [`crate::index::ivf::IvfIndex`].
 
-use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyUntypedArrayMethods,
-};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{
-    add_chunked, check_dim, check_k, detached, get_rows, index_class, metric, optional, results, slice,
-    to_py, AddArgs,
-};
+use super::{detached, index_class, metric, results, rows, to_py, RowSearch};
 use crate::index::ivf::{self, Coarse, IvfParams, Storage};
-use crate::index::Index;
+use crate::index::IdIndex;
 use crate::util::error::Error;
 use crate::util::parallel;
 
-index_class! {
+index_class! { rows
     /// Inverted-file index (see `rankfunnel.IVFIndex` for the documented API).
     IVFIndex(ivf::IvfIndex) {
         #[new]
@@ -58,10 +52,7 @@ index_class! {
         fn set_coarse(&self, py: Python<'_>, coarse: &str, threads: Option<usize>) -> PyResult<()> {
             let c = Coarse::parse(coarse).map_err(to_py)?;
             let t = parallel::resolve(threads);
-            detached(py, || {
-                let _e = self.inner.edit();
-                self.inner.write().set_coarse(c, t)
-            })
+            detached(py, || self.inner.exclusive(|g| g.set_coarse(c, t)))
         }
 
         #[getter]
@@ -92,53 +83,9 @@ index_class! {
             seed: u64,
             threads: Option<usize>,
         ) -> PyResult<()> {
-            check_dim(sample.shape()[1], self.inner.dim(), "training vectors")?;
-            let x = slice(&sample, "sample")?;
+            let x = rows(&sample, self.inner.dim(), "training vectors")?;
             let t = parallel::resolve(threads);
-            detached(py, || {
-                let _e = self.inner.edit();
-                self.inner.write().train(x, iters, seed, t)
-            })
-        }
-
-        #[pyo3(signature = (vectors, ids=None, threads=None))]
-        fn add<'py>(
-            &self,
-            py: Python<'py>,
-            vectors: PyReadonlyArray2<'py, f32>,
-            ids: Option<PyReadonlyArray1<'py, i64>>,
-            threads: Option<usize>,
-        ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-            // The lists are chosen for the whole batch first, and lists too small to take it are
-            // grown as copies, sharing the index with searches; the copies are swapped in and the
-            // rows stored chunk by chunk (see `add_chunked`).
-            let a = AddArgs::new(&self.inner, &vectors, &ids, threads)?;
-            let out = detached(py, || {
-                add_chunked(
-                    &self.inner,
-                    a.n,
-                    a.ids,
-                    |_| a.per_chunk(),
-                    |g| {
-                        let lists = g.route(a.v, a.threads)?;
-                        let grown = g.grown_for(&lists);
-                        Ok((lists, grown))
-                    },
-                    |g, (lists, grown), r, chunk_ids| {
-                        if r.start == 0 {
-                            // Swap in the grown copies; the old buffers are dropped with
-                            // `grown`, after the add, outside the lock.
-                            *grown = g.install(std::mem::take(grown));
-                        }
-                        g.add_routed(a.rows(r.clone()), Some(chunk_ids), &lists[r])
-                    },
-                )
-            })?;
-            Ok(out.into_pyarray(py))
-        }
-
-        fn get<'py>(&self, py: Python<'py>, ids: PyReadonlyArray1<'py, i64>) -> PyResult<Bound<'py, PyArray2<f32>>> {
-            get_rows(py, &self.inner, ids)
+            detached(py, || self.inner.exclusive(|g| g.train(x, iters, seed, t)))
         }
 
         #[pyo3(signature = (queries, k, nprobe, refine, threads=None, allow=None, coarse_ef=0))]
@@ -154,18 +101,13 @@ index_class! {
             allow: Option<PyReadonlyArray1<'py, i64>>,
             coarse_ef: usize,
         ) -> PyResult<Bound<'py, PyTuple>> {
-            let k = check_k(k)?;
+            let s = RowSearch::new(&queries, self.inner.dim(), k, &allow, threads)?;
             if nprobe <= 0 {
                 return Err(to_py(Error::InvalidArgument(format!("nprobe must be at least 1, got {nprobe}"))));
             }
-            check_dim(queries.shape()[1], self.inner.dim(), "queries")?;
-            let nq = queries.shape()[0];
-            let q = slice(&queries, "queries")?;
-            let allow = optional(&allow, "filter")?;
-            let t = parallel::resolve(threads);
             let params = IvfParams { nprobe: nprobe as usize, refine, coarse_ef };
-            let r = detached(py, || self.inner.checked()?.search(q, k, &params, allow, t))?;
-            results(py, r, nq, k)
+            let r = detached(py, || self.inner.search(s.q, s.k, &params, s.allow, s.threads))?;
+            results(py, r, s.nq, s.k)
         }
     }
 }

@@ -6,9 +6,7 @@
 
 use std::path::PathBuf;
 
-use numpy::{
-    IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
-};
+use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -27,7 +25,6 @@ use ivf::IVFIndex;
 use multivector::MultiVectorIndex;
 
 use crate::format::storage::{IndexFile, Kind};
-use crate::index::Index;
 use crate::kernels::metric::Metric;
 use crate::kernels::topk::Results;
 use crate::util::error::Error;
@@ -51,143 +48,78 @@ pub(crate) fn to_py(e: Error) -> PyErr {
     }
 }
 
-/// A core index behind locks that survive a panic.
+/// Declares a `#[pyclass]` named `$name` around the core index `$core` behind a
+/// [`Locked`](crate::concurrent::Locked), with one `#[pymethods]` block holding the methods its
+/// kind shares with the others, then the class's own methods (`$own`):
 ///
-/// Searches share the read lock. A call that changes the index (add, remove, train) or must see
-/// it unchanged from start to end (save) first takes the edit lock, for its whole length, so
-/// such calls run one at a time; it then takes the write lock only for short sections (one
-/// chunk of a batch, or the bookkeeping of an HNSW insert), so searches are never held up for
-/// the length of a large add or remove. Taking the edit lock before waiting for the write lock
-/// also keeps a second writer from queueing on the write lock while the first one holds the
-/// read lock, which would stall every new search behind it.
-///
-/// Waiting for the lock, readers and writers alike first yield their core in a loop for up to
-/// [`SPIN`], and only then park: write sections are kept well under a millisecond, while waking
-/// a parked thread can take milliseconds on a virtual machine (a halted vCPU), and a parked
-/// writer bars new searches until it is awake. A writer lets the searches that are waiting go
-/// first before each section, so a search waits out at most about one section; a section ends
-/// with a fair unlock (parking_lot's task-fair lock), which hands the lock to parked searches.
-/// (Without these a writer takes the lock back at once, section after section, and a search
-/// can wait out the whole batch.)
-pub(crate) struct Locked<T> {
-    data: parking_lot::RwLock<T>,
-    edit: parking_lot::Mutex<()>,
-    /// Readers spinning for the lock (see [`Locked::read`]).
-    waiting: std::sync::atomic::AtomicUsize,
-    /// The index's vector dimension, fixed at creation (0 for BM25), read without the lock.
-    dim: usize,
-}
-
-impl<T> Locked<T> {
-    pub(crate) fn new(v: T) -> Self {
-        Locked {
-            data: parking_lot::RwLock::new(v),
-            edit: parking_lot::Mutex::new(()),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
-            dim: 0,
-        }
-    }
-    /// The shared lock (see [`Locked`] for how it waits).
-    pub(crate) fn read(&self) -> parking_lot::RwLockReadGuard<'_, T> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if let Some(g) = self.data.try_read() {
-            return g;
-        }
-        self.waiting.fetch_add(1, Relaxed);
-        let g = spin_then(|| self.data.try_read(), || self.data.read());
-        self.waiting.fetch_sub(1, Relaxed);
-        g
-    }
-    /// The write lock, for one-off changes (train, a new coarse quantizer).
-    pub(crate) fn write(&self) -> parking_lot::RwLockWriteGuard<'_, T> {
-        self.data.write()
-    }
-    /// One short write section of a longer change: lets the searches waiting for the lock go
-    /// first, then runs `f` under the write lock, then hands the lock to parked searches, if
-    /// any, before the caller can take it again.
-    pub(crate) fn section<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let start = std::time::Instant::now();
-        while self.waiting.load(std::sync::atomic::Ordering::Relaxed) > 0 && start.elapsed() < SPIN {
-            std::thread::yield_now();
-        }
-        let mut g = self
-            .data
-            .try_write()
-            .unwrap_or_else(|| spin_then(|| self.data.try_write(), || self.data.write()));
-        let r = f(&mut g);
-        parking_lot::RwLockWriteGuard::unlock_fair(g);
-        r
-    }
-    /// The edit lock: held for the whole of a call that changes the index or saves it.
-    pub(crate) fn edit(&self) -> parking_lot::MutexGuard<'_, ()> {
-        self.edit.lock()
-    }
-}
-
-impl<T: Index> Locked<T> {
-    /// An index behind the lock, its dimension kept aside for [`Locked::dim`].
-    pub(crate) fn index(v: T) -> Self {
-        let dim = v.dim();
-        Locked { dim, ..Locked::new(v) }
-    }
-    /// The index's vector dimension, without taking the lock (it never changes).
-    pub(crate) fn dim(&self) -> usize {
-        self.dim
-    }
-    /// A shared guard, after checking that the file the index is mapped from has not been
-    /// truncated or modified (see [`Index::check_mapping`]): for calls that read the data.
-    pub(crate) fn checked(&self) -> crate::Result<parking_lot::RwLockReadGuard<'_, T>> {
-        let g = self.read();
-        g.check_mapping()?;
-        Ok(g)
-    }
-}
-
-/// How long [`Locked::read`] and [`Locked::section`] yield in a loop for the lock before they
-/// park (write sections are kept well under this).
-const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// After a `try_lock` that failed: yield the core and `try_lock` again until it succeeds, for up
-/// to [`SPIN`]; then `lock` (which parks).
-fn spin_then<G>(try_lock: impl Fn() -> Option<G>, lock: impl FnOnce() -> G) -> G {
-    let start = std::time::Instant::now();
-    loop {
-        std::thread::yield_now();
-        if let Some(g) = try_lock() {
-            return g;
-        }
-        if start.elapsed() >= SPIN {
-            return lock();
-        }
-    }
-}
-
-/// Declares a `#[pyclass]` named `$name` around the core index `$core` (any [`Index`]) and one
-/// `#[pymethods]` block with the methods every index class has: the `dim`, `metric` and
-/// `is_mapped` properties, `__len__`, `contains`, `ids`, `remove`, `memory_bytes`, `save` and
-/// the static `load`, followed by the class's own methods (`$own`). It also gives the class
-/// `wrap` (around a core index) and `from_file` (for [`load`]).
+/// - every kind (`texts`, BM25): `__len__`, `contains`, `ids`, `remove`, `memory_bytes`,
+///   `is_mapped`, `save` and the static `load`, plus `from_file` (for [`load`]);
+/// - an index of vectors (`tokens`, multi-vector): also the `dim` and `metric` properties;
+/// - an index of rows (`rows`: flat, HNSW, IVF): also `add(vectors, ids, threads)` and
+///   `get(ids)`.
 macro_rules! index_class {
-    ($(#[$attr:meta])* $name:ident($core:ty) { $($own:tt)* }) => {
+    (texts $(#[$attr:meta])* $name:ident($core:ty) { $($own:tt)* }) => {
         $(#[$attr])*
         #[pyclass(frozen, module = "rankfunnel._core")]
         pub(crate) struct $name {
-            inner: $crate::python::Locked<$core>,
+            inner: $crate::concurrent::Locked<$core>,
         }
 
         impl $name {
             fn wrap(idx: $core) -> Self {
-                $name { inner: $crate::python::Locked::index(idx) }
+                $name { inner: $crate::concurrent::Locked::new(idx) }
             }
 
             pub(crate) fn from_file(py: Python<'_>, f: &$crate::format::storage::IndexFile) -> PyResult<Self> {
-                let idx = $crate::python::detached(py, || <$core as $crate::index::Index>::from_file(f))?;
+                let idx = $crate::python::detached(py, || <$core as $crate::index::IdIndex>::from_file(f))?;
                 Ok(Self::wrap(idx))
             }
         }
 
         #[pymethods]
         impl $name {
+            #[getter]
+            fn is_mapped(&self) -> bool {
+                $crate::index::IdIndex::is_mapped(&*self.inner.read())
+            }
+
+            fn __len__(&self) -> usize {
+                $crate::index::IdIndex::len(&*self.inner.read())
+            }
+
+            fn contains(&self, id: i64) -> bool {
+                $crate::index::IdIndex::contains(&*self.inner.read(), id)
+            }
+
+            fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, numpy::PyArray1<i64>> {
+                numpy::IntoPyArray::into_pyarray($crate::index::IdIndex::ids(&*self.inner.read()), py)
+            }
+
+            fn remove(&self, py: Python<'_>, ids: numpy::PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
+                let ids = $crate::python::slice1(&ids, "ids")?;
+                $crate::python::detached(py, || self.inner.remove(ids))
+            }
+
+            fn memory_bytes(&self) -> usize {
+                $crate::index::IdIndex::memory_bytes(&*self.inner.read())
+            }
+
+            fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+                $crate::python::detached(py, || self.inner.save(&path))
+            }
+
+            #[staticmethod]
+            #[pyo3(signature = (path, mmap=false))]
+            fn load(py: Python<'_>, path: std::path::PathBuf, mmap: bool) -> PyResult<Self> {
+                let idx = $crate::python::detached(py, || <$core as $crate::index::IdIndex>::load(&path, mmap))?;
+                Ok(Self::wrap(idx))
+            }
+
+            $($own)*
+        }
+    };
+    (tokens $(#[$attr:meta])* $name:ident($core:ty) { $($own:tt)* }) => {
+        $crate::python::index_class! { texts $(#[$attr])* $name($core) {
             #[getter]
             fn dim(&self) -> usize {
                 self.inner.dim()
@@ -198,259 +130,74 @@ macro_rules! index_class {
                 $crate::index::Index::metric(&*self.inner.read()).name()
             }
 
-            #[getter]
-            fn is_mapped(&self) -> bool {
-                $crate::index::Index::is_mapped(&*self.inner.read())
+            $($own)*
+        } }
+    };
+    (rows $(#[$attr:meta])* $name:ident($core:ty) { $($own:tt)* }) => {
+        $crate::python::index_class! { tokens $(#[$attr])* $name($core) {
+            #[pyo3(signature = (vectors, ids=None, threads=None))]
+            fn add<'py>(
+                &self,
+                py: Python<'py>,
+                vectors: numpy::PyReadonlyArray2<'py, f32>,
+                ids: Option<numpy::PyReadonlyArray1<'py, i64>>,
+                threads: Option<usize>,
+            ) -> PyResult<Bound<'py, numpy::PyArray1<i64>>> {
+                let v = $crate::python::rows(&vectors, self.inner.dim(), "vectors")?;
+                let ids = $crate::python::optional(&ids, "ids")?;
+                let t = $crate::util::parallel::resolve(threads);
+                let out = $crate::python::detached(py, || self.inner.add(v, ids, t))?;
+                Ok(numpy::IntoPyArray::into_pyarray(out, py))
             }
 
-            fn __len__(&self) -> usize {
-                $crate::index::Index::len(&*self.inner.read())
-            }
-
-            fn contains(&self, id: i64) -> bool {
-                $crate::index::Index::contains(&*self.inner.read(), id)
-            }
-
-            fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, numpy::PyArray1<i64>> {
-                numpy::IntoPyArray::into_pyarray($crate::index::Index::ids(&*self.inner.read()), py)
-            }
-
-            fn remove(&self, py: Python<'_>, ids: numpy::PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
+            fn get<'py>(
+                &self,
+                py: Python<'py>,
+                ids: numpy::PyReadonlyArray1<'py, i64>,
+            ) -> PyResult<Bound<'py, numpy::PyArray2<f32>>> {
                 let ids = $crate::python::slice1(&ids, "ids")?;
-                $crate::python::detached(py, || $crate::python::remove_ids(&self.inner, ids))
-            }
-
-            fn memory_bytes(&self) -> usize {
-                $crate::index::Index::memory_bytes(&*self.inner.read())
-            }
-
-            fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-                $crate::python::detached(py, || {
-                    let _e = self.inner.edit();
-                    $crate::index::Index::save(&*self.inner.checked()?, &path)
-                })
-            }
-
-            #[staticmethod]
-            #[pyo3(signature = (path, mmap=false))]
-            fn load(py: Python<'_>, path: std::path::PathBuf, mmap: bool) -> PyResult<Self> {
-                let idx = $crate::python::detached(py, || <$core as $crate::index::Index>::load(&path, mmap))?;
-                Ok(Self::wrap(idx))
+                let v = $crate::python::detached(py, || self.inner.get(ids))?;
+                numpy::PyArrayMethods::reshape(&numpy::IntoPyArray::into_pyarray(v, py), [ids.len(), self.inner.dim()])
             }
 
             $($own)*
-        }
+        } }
     };
 }
 pub(crate) use index_class;
 
-/// What [`add_chunked`] and [`remove_ids`] need of an index: every [`Index`], and the BM25 index.
-pub(crate) trait Edit {
-    /// See [`Index::assign_ids`].
-    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> crate::Result<Vec<i64>>;
-    /// See [`Index::remove`].
-    fn remove(&mut self, ids: &[i64]) -> crate::Result<usize>;
-    /// See [`Index::contains`].
-    fn contains(&self, id: i64) -> bool;
-    /// See [`Index::check_mapping`].
-    fn check_mapping(&self) -> crate::Result<()>;
-    /// See [`Index::remove_batch`].
-    fn remove_batch(&self) -> usize {
-        REMOVE_CHUNK
-    }
-    /// See [`Index::remove_concurrent`].
-    fn remove_concurrent(&self, ids: &[i64]) -> Option<crate::Result<usize>> {
-        let _ = ids;
-        None
-    }
-}
-
-impl<T: Index> Edit for T {
-    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> crate::Result<Vec<i64>> {
-        Index::assign_ids(self, n, ids)
-    }
-    fn remove(&mut self, ids: &[i64]) -> crate::Result<usize> {
-        Index::remove(self, ids)
-    }
-    fn contains(&self, id: i64) -> bool {
-        Index::contains(self, id)
-    }
-    fn check_mapping(&self) -> crate::Result<()> {
-        Index::check_mapping(self)
-    }
-    fn remove_batch(&self) -> usize {
-        Index::remove_batch(self)
-    }
-    fn remove_concurrent(&self, ids: &[i64]) -> Option<crate::Result<usize>> {
-        Index::remove_concurrent(self, ids)
-    }
-}
-
-impl Edit for crate::index::bm25::BM25Index {
-    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> crate::Result<Vec<i64>> {
-        crate::index::bm25::BM25Index::assign_ids(self, n, ids)
-    }
-    fn remove(&mut self, ids: &[i64]) -> crate::Result<usize> {
-        crate::index::bm25::BM25Index::remove(self, ids)
-    }
-    fn contains(&self, id: i64) -> bool {
-        crate::index::bm25::BM25Index::contains(self, id)
-    }
-    fn check_mapping(&self) -> crate::Result<()> {
-        Ok(())
-    }
-}
-
-/// Ids removed per write-lock section by [`remove_ids`], unless the index asks for fewer
-/// ([`Edit::remove_batch`]).
-const REMOVE_CHUNK: usize = 4096;
-
-/// `remove` of every index class: check every id first (an unknown one fails the call before
-/// anything is removed), then remove them in chunks of [`Edit::remove_batch`], each under the write
-/// lock, so searches run between chunks; each one sees every id either present or removed. An
-/// index that removes through a shared reference ([`Edit::remove_concurrent`]) takes only the
-/// read lock, so searches never wait.
-pub(crate) fn remove_ids<T: Edit>(inner: &Locked<T>, ids: &[i64]) -> crate::Result<usize> {
-    let _e = inner.edit();
-    let mut seen = std::collections::HashSet::with_capacity(ids.len());
-    let unique: Vec<i64> = ids.iter().copied().filter(|&id| seen.insert(id)).collect();
-    {
-        let g = inner.read();
-        g.check_mapping()?;
-        if let Some(&bad) = unique.iter().find(|&&id| !g.contains(id)) {
-            return Err(Error::UnknownId(bad));
-        }
-    }
-    let per = inner.read().remove_batch().max(1);
-    let mut removed = 0;
-    for chunk in unique.chunks(per) {
-        let shared = {
-            let g = inner.read();
-            g.check_mapping()?;
-            g.remove_concurrent(chunk)
-        };
-        removed += match shared {
-            Some(r) => r?,
-            None => inner.section(|g| g.check_mapping().and_then(|()| g.remove(chunk)))?,
-        };
-    }
-    Ok(removed)
-}
-
-/// Adds `n` items under the edit lock in chunks of `per_chunk(&prepared)`, each chunk applied by `apply`
-/// (given the index, what `prepare` returned, the chunk's item range and its ids) under the
-/// write lock, so searches run between chunks and see a prefix of the batch, each item whole.
-///
-/// `prepare` runs first, under the read lock (searches go on): it checks the whole batch's data
-/// and may do the batch's heavy work. The ids are checked and assigned next, before anything
-/// changes, so the call stays all-or-nothing. Should a later chunk still fail,
-/// the chunks already added are removed again before the error is returned.
-pub(crate) fn add_chunked<T: Edit, P>(
-    inner: &Locked<T>,
-    n: usize,
-    ids: Option<&[i64]>,
-    per_chunk: impl FnOnce(&P) -> usize,
-    prepare: impl FnOnce(&T) -> crate::Result<P>,
-    apply: impl FnMut(&mut T, &mut P, std::ops::Range<usize>, &[i64]) -> crate::Result<Vec<i64>>,
-) -> crate::Result<Vec<i64>> {
-    add_chunked_then(inner, n, ids, per_chunk, prepare, apply, |_, all| Ok(all))
-}
-
-/// [`add_chunked`], then `finish` (given what `prepare` returned, after every chunk, and the ids)
-/// still under the edit lock: an HNSW add links the staged chunks there, while searches run.
-pub(crate) fn add_chunked_then<T: Edit, P>(
-    inner: &Locked<T>,
-    n: usize,
-    ids: Option<&[i64]>,
-    per_chunk: impl FnOnce(&P) -> usize,
-    prepare: impl FnOnce(&T) -> crate::Result<P>,
-    mut apply: impl FnMut(&mut T, &mut P, std::ops::Range<usize>, &[i64]) -> crate::Result<Vec<i64>>,
-    finish: impl FnOnce(P, Vec<i64>) -> crate::Result<Vec<i64>>,
-) -> crate::Result<Vec<i64>> {
-    let _e = inner.edit();
-    let (mut prep, all) = {
-        let g = inner.read();
-        g.check_mapping()?;
-        (prepare(&g)?, g.assign_ids(n, ids)?)
-    };
-    if n == 0 {
-        inner.section(|g| g.check_mapping().and_then(|()| apply(g, &mut prep, 0..0, &[])))?;
-        return finish(prep, all);
-    }
-    let per_chunk = per_chunk(&prep).max(1);
-    let mut start = 0;
-    while start < n {
-        let r = start..(start + per_chunk).min(n);
-        let done = inner
-            .section(|g| g.check_mapping().and_then(|()| apply(g, &mut prep, r.clone(), &all[r.clone()])));
-        if let Err(e) = done {
-            if start > 0 {
-                // Best effort: the ids were just added, so removing them cannot be refused.
-                let _ = inner.section(|g| g.remove(&all[..start]));
-            }
-            return Err(e);
-        }
-        start = r.end;
-    }
-    finish(prep, all)
-}
-
-/// Rows per chunk of an add ([`AddArgs::per_chunk`]): about this many floats per write-lock
-/// section (a row in block layout writes one cache line per dimension: 192 rows of 128
-/// dimensions take about 0.3 ms). Searches wait out at most about one section, and a writer
-/// lets a waiting search go first before each one (see [`Locked`]), so smaller sections cost
-/// the add throughput while searches run.
-pub(crate) const ADD_CHUNK_FLOATS: usize = 3 << 13;
-
-/// Rows of `vectors` checked against the index width, with the optional ids and thread count
-/// of an `add` call.
-pub(crate) struct AddArgs<'a> {
-    pub v: &'a [f32],
-    pub ids: Option<&'a [i64]>,
-    pub n: usize,
-    pub d: usize,
+/// The queries, allow-list and thread count of a search of rows, checked: what every index of
+/// rows reads before it searches.
+pub(crate) struct RowSearch<'a> {
+    pub q: &'a [f32],
+    pub nq: usize,
+    pub k: usize,
+    pub allow: Option<&'a [i64]>,
     pub threads: usize,
 }
 
-impl<'a> AddArgs<'a> {
-    pub(crate) fn new<T: Index>(
-        inner: &Locked<T>,
-        vectors: &'a PyReadonlyArray2<'_, f32>,
-        ids: &'a Option<PyReadonlyArray1<'_, i64>>,
+impl<'a> RowSearch<'a> {
+    pub(crate) fn new(
+        queries: &'a PyReadonlyArray2<'_, f32>,
+        dim: usize,
+        k: i64,
+        allow: &'a Option<PyReadonlyArray1<'_, i64>>,
         threads: Option<usize>,
     ) -> PyResult<Self> {
-        let d = inner.dim();
-        check_dim(vectors.shape()[1], d, "vectors")?;
-        Ok(AddArgs {
-            v: slice(vectors, "vectors")?,
-            ids: optional(ids, "ids")?,
-            n: vectors.shape()[0],
-            d,
+        Ok(RowSearch {
+            k: check_k(k)?,
+            q: rows(queries, dim, "queries")?,
+            nq: queries.shape()[0],
+            allow: optional(allow, "filter")?,
             threads: parallel::resolve(threads),
         })
     }
-
-    /// Rows `r` of the batch.
-    pub(crate) fn rows(&self, r: std::ops::Range<usize>) -> &'a [f32] {
-        &self.v[r.start * self.d..r.end * self.d]
-    }
-
-    /// Rows per write-lock section: about [`ADD_CHUNK_FLOATS`] values.
-    pub(crate) fn per_chunk(&self) -> usize {
-        (ADD_CHUNK_FLOATS / self.d.max(1)).max(1)
-    }
 }
 
-/// `get` of an index of vectors: the stored vectors of `ids` as an `(n, dim)` array.
-pub(crate) fn get_rows<'py, T: Index + Send + Sync>(
-    py: Python<'py>,
-    inner: &Locked<T>,
-    ids: PyReadonlyArray1<'py, i64>,
-) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let ids = slice1(&ids, "ids")?;
-    let d = inner.dim();
-    let v = detached(py, || inner.checked()?.get(ids))?;
-    v.into_pyarray(py).reshape([ids.len(), d])
+/// The rows of a 2-d array as one slice, after checking its width against the index's `dim`.
+pub(crate) fn rows<'a>(a: &'a PyReadonlyArray2<'_, f32>, dim: usize, what: &str) -> PyResult<&'a [f32]> {
+    check_dim(a.shape()[1], dim, what)?;
+    slice(a, what)
 }
 
 /// Borrow an optional 1-d array (ids, an allow-list) as a slice.
@@ -475,7 +222,7 @@ pub(crate) fn check_dim(got: usize, dim: usize, what: &str) -> PyResult<()> {
 /// file changed under the index) becomes a `RankfunnelError`, never a `PanicException`.
 ///
 /// Every call into the core that can fail goes through here, so this is the one place where
-/// panics are caught. The index locks survive a panic (see [`Locked`]).
+/// panics are caught. The index locks survive a panic (see [`crate::concurrent::Locked`]).
 pub(crate) fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
     let caught = py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
     match caught {

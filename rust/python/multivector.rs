@@ -7,12 +7,9 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{
-    add_chunked, check_k, detached, index_class, optional, results, slice, slice1, to_py, Locked,
-    ADD_CHUNK_FLOATS,
-};
+use super::{check_k, detached, index_class, optional, results, slice, slice1, to_py};
+use crate::concurrent::Locked;
 use crate::index::multivector::{self, SearchParams, TokenDocs};
-use crate::index::Index;
 use crate::util::error::Error;
 use crate::util::parallel;
 
@@ -37,7 +34,7 @@ fn queries<'a>(
         .collect()
 }
 
-index_class! {
+index_class! { tokens
     /// Late-interaction index (see `rankfunnel.MultiVectorIndex` for the documented API).
     MultiVectorIndex(multivector::MultiVectorIndex) {
         #[new]
@@ -105,42 +102,7 @@ index_class! {
             let docs = TokenDocs { tokens: slice(&tokens, "tokens")?, offsets: slice1(&offsets, "offsets")? };
             let ids = optional(&ids, "ids")?;
             let t = parallel::resolve(threads);
-            // Once the centroids exist, the tokens are encoded for the whole batch first, sharing
-            // the index with searches, and the documents stored chunk by chunk (`add_chunked`);
-            // the first add, which trains the centroids on its tokens, is stored in one piece.
-            let n = docs.offsets.len().saturating_sub(1);
-            let n_tok = docs.tokens.len() / d;
-            let per_chunk = if self.inner.read().n_centroids() > 0 {
-                (ADD_CHUNK_FLOATS / d * n / n_tok.max(1)).max(1)
-            } else {
-                n
-            };
-            let out = detached(py, || {
-                add_chunked(
-                    &self.inner,
-                    n,
-                    ids,
-                    |_| per_chunk,
-                    |g| {
-                        g.check_docs(docs)?;
-                        if g.n_centroids() == 0 {
-                            return Ok(None);
-                        }
-                        g.encode_docs(docs.tokens, t).map(Some)
-                    },
-                    |g, enc, r, chunk_ids| match enc {
-                        None => g.add(docs, Some(chunk_ids), t),
-                        Some(enc) => {
-                            let (a, b) = (docs.offsets[r.start] as usize, docs.offsets[r.end] as usize);
-                            let offsets: Vec<i64> =
-                                docs.offsets[r.start..=r.end].iter().map(|&o| o - a as i64).collect();
-                            let per_tok = enc.residuals.len() / enc.codes.len().max(1);
-                            let part = TokenDocs { tokens: &docs.tokens[a * d..b * d], offsets: &offsets };
-                            g.append(part, Some(chunk_ids), &enc.codes[a..b], &enc.residuals[a * per_tok..b * per_tok])
-                        }
-                    },
-                )
-            })?;
+            let out = detached(py, || self.inner.add(docs, ids, t))?;
             Ok(out.into_pyarray(py))
         }
 
@@ -164,7 +126,7 @@ index_class! {
             let allow = optional(&allow, "filter")?;
             let p = SearchParams { candidates, nprobe, refine };
             let t = parallel::resolve(threads);
-            let r = detached(py, || self.inner.checked()?.search(&qs, k, &p, allow, t))?;
+            let r = detached(py, || self.inner.search(&qs, k, &p, allow, t))?;
             results(py, r, qs.len(), k)
         }
 
@@ -188,7 +150,7 @@ index_class! {
         /// The decompressed tokens of one document, `(n_tokens, dim)`.
         fn get<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyArray2<f32>>> {
             let d = self.inner.dim();
-            let v = detached(py, || self.inner.checked()?.get(&[id]))?;
+            let v = detached(py, || self.inner.get(&[id]))?;
             let n = v.len() / d;
             v.into_pyarray(py).reshape([n, d])
         }

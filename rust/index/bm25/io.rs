@@ -25,8 +25,8 @@ fn offsets(lens: impl Iterator<Item = usize>) -> Vec<u64> {
 }
 
 impl BM25Index {
-    /// Save atomically to `path` (removed documents are left out).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Write the live contents atomically to `path` (see [`crate::index::IdIndex::save`]).
+    pub(super) fn write_file(&self, path: &Path) -> Result<()> {
         let c = self.compacted();
         let (mode, stops) = match self.analyzer.stopwords() {
             Stopwords::None => (0, String::new()),
@@ -63,8 +63,8 @@ impl BM25Index {
         w.write_atomic(path)
     }
 
-    /// Load from an opened file, checking every count, offset, slot and id.
-    pub fn from_file(f: &IndexFile) -> Result<BM25Index> {
+    /// Read an opened file, checking every count, offset, slot and id (see [`crate::index::IdIndex::from_file`]).
+    pub(super) fn read_file(f: &IndexFile) -> Result<BM25Index> {
         let h = *f.header();
         if h.kind != Kind::Bm25 {
             return Err(f.corrupt(&format!("holds a {}, not a BM25Index", h.kind.name())));
@@ -145,10 +145,5 @@ impl BM25Index {
         idx.lens = lens;
         idx.slot_ids = ids;
         Ok(idx)
-    }
-
-    /// Open `path` and load it.
-    pub fn load(path: &Path) -> Result<BM25Index> {
-        BM25Index::from_file(&IndexFile::open(path, false)?)
     }
 }

@@ -25,6 +25,10 @@ use rayon::prelude::*;
 
 pub use analysis::{is_word_char, split_words, Analyzer, Stopwords, ENGLISH_STOPWORDS, LANGUAGES};
 
+use std::path::Path;
+
+use crate::format::storage::{IndexFile, Kind};
+use crate::index::IdIndex;
 use crate::util::error::{Error, Result};
 use crate::{util::parallel, util::vectors};
 
@@ -111,30 +115,10 @@ impl BM25Index {
         &self.analyzer
     }
 
-    /// Number of live documents.
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// True when no document is stored.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
     /// Number of distinct terms in the vocabulary (terms of removed documents included until the
     /// next compaction).
     pub fn vocab_len(&self) -> usize {
         self.terms.len()
-    }
-
-    /// Live ids in slot (insertion) order.
-    pub fn ids(&self) -> Vec<i64> {
-        self.slot_ids.iter().copied().filter(|&id| id >= 0).collect()
-    }
-
-    /// True when `id` is stored.
-    pub fn contains(&self, id: i64) -> bool {
-        self.slots.contains_key(&id)
     }
 
     /// Mean document length in terms over live documents (0 when empty).
@@ -144,21 +128,6 @@ impl BM25Index {
         } else {
             self.total_len as f64 / self.len() as f64
         }
-    }
-
-    /// Heap bytes used (postings, vocabulary, per-document arrays, maps).
-    pub fn memory_bytes(&self) -> usize {
-        let postings: usize = self.postings.iter().map(|p| p.capacity() * 8 + 24).sum();
-        let terms: usize = self.terms.iter().map(|t| t.capacity() + 24).sum();
-        postings
-            + terms * 2
-            + self.vocab.capacity() * (24 + 4 + 8)
-            + self.df.capacity() * 4
-            + self.slot_ids.capacity() * 8
-            + self.lens.capacity() * 4
-            + self.fwd.capacity() * 4
-            + self.fwd_off.capacity() * 8
-            + self.slots.capacity() * (8 + 4 + 8)
     }
 
     /// The analyzed terms of `text`.
@@ -179,19 +148,6 @@ impl BM25Index {
         self.assign_ids(texts.len(), ids)?;
         let analyzed = self.analyze_all(texts, threads);
         self.add_analyzed(analyzed, ids)
-    }
-
-    /// The ids an add of `n` documents with `ids` (or the next free ids) would get, after
-    /// checking them (no duplicates, none already held, room left); changes nothing.
-    pub fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
-        let new_ids = vectors::new_ids(n, ids, self.next_id, "documents", |id| self.slots.contains_key(&id))?;
-        if self.slot_ids.len() + n > u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!(
-                "a BM25Index holds at most {} document slots",
-                u32::MAX
-            )));
-        }
-        Ok(new_ids)
     }
 
     /// The terms of each text, analyzed on `threads` threads: the heavy part of an add, which
@@ -246,29 +202,6 @@ impl BM25Index {
         Ok(new_ids)
     }
 
-    /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.
-    pub fn remove(&mut self, ids: &[i64]) -> Result<usize> {
-        if let Some(&bad) = ids.iter().find(|id| !self.slots.contains_key(id)) {
-            return Err(Error::UnknownId(bad));
-        }
-        let mut removed = 0;
-        for id in ids {
-            let Some(slot) = self.slots.remove(id) else { continue };
-            let s = slot as usize;
-            for &t in &self.fwd[self.fwd_off[s]..self.fwd_off[s + 1]] {
-                self.df[t as usize] -= 1;
-            }
-            self.total_len -= self.lens[s] as u64;
-            self.slot_ids[s] = -1;
-            self.dead += 1;
-            removed += 1;
-        }
-        if self.dead * 4 > self.slot_ids.len() {
-            self.compact();
-        }
-        Ok(removed)
-    }
-
     /// Drop dead slots and terms no live document holds; live slots keep their order.
     pub fn compact(&mut self) {
         let c = self.compacted();
@@ -316,6 +249,92 @@ impl BM25Index {
             postings.push(kept);
         }
         Compacted { ids, lens, terms, postings }
+    }
+}
+
+impl IdIndex for BM25Index {
+    const KIND: Kind = Kind::Bm25;
+
+    /// 0: a BM25Index holds texts, not vectors.
+    fn dim(&self) -> usize {
+        0
+    }
+
+    /// Number of live documents.
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when `id` is stored.
+    fn contains(&self, id: i64) -> bool {
+        self.slots.contains_key(&id)
+    }
+
+    /// Live ids in slot (insertion) order.
+    fn ids(&self) -> Vec<i64> {
+        self.slot_ids.iter().copied().filter(|&id| id >= 0).collect()
+    }
+
+    /// The ids an add of `n` documents with `ids` (or the next free ids) would get, after
+    /// checking them (no duplicates, none already held, room left); changes nothing.
+    fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
+        let new_ids = vectors::new_ids(n, ids, self.next_id, "documents", |id| self.slots.contains_key(&id))?;
+        if self.slot_ids.len() + n > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "a BM25Index holds at most {} document slots",
+                u32::MAX
+            )));
+        }
+        Ok(new_ids)
+    }
+
+    /// Remove ids; an unknown id is an error and then nothing is removed. Returns the count.
+    fn remove(&mut self, ids: &[i64]) -> Result<usize> {
+        if let Some(&bad) = ids.iter().find(|id| !self.slots.contains_key(id)) {
+            return Err(Error::UnknownId(bad));
+        }
+        let mut removed = 0;
+        for id in ids {
+            let Some(slot) = self.slots.remove(id) else { continue };
+            let s = slot as usize;
+            for &t in &self.fwd[self.fwd_off[s]..self.fwd_off[s + 1]] {
+                self.df[t as usize] -= 1;
+            }
+            self.total_len -= self.lens[s] as u64;
+            self.slot_ids[s] = -1;
+            self.dead += 1;
+            removed += 1;
+        }
+        if self.dead * 4 > self.slot_ids.len() {
+            self.compact();
+        }
+        Ok(removed)
+    }
+
+    /// Heap bytes used (postings, vocabulary, per-document arrays, maps).
+    fn memory_bytes(&self) -> usize {
+        let postings: usize = self.postings.iter().map(|p| p.capacity() * 8 + 24).sum();
+        let terms: usize = self.terms.iter().map(|t| t.capacity() + 24).sum();
+        postings
+            + terms * 2
+            + self.vocab.capacity() * (24 + 4 + 8)
+            + self.df.capacity() * 4
+            + self.slot_ids.capacity() * 8
+            + self.lens.capacity() * 4
+            + self.fwd.capacity() * 4
+            + self.fwd_off.capacity() * 8
+            + self.slots.capacity() * (8 + 4 + 8)
+    }
+
+    /// Save atomically to `path` (removed documents are left out).
+    fn save(&self, path: &Path) -> Result<()> {
+        self.write_file(path)
+    }
+
+    /// Load from an opened file, checking every count, offset, slot and id; the postings are
+    /// always read into memory (a mapped file is not kept).
+    fn from_file(f: &IndexFile) -> Result<BM25Index> {
+        BM25Index::read_file(f)
     }
 }
 

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::BM25Index;
+use crate::index::IdIndex;
 use crate::kernels::metric::Metric;
 use crate::kernels::topk::{Results, TopK};
 use crate::util::error::{Error, Result};

@@ -168,8 +168,8 @@ impl WalkCodes {
     pub fn with_room(&self, len: usize) -> Option<WalkCodes> {
         match self {
             WalkCodes::None => None,
-            WalkCodes::Bf16(h) => h.grown(len).map(WalkCodes::Bf16),
-            WalkCodes::Int8(c) => c.codes.grown(len).map(|codes| {
+            WalkCodes::Bf16(h) => h.with_room(len).map(WalkCodes::Bf16),
+            WalkCodes::Int8(c) => c.codes.with_room(len).map(|codes| {
                 WalkCodes::Int8(Int8Codes {
                     codes,
                     vmin: c.vmin.clone(),

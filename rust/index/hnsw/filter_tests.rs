@@ -3,7 +3,7 @@
 
 use super::search::Plan;
 use super::{Allow, CodeKind, FilterMode, HnswIndex};
-use crate::index::Index;
+use crate::index::{IdIndex, Index};
 use crate::kernels::metric::Metric;
 use crate::util::rng::Rng;
 

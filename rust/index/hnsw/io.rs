@@ -10,7 +10,7 @@ use super::{bit, HnswIndex, Shape, MAX_LEVEL, MAX_M};
 use crate::format::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
 use crate::index::ids::IdMap;
 #[cfg(doc)]
-use crate::index::Index;
+use crate::index::{IdIndex, Index};
 use crate::kernels::metric::Metric;
 use crate::util::error::Result;
 use crate::util::rng::Rng;

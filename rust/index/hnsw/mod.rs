@@ -39,7 +39,7 @@ use self::codes::WalkCodes;
 use self::graph::{AtomicLinks, LinkWords, Links, Shape, Space};
 use self::tombstones::{Book, Tombstones};
 use crate::format::storage::{Buf, IndexFile, Kind, Mapping};
-use crate::index::Index;
+use crate::index::{IdIndex, Index};
 use crate::invalid;
 use crate::kernels::metric::Metric;
 use crate::kernels::topk::Results;
@@ -343,7 +343,7 @@ impl HnswIndex {
         let total = self.ids.len() + fresh;
         let d = self.dim;
         Room {
-            vectors: self.vectors.grown(total * d),
+            vectors: self.vectors.with_room(total * d),
             codes: self.codes.with_room(total * d),
             links0: self.links0.with_room(total * (self.shape.m0 + 1)),
             idmap,
@@ -504,21 +504,12 @@ impl HnswIndex {
     }
 }
 
-impl Index for HnswIndex {
-    type Data<'a> = &'a [f32];
-    type Queries<'a> = &'a [f32];
-    type Params<'a> = HnswParams<'a>;
-
+impl IdIndex for HnswIndex {
     const KIND: Kind = Kind::Hnsw;
 
     /// Vector dimension.
     fn dim(&self) -> usize {
         self.dim
-    }
-
-    /// Metric.
-    fn metric(&self) -> Metric {
-        self.metric
     }
 
     /// Number of live (not removed) vectors.
@@ -536,31 +527,6 @@ impl Index for HnswIndex {
         (0..self.ids.len() as u32).filter(|&s| !self.deleted.has(s)).map(|s| self.ids[s as usize]).collect()
     }
 
-    /// The stored vectors of `ids` (unit length for cosine), row-major.
-    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
-        let d = self.dim;
-        let mut out = vec![0f32; ids.len() * d];
-        let data = self.vectors.as_slice();
-        let book = self.book.read();
-        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
-            let s = book.idmap.slot(*id)? as usize;
-            row.copy_from_slice(&data[s * d..(s + 1) * d]);
-        }
-        Ok(out)
-    }
-
-    /// Add `vectors` (`n x dim`, row-major) using up to `threads` threads; returns their ids.
-    ///
-    /// Deleted slots are reused first. Everything is checked before anything changes, so a
-    /// failed add leaves the index as it was. This is [`HnswIndex::stage`], [`HnswIndex::link`]
-    /// and [`HnswIndex::publish`] in a row; a caller that serves searches while it adds runs
-    /// `link` under a shared lock instead.
-    fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
-        let staged = self.stage(vectors, ids)?;
-        let top = self.link(&staged, threads);
-        Ok(self.publish(staged, top))
-    }
-
     fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
         self.book.read().idmap.assign(n, ids, "vectors")
     }
@@ -575,22 +541,6 @@ impl Index for HnswIndex {
 
     fn remove_concurrent(&self, ids: &[i64]) -> Option<Result<usize>> {
         Some(self.remove_shared(ids))
-    }
-
-    fn search(
-        &self,
-        queries: &[f32],
-        k: usize,
-        params: &HnswParams<'_>,
-        allow: Option<&[i64]>,
-        threads: usize,
-    ) -> Result<Results> {
-        let allow = match (allow, params.allow_lists) {
-            (Some(ids), _) => Allow::Shared(ids),
-            (None, Some(lists)) => Allow::PerQuery(lists),
-            (None, None) => Allow::All,
-        };
-        self.search_filtered(queries, k, params.ef, threads, allow, params.mode)
     }
 
     /// Heap bytes used (vectors, walk copy, links, ids, id map); a mapped file's pages are not
@@ -620,5 +570,57 @@ impl Index for HnswIndex {
 
     fn from_file(f: &IndexFile) -> Result<HnswIndex> {
         HnswIndex::read_file(f)
+    }
+}
+
+impl Index for HnswIndex {
+    type Data<'a> = &'a [f32];
+    type Queries<'a> = &'a [f32];
+    type Params<'a> = HnswParams<'a>;
+
+    /// Metric.
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The stored vectors of `ids` (unit length for cosine), row-major.
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let d = self.dim;
+        let mut out = vec![0f32; ids.len() * d];
+        let data = self.vectors.as_slice();
+        let book = self.book.read();
+        for (row, id) in out.chunks_exact_mut(d).zip(ids) {
+            let s = book.idmap.slot(*id)? as usize;
+            row.copy_from_slice(&data[s * d..(s + 1) * d]);
+        }
+        Ok(out)
+    }
+
+    /// Add `vectors` (`n x dim`, row-major) using up to `threads` threads; returns their ids.
+    ///
+    /// Deleted slots are reused first. Everything is checked before anything changes, so a
+    /// failed add leaves the index as it was. This is [`HnswIndex::stage`], [`HnswIndex::link`]
+    /// and [`HnswIndex::publish`] in a row; a caller that serves searches while it adds runs
+    /// `link` under a shared lock instead.
+    fn add(&mut self, vectors: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
+        let staged = self.stage(vectors, ids)?;
+        let top = self.link(&staged, threads);
+        Ok(self.publish(staged, top))
+    }
+
+    fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &HnswParams<'_>,
+        allow: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Results> {
+        let allow = match (allow, params.allow_lists) {
+            (Some(ids), _) => Allow::Shared(ids),
+            (None, Some(lists)) => Allow::PerQuery(lists),
+            (None, None) => Allow::All,
+        };
+        self.search_filtered(queries, k, params.ef, threads, allow, params.mode)
     }
 }

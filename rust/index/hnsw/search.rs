@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::codes::Walker;
 use super::graph::{greedy, search_allowed, search_layer, with_scratch, Cand, Dist, Prefetched};
 use super::{bit, Allow, FilterMode, HnswIndex, BATCH_SCAN};
-use crate::index::Index;
+use crate::index::IdIndex;
 use crate::invalid;
 use crate::kernels::metric::Metric;
 use crate::kernels::topk::{self, Results, Source, TopK};

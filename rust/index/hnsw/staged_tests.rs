@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Allow, FilterMode, HnswIndex};
-use crate::index::Index;
+use crate::index::{IdIndex, Index};
 use crate::kernels::metric::Metric;
 use crate::util::rng::Rng;
 

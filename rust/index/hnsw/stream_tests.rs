@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{HnswIndex, HnswParams, FULL_PASS_EVERY, NEVER_COUNTED};
-use crate::index::Index;
+use crate::index::{IdIndex, Index};
 use crate::kernels::metric::Metric;
 use crate::util::rng::Rng;
 

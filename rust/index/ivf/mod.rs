@@ -6,9 +6,9 @@
 //! queries that probe it through the register-blocked tile kernels.
 
 mod coarse;
-#[cfg(test)]
-mod grown_tests;
 mod io;
+#[cfg(test)]
+mod room_tests;
 mod scan;
 
 pub use coarse::{Coarse, GRAPH_MIN_NLIST};
@@ -18,7 +18,7 @@ use std::path::Path;
 use crate::format::storage::{Buf, Dtype, Header, IndexFile, Kind, Mapping, Writer};
 use crate::index::hnsw::HnswIndex;
 use crate::index::ids::IdMap;
-use crate::index::Index;
+use crate::index::{IdIndex, Index};
 use crate::kernels::kmeans::{self, Init};
 use crate::kernels::layout::PANEL;
 use crate::kernels::metric::Metric;
@@ -66,9 +66,9 @@ const REFINE_AHEAD: usize = 4;
 /// Training subsamples to this many points per list (as FAISS does).
 const MAX_POINTS_PER_LIST: usize = 256;
 
-/// Grown copies of an index's lists and id arrays (see [`IvfIndex::grown_for`]).
+/// Room for an add: grown copies of an index's lists and id arrays (see [`IvfIndex::room_for`]).
 #[derive(Default)]
-pub(crate) struct Grown {
+pub(crate) struct Room {
     lists: Vec<(usize, List)>,
     loc: Option<Vec<(u32, u32)>>,
     raw: Option<Buf<f32>>,
@@ -279,7 +279,7 @@ impl IvfIndex {
     /// searches while it adds builds these outside its write lock, so the copying (the whole
     /// index, when most lists grow) never holds searches up. Run one edit at a time: the copies
     /// are of the index as it is now.
-    pub(crate) fn grown_for(&self, lists: &[i64]) -> Grown {
+    pub(crate) fn room_for(&self, lists: &[i64]) -> Room {
         let d = self.dim;
         let n = lists.len();
         let mut counts = vec![0usize; self.nlist];
@@ -288,7 +288,7 @@ impl IvfIndex {
         }
         let norms = self.metric == Metric::L2 && self.storage == Storage::Int8;
         let w = if self.storage == Storage::Int8 { pack::quad_dim(d) } else { d };
-        let mut out = Grown { lists: Vec::new(), loc: None, raw: None, idmap: None };
+        let mut out = Room { lists: Vec::new(), loc: None, raw: None, idmap: None };
         if !self.idmap.has_room(n) {
             out.idmap = Some(self.idmap.with_room(n));
         }
@@ -324,22 +324,22 @@ impl IvfIndex {
         out
     }
 
-    /// Swap in the copies [`IvfIndex::grown_for`] built (a few pointer swaps); returns what they
+    /// Swap in the copies [`IvfIndex::room_for`] built (a few pointer swaps); returns what they
     /// replace, for the caller to drop once it has released its lock.
-    pub(crate) fn install(&mut self, mut grown: Grown) -> Grown {
-        for (l, list) in &mut grown.lists {
+    pub(crate) fn install(&mut self, mut room: Room) -> Room {
+        for (l, list) in &mut room.lists {
             std::mem::swap(&mut self.lists[*l], list);
         }
-        if let Some(loc) = &mut grown.loc {
+        if let Some(loc) = &mut room.loc {
             std::mem::swap(&mut self.loc, loc);
         }
-        if let Some(raw) = &mut grown.raw {
+        if let Some(raw) = &mut room.raw {
             std::mem::swap(&mut self.raw, raw);
         }
-        if let Some(idmap) = &mut grown.idmap {
+        if let Some(idmap) = &mut room.idmap {
             std::mem::swap(&mut self.idmap, idmap);
         }
-        grown
+        room
     }
 
     /// Last step of an add: store the rows of `v` in the lists [`IvfIndex::route`] chose for them
@@ -391,21 +391,12 @@ impl IvfIndex {
     }
 }
 
-impl Index for IvfIndex {
-    type Data<'a> = &'a [f32];
-    type Queries<'a> = &'a [f32];
-    type Params<'a> = IvfParams;
-
+impl IdIndex for IvfIndex {
     const KIND: Kind = Kind::Ivf;
 
     /// Vector dimension.
     fn dim(&self) -> usize {
         self.dim
-    }
-
-    /// Metric.
-    fn metric(&self) -> Metric {
-        self.metric
     }
 
     /// Number of stored vectors.
@@ -420,37 +411,6 @@ impl Index for IvfIndex {
 
     fn ids(&self) -> Vec<i64> {
         self.loc.iter().map(|&(l, p)| self.lists[l as usize].labels[p as usize]).collect()
-    }
-
-    /// The stored vectors of `ids`: the float32 rows, or the int8 codes decoded
-    /// (`min + step * code` per dimension).
-    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
-        let d = self.dim;
-        let dp = pack::quad_dim(d);
-        let mut out = vec![0f32; ids.len() * d];
-        let mut codes = vec![0u8; d];
-        for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
-            let (l, p) = self.loc[self.idmap.slot(id)? as usize];
-            let list = &self.lists[l as usize];
-            match self.storage {
-                Storage::F32 => pack::read_vector(&list.data, d, p as usize, row),
-                Storage::Int8 => {
-                    pack::read_quad(&list.codes, dp, p as usize, &mut codes);
-                    for (t, (o, &c)) in row.iter_mut().zip(&codes).enumerate() {
-                        *o = self.vmin[t] + c as f32 * self.step[t];
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn add(&mut self, v: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
-        let lists = self.route(v, threads)?;
-        self.idmap.assign(lists.len(), ids, "vectors")?;
-        let room = self.grown_for(&lists);
-        self.install(room);
-        self.add_routed(v, ids, &lists)
     }
 
     fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
@@ -534,19 +494,6 @@ impl Index for IvfIndex {
         Ok(removed)
     }
 
-    /// Heap bytes of the index proper (centroids, lists, ids); the float32 copy kept for
-    /// `refine` by int8 storage is reported by [`IvfIndex::refine_bytes`].
-    fn search(
-        &self,
-        queries: &[f32],
-        k: usize,
-        params: &IvfParams,
-        allow: Option<&[i64]>,
-        threads: usize,
-    ) -> Result<Results> {
-        self.search_lists(queries, k, params, allow, threads)
-    }
-
     fn save(&self, path: &Path) -> Result<()> {
         self.write_file(path)
     }
@@ -580,5 +527,60 @@ impl Index for IvfIndex {
 
     fn mapped_file(&self) -> Option<&Mapping> {
         self.raw.mapping()
+    }
+}
+
+impl Index for IvfIndex {
+    type Data<'a> = &'a [f32];
+    type Queries<'a> = &'a [f32];
+    type Params<'a> = IvfParams;
+
+    /// Metric.
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The stored vectors of `ids`: the float32 rows, or the int8 codes decoded
+    /// (`min + step * code` per dimension).
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let d = self.dim;
+        let dp = pack::quad_dim(d);
+        let mut out = vec![0f32; ids.len() * d];
+        let mut codes = vec![0u8; d];
+        for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
+            let (l, p) = self.loc[self.idmap.slot(id)? as usize];
+            let list = &self.lists[l as usize];
+            match self.storage {
+                Storage::F32 => pack::read_vector(&list.data, d, p as usize, row),
+                Storage::Int8 => {
+                    pack::read_quad(&list.codes, dp, p as usize, &mut codes);
+                    for (t, (o, &c)) in row.iter_mut().zip(&codes).enumerate() {
+                        *o = self.vmin[t] + c as f32 * self.step[t];
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn add(&mut self, v: &[f32], ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
+        let lists = self.route(v, threads)?;
+        self.idmap.assign(lists.len(), ids, "vectors")?;
+        let room = self.room_for(&lists);
+        self.install(room);
+        self.add_routed(v, ids, &lists)
+    }
+
+    /// Heap bytes of the index proper (centroids, lists, ids); the float32 copy kept for
+    /// `refine` by int8 storage is reported by [`IvfIndex::refine_bytes`].
+    fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &IvfParams,
+        allow: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Results> {
+        self.search_lists(queries, k, params, allow, threads)
     }
 }

@@ -29,7 +29,7 @@ use std::path::Path;
 
 use crate::format::storage::{Buf, Dtype, Header, IndexFile, Kind, Mapping, Writer};
 use crate::index::ids::IdMap;
-use crate::index::Index;
+use crate::index::{IdIndex, Index};
 use crate::kernels::half;
 use crate::kernels::kmeans::{self, Init};
 use crate::kernels::maxsim::{self, Docs, PackedQuery, Tokens};
@@ -401,21 +401,12 @@ impl MultiVectorIndex {
     }
 }
 
-impl Index for MultiVectorIndex {
-    type Data<'a> = TokenDocs<'a>;
-    type Queries<'a> = &'a [&'a [f32]];
-    type Params<'a> = SearchParams;
-
+impl IdIndex for MultiVectorIndex {
     const KIND: Kind = Kind::MultiVector;
 
     /// Token dimension.
     fn dim(&self) -> usize {
         self.dim
-    }
-
-    /// [`Metric::Dot`]: MaxSim sums inner products.
-    fn metric(&self) -> Metric {
-        Metric::Dot
     }
 
     /// Number of documents.
@@ -430,30 +421,6 @@ impl Index for MultiVectorIndex {
 
     fn ids(&self) -> Vec<i64> {
         self.ids.iter().copied().filter(|&id| id != DEAD).collect()
-    }
-
-    /// Decompressed tokens of the documents `ids`, back to back (`n_i x d` each).
-    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
-        let slots = ids.iter().map(|&id| self.idmap.slot(id)).collect::<Result<Vec<usize>>>()?;
-        let mut out = Vec::new();
-        for s in slots {
-            self.decode_into(s, &mut out);
-        }
-        Ok(out)
-    }
-
-    /// Add documents: `tokens` holds all their token vectors back to back, document `i` being
-    /// rows `offsets[i]..offsets[i + 1]`. The first add trains the centroids. Returns the ids.
-    ///
-    /// Everything is checked before anything changes, so a failed add leaves the index as it was.
-    fn add(&mut self, docs: TokenDocs<'_>, ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
-        let n = self.check_docs(docs)?;
-        self.idmap.assign(n, ids, "documents")?;
-        if !docs.tokens.is_empty() && self.centroids.is_empty() {
-            self.train(docs.tokens, threads)?;
-        }
-        let enc = self.encode_docs(docs.tokens, threads)?;
-        self.append(docs, ids, &enc.codes, &enc.residuals)
     }
 
     fn assign_ids(&self, n: usize, ids: Option<&[i64]>) -> Result<Vec<i64>> {
@@ -484,18 +451,6 @@ impl Index for MultiVectorIndex {
         Ok(gone.len())
     }
 
-    /// Heap bytes used: tokens, centroids, inverted lists, offsets and ids (mapped pages excluded).
-    fn search(
-        &self,
-        queries: &[&[f32]],
-        k: usize,
-        p: &SearchParams,
-        allow: Option<&[i64]>,
-        threads: usize,
-    ) -> Result<Results> {
-        self.search_queries(queries, k, p, allow, threads)
-    }
-
     fn save(&self, path: &Path) -> Result<()> {
         self.write_file(path)
     }
@@ -519,5 +474,52 @@ impl Index for MultiVectorIndex {
 
     fn mapped_file(&self) -> Option<&Mapping> {
         self.codes.mapping().or(self.tokens.mapping()).or(self.exact16.mapping()).or(self.exact32.mapping())
+    }
+}
+
+impl Index for MultiVectorIndex {
+    type Data<'a> = TokenDocs<'a>;
+    type Queries<'a> = &'a [&'a [f32]];
+    type Params<'a> = SearchParams;
+
+    /// [`Metric::Dot`]: MaxSim sums inner products.
+    fn metric(&self) -> Metric {
+        Metric::Dot
+    }
+
+    /// Decompressed tokens of the documents `ids`, back to back (`n_i x d` each).
+    fn get(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let slots = ids.iter().map(|&id| self.idmap.slot(id)).collect::<Result<Vec<usize>>>()?;
+        let mut out = Vec::new();
+        for s in slots {
+            self.decode_into(s, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Add documents: `tokens` holds all their token vectors back to back, document `i` being
+    /// rows `offsets[i]..offsets[i + 1]`. The first add trains the centroids. Returns the ids.
+    ///
+    /// Everything is checked before anything changes, so a failed add leaves the index as it was.
+    fn add(&mut self, docs: TokenDocs<'_>, ids: Option<&[i64]>, threads: usize) -> Result<Vec<i64>> {
+        let n = self.check_docs(docs)?;
+        self.idmap.assign(n, ids, "documents")?;
+        if !docs.tokens.is_empty() && self.centroids.is_empty() {
+            self.train(docs.tokens, threads)?;
+        }
+        let enc = self.encode_docs(docs.tokens, threads)?;
+        self.append(docs, ids, &enc.codes, &enc.residuals)
+    }
+
+    /// Heap bytes used: tokens, centroids, inverted lists, offsets and ids (mapped pages excluded).
+    fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        p: &SearchParams,
+        allow: Option<&[i64]>,
+        threads: usize,
+    ) -> Result<Results> {
+        self.search_queries(queries, k, p, allow, threads)
     }
 }

@@ -1,13 +1,13 @@
-//! An add whose room is grown aside ([`IvfIndex::grown_for`], then [`IvfIndex::install`], as the
+//! An add whose room is built aside ([`IvfIndex::room_for`], then [`IvfIndex::install`], as the
 //! binding does while searches run) stores exactly what a plain add stores.
 
 use super::{IvfIndex, IvfParams, Storage};
-use crate::index::Index;
+use crate::index::{IdIndex, Index};
 use crate::kernels::metric::Metric;
 use crate::util::rng::Rng;
 
 #[test]
-fn grown_aside_add_equals_a_plain_add() {
+fn room_built_aside_add_equals_a_plain_add() {
     let d = 12;
     let mut r = Rng::new(4);
     let x: Vec<f32> = (0..1500 * d).map(|_| r.f64() as f32 - 0.5).collect();
@@ -24,9 +24,9 @@ fn grown_aside_add_equals_a_plain_add() {
 
             let batch = &x[500 * d..];
             let lists = b.route(batch, 1).unwrap();
-            let grown = b.grown_for(&lists);
-            assert!(!grown.lists.is_empty() && grown.idmap.is_some(), "the batch needs room");
-            let old = b.install(grown);
+            let room = b.room_for(&lists);
+            assert!(!room.lists.is_empty() && room.idmap.is_some(), "the batch needs room");
+            let old = b.install(room);
             // What was swapped out is the index before the add: as many lists, smaller.
             assert!(old.lists.iter().all(|(l, list)| list.len() == b.lists[*l].len()));
             for (i, chunk) in lists.chunks(300).enumerate() {
@@ -43,7 +43,7 @@ fn grown_aside_add_equals_a_plain_add() {
             assert_eq!(a.get(&all).unwrap(), b.get(&all).unwrap());
             // Room already there: nothing is copied.
             let more = b.route(&x[..10 * d], 1).unwrap();
-            let g = b.grown_for(&more[..0]);
+            let g = b.room_for(&more[..0]);
             assert!(g.lists.is_empty() && g.loc.is_none() && g.raw.is_none() && g.idmap.is_none());
         }
     }
