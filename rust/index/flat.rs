@@ -19,6 +19,7 @@ const PREFILTER_MIN_VECTORS: usize = 1024;
 /// one cache line per dimension): well under a millisecond. A large index takes more per call
 /// (see `FlatIndex::remove_batch`).
 pub(crate) const REMOVE_FLOATS: usize = 1 << 14;
+use crate::util::bitset::Bitset;
 use crate::util::vectors;
 
 /// Positions of the settings in a FlatIndex file's `meta` section (`i64` each).
@@ -360,15 +361,8 @@ impl Index for FlatIndex {
         let d = self.dim;
         vectors::rows(queries, d, "queries")?;
         vectors::check_finite(queries, d, "queries")?;
-        let bitmap = allow.map(|ids| {
-            let mut bits = vec![0u64; self.len().div_ceil(64)];
-            for id in ids {
-                if let Some(s) = self.idmap.get(*id) {
-                    bits[s / 64] |= 1 << (s % 64);
-                }
-            }
-            bits
-        });
+        let bitmap =
+            allow.map(|ids| Bitset::from_slots(self.len(), ids.iter().filter_map(|id| self.idmap.get(*id))));
         let q;
         let queries = if self.metric == Metric::Cosine {
             q = vectors::normalized(queries, d);
@@ -382,7 +376,7 @@ impl Index for FlatIndex {
             d,
             ids: Some(&self.ids),
             base: 0,
-            allow: bitmap.as_deref(),
+            allow: bitmap.as_ref().map(Bitset::words),
         };
         let nq = queries.len() / d;
         if self.prefilter && nq <= PREFILTER_MAX_QUERIES && self.len() >= PREFILTER_MIN_VECTORS {

@@ -8,7 +8,7 @@ use crate::kernels::metric::Metric;
 use crate::kernels::pack;
 use crate::kernels::simd::{self, Kernels};
 use crate::util::error::{Error, Result};
-use crate::util::parallel;
+use crate::util::{bitset, parallel};
 
 /// A `(key, id)` candidate; keys are "higher is better" (L2 distances are negated).
 pub type Hit = (f32, i64);
@@ -283,7 +283,7 @@ impl<'a> Scan<'a> {
                         if key >= thr {
                             let slot = slot0 + j;
                             if let Some(allow) = b.allow {
-                                if allow[slot / 64] >> (slot % 64) & 1 == 0 {
+                                if !bitset::test(allow, slot) {
                                     continue;
                                 }
                             }
@@ -489,7 +489,7 @@ pub fn search_prefiltered(
                 for (j, &s) in out.iter().enumerate().take((n - slot0).min(BLOCK)) {
                     let slot = slot0 + j;
                     if let Some(allow) = b.allow {
-                        if allow[slot / 64] >> (slot % 64) & 1 == 0 {
+                        if !bitset::test(allow, slot) {
                             continue;
                         }
                     }

@@ -1,6 +1,7 @@
-//! Utilities every part of the core shares: the error type, threads, seeded randomness, huge pages
+//! Utilities every part of the core shares: the error type, bitsets, threads, seeded randomness, huge pages
 //! and input checks.
 
+pub mod bitset;
 pub mod error;
 pub mod pages;
 pub mod parallel;

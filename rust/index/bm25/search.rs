@@ -7,6 +7,7 @@ use super::BM25Index;
 use crate::index::IdIndex;
 use crate::kernels::metric::Metric;
 use crate::kernels::topk::{Results, TopK};
+use crate::util::bitset::Bitset;
 use crate::util::error::{Error, Result};
 use crate::util::parallel;
 
@@ -94,15 +95,9 @@ impl BM25Index {
         }
         let nslots = self.slot_ids.len();
         let bitmap = allow.map(|ids| {
-            let mut bits = vec![0u64; nslots.div_ceil(64)];
-            for id in ids {
-                if let Some(&s) = self.slots.get(id) {
-                    bits[s as usize / 64] |= 1 << (s % 64);
-                }
-            }
-            bits
+            Bitset::from_slots(nslots, ids.iter().filter_map(|id| self.slots.get(id)).map(|&s| s as usize))
         });
-        let bits = bitmap.as_deref();
+        let bits = bitmap.as_ref();
         let sel: Vec<TopK> = parallel::install(threads, || {
             queries
                 .par_iter()
@@ -115,7 +110,7 @@ impl BM25Index {
                             let slot = x as usize;
                             let score = std::mem::take(&mut s.acc[slot]);
                             let id = self.slot_ids[slot];
-                            let allowed = bits.is_none_or(|b| b[slot / 64] & (1 << (slot % 64)) != 0);
+                            let allowed = bits.is_none_or(|b| b.contains(slot));
                             if id >= 0 && allowed && score >= top.threshold() {
                                 top.push(score, id);
                             }

@@ -90,7 +90,7 @@ fn a_walk_over_budget_hands_over_to_the_exact_scan() {
     let want = brute(&x, q, &allow, 10);
     for plan in [Plan::TwoHop { budget: 0 }, Plan::Graph { budget: 0 }, Plan::TwoHop { budget: 5 }] {
         let got: Vec<i64> =
-            idx.walk(q, 10, 64, Some(&bits), count, plan).into_sorted().iter().map(|h| h.1).collect();
+            idx.walk(q, 10, 64, Some(bits.words()), count, plan).into_sorted().iter().map(|h| h.1).collect();
         assert_eq!(got, want, "{plan:?}");
     }
 }

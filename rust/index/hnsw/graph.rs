@@ -11,6 +11,7 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, Ordering as Mem};
 
 use crate::format::storage::{Buf, Mapping};
+use crate::util::bitset::{self, Bitset};
 
 /// A node and its distance to the query (lower is better); ordered by distance, then slot.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -350,39 +351,31 @@ impl LinkWords {
 /// L1 and L2 caches where a stamp per slot would not), cleared word by word from the list of
 /// words a search set.
 pub(crate) struct Visited {
-    bits: Vec<u64>,
+    bits: Bitset,
     touched: Vec<u32>,
 }
 
 impl Visited {
     fn reset(&mut self, n: usize) {
-        let words = n.div_ceil(64);
-        if self.touched.len() > words / 8 {
-            self.bits.fill(0);
+        if self.touched.len() > bitset::words_for(n) / 8 {
+            self.bits.reset(n);
         } else {
             for &w in &self.touched {
-                self.bits[w as usize] = 0;
+                self.bits.clear_word(w as usize);
             }
         }
         self.touched.clear();
-        if self.bits.len() < words {
-            self.bits.resize(words, 0);
-        }
+        self.bits.grow(n);
     }
 
     /// Mark `s`; true when it was not marked yet in this search.
     #[inline]
     fn insert(&mut self, s: u32) -> bool {
-        let w = &mut self.bits[s as usize / 64];
-        let b = 1u64 << (s % 64);
-        if *w & b != 0 {
-            return false;
+        let w = s as usize / 64;
+        if self.bits.word(w) == 0 {
+            self.touched.push(w as u32);
         }
-        if *w == 0 {
-            self.touched.push(s / 64);
-        }
-        *w |= b;
-        true
+        self.bits.insert(s as usize)
     }
 }
 
@@ -402,7 +395,7 @@ pub(crate) struct Scratch {
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch {
-            visited: Visited { bits: Vec::new(), touched: Vec::new() },
+            visited: Visited { bits: Bitset::empty(), touched: Vec::new() },
             cand: BinaryHeap::new(),
             top: BinaryHeap::new(),
             links: Vec::new(),

@@ -6,12 +6,13 @@ use std::path::Path;
 use super::codes::{CodeKind, Int8Codes, WalkCodes};
 use super::graph::LinkWords;
 use super::tombstones::{Book, Tombstones};
-use super::{bit, HnswIndex, Shape, MAX_LEVEL, MAX_M};
+use super::{HnswIndex, Shape, MAX_LEVEL, MAX_M};
 use crate::format::storage::{Buf, Dtype, Header, IndexFile, Kind, Writer};
 use crate::index::ids::IdMap;
 #[cfg(doc)]
 use crate::index::{IdIndex, Index};
 use crate::kernels::metric::Metric;
+use crate::util::bitset;
 use crate::util::error::Result;
 use crate::util::rng::Rng;
 
@@ -141,7 +142,7 @@ impl HnswIndex {
             || half.as_slice().len() != if kind == CodeKind::Bf16 { n * d } else { 0 }
             || levels.len() != n
             || links0.as_slice().len() != n * (shape.m0 + 1)
-            || deleted.len() != n.div_ceil(64)
+            || deleted.len() != bitset::words_for(n)
         {
             return Err("section sizes do not match the header");
         }
@@ -212,12 +213,12 @@ impl HnswIndex {
         let mut idmap = IdMap::with_capacity(n, next_id);
         let mut free = Vec::new();
         for s in (0..n as u32).rev() {
-            if bit(&deleted, s) {
+            if bitset::test(&deleted, s as usize) {
                 free.push(s);
             }
         }
         for (s, &id) in ids.iter().enumerate() {
-            if bit(&deleted, s as u32) {
+            if bitset::test(&deleted, s) {
                 continue;
             }
             if id >= next_id || !idmap.insert_loaded(id, s as u32) {
@@ -279,7 +280,7 @@ impl HnswIndex {
                 levels: g.levels,
                 links0: Buf::Owned(g.links0),
                 upper: Buf::Owned(g.upper),
-                deleted: vec![0; n.div_ceil(64)],
+                deleted: vec![0; bitset::words_for(n)],
             },
         )
     }

@@ -199,12 +199,6 @@ const NEVER_COUNTED: usize = usize::MAX;
 /// O(n) whatever the batch, so a stream of single-vector adds would otherwise pay O(n) each.
 const FULL_PASS_EVERY: usize = 32;
 
-/// True when bit `s` of `bits` is set.
-#[inline]
-fn bit(bits: &[u64], s: u32) -> bool {
-    bits[s as usize / 64] >> (s % 64) & 1 == 1
-}
-
 impl HnswIndex {
     /// An empty index. `m` is the link count of upper levels (level 0 holds `2 * m`),
     /// `ef_construction` the beam width of inserts, `seed` drives the level draws.

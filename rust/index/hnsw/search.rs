@@ -8,11 +8,12 @@ use rayon::prelude::*;
 
 use super::codes::Walker;
 use super::graph::{greedy, search_allowed, search_layer, with_scratch, Cand, Dist, Prefetched};
-use super::{bit, Allow, FilterMode, HnswIndex, BATCH_SCAN};
+use super::{Allow, FilterMode, HnswIndex, BATCH_SCAN};
 use crate::index::IdIndex;
 use crate::invalid;
 use crate::kernels::metric::Metric;
 use crate::kernels::topk::{self, Results, Source, TopK};
+use crate::util::bitset::{self, Bitset};
 use crate::util::error::Result;
 use crate::util::parallel;
 use crate::util::vectors;
@@ -91,7 +92,7 @@ impl HnswIndex {
         if let Some((bits, count)) = &shared {
             // Batches go through the tile kernels over a gathered copy; a few queries scan in place.
             if nq >= BATCH_SCAN && self.plan(*count, nq, ef, mode) == Plan::Exact {
-                return self.exact_batch(&queries, bits, k, threads);
+                return self.exact_batch(&queries, bits.words(), k, threads);
             }
         }
         let one = |qi: usize| -> TopK {
@@ -106,11 +107,11 @@ impl HnswIndex {
                 }
                 Allow::Shared(_) => {
                     let (bits, count) = shared.as_ref().expect("built above");
-                    self.walk(q, k, ef, Some(bits), *count, self.plan(*count, nq, ef, mode))
+                    self.walk(q, k, ef, Some(bits.words()), *count, self.plan(*count, nq, ef, mode))
                 }
                 Allow::PerQuery(lists) => {
                     let (bits, count) = self.bitmap(lists[qi]);
-                    self.walk(q, k, ef, Some(&bits), count, self.plan(count, 1, ef, mode))
+                    self.walk(q, k, ef, Some(bits.words()), count, self.plan(count, 1, ef, mode))
                 }
             }
         };
@@ -123,18 +124,13 @@ impl HnswIndex {
     }
 
     /// Bitmap over slots of the live ids in `ids`, and how many there are.
-    pub(super) fn bitmap(&self, ids: &[i64]) -> (Vec<u64>, usize) {
-        let mut bits = vec![0u64; self.ids.len().div_ceil(64)];
+    pub(super) fn bitmap(&self, ids: &[i64]) -> (Bitset, usize) {
+        let mut bits = Bitset::new(self.ids.len());
         let mut count = 0;
         let book = self.book.read();
         for id in ids {
             if let Some(s) = book.idmap.get(*id) {
-                let w = &mut bits[s as usize / 64];
-                let b = 1u64 << (s % 64);
-                if *w & b == 0 {
-                    *w |= b;
-                    count += 1;
-                }
+                count += bits.insert(s as usize) as usize;
             }
         }
         (bits, count)
@@ -249,7 +245,7 @@ impl HnswIndex {
             for l in (1..=self.max_level).rev() {
                 cur = greedy(walk, &links, q, cur, l, sc);
             }
-            let ok = |s: u32| !deleted.has(s) && allow.is_none_or(|a| bit(a, s));
+            let ok = |s: u32| !deleted.has(s) && allow.is_none_or(|a| bitset::test(a, s as usize));
             match plan {
                 Plan::TwoHop { budget } if allow.is_some() => {
                     let cap = self.shape.m0;
@@ -293,7 +289,8 @@ impl HnswIndex {
         threads: usize,
     ) -> Result<Results> {
         let d = self.dim;
-        let mut slots: Vec<u32> = (0..self.ids.len() as u32).filter(|&s| bit(bits, s)).collect();
+        let mut slots: Vec<u32> =
+            (0..self.ids.len() as u32).filter(|&s| bitset::test(bits, s as usize)).collect();
         // Rows in label order, so ties (broken by row number) go to the lower id.
         slots.sort_unstable_by_key(|&s| self.ids[s as usize]);
         let data = self.vectors.as_slice();

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::index::ids::IdMap;
+use crate::util::bitset;
 
 /// Bitmap of deleted slots that a remove marks through a shared reference.
 ///
@@ -45,7 +46,8 @@ impl Tombstones {
     /// True when slot `s` is deleted.
     #[inline]
     pub(super) fn has(&self, s: u32) -> bool {
-        self.word(s as usize / 64) >> (s % 64) & 1 == 1
+        let (w, m) = bitset::locate(s as usize);
+        self.word(w) & m != 0
     }
 
     /// True when any slot is deleted.
@@ -56,16 +58,16 @@ impl Tombstones {
 
     /// Mark slot `s` deleted (it must be live).
     pub(super) fn mark(&self, s: u32) {
-        let before = self.words[s as usize / 64].fetch_or(1u64 << (s % 64), Relaxed);
-        if before >> (s % 64) & 1 == 0 {
+        let (w, m) = bitset::locate(s as usize);
+        if self.words[w].fetch_or(m, Relaxed) & m == 0 {
             self.dead.fetch_add(1, Relaxed);
         }
     }
 
     /// Unmark slot `s` (an add reuses it).
     pub(super) fn unmark(&mut self, s: u32) {
-        let w = self.words[s as usize / 64].get_mut();
-        let b = 1u64 << (s % 64);
+        let (w, b) = bitset::locate(s as usize);
+        let w = self.words[w].get_mut();
         if *w & b != 0 {
             *w &= !b;
             *self.dead.get_mut() -= 1;
@@ -74,7 +76,7 @@ impl Tombstones {
 
     /// Room for `slots` slots (new ones live).
     pub(super) fn resize(&mut self, slots: usize) {
-        self.words.resize_with(slots.div_ceil(64), || AtomicU64::new(0));
+        self.words.resize_with(bitset::words_for(slots), || AtomicU64::new(0));
     }
 
     /// Heap bytes.

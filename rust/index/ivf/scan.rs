@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use super::*;
+use crate::util::bitset::Bitset;
 
 /// Queries as the u8 scan uses them: `dot(q, decoded) ~= bias + scale * (w . codes)` with `w`
 /// the per-query int8 weights `round(q * step / scale)` (stride `dp`, zero padded).
@@ -68,14 +69,11 @@ impl IvfIndex {
         let list = &self.lists[l];
         let n = list.len();
         let l2 = self.metric == Metric::L2;
-        let bitmap: Option<Vec<u64>> = allowed.map(|ok| {
-            let mut bits = vec![0u64; n.div_ceil(64)];
-            for (p, &s) in list.slots.iter().enumerate() {
-                if ok[s as usize] {
-                    bits[p / 64] |= 1 << (p % 64);
-                }
-            }
-            bits
+        let bitmap: Option<Bitset> = allowed.map(|ok| {
+            Bitset::from_slots(
+                n,
+                list.slots.iter().enumerate().filter(|(_, &s)| ok[s as usize]).map(|(p, _)| p),
+            )
         });
         match self.storage {
             Storage::F32 => {
@@ -87,7 +85,7 @@ impl IvfIndex {
                     d,
                     ids: Some(&list.labels),
                     base: 0,
-                    allow: bitmap.as_deref(),
+                    allow: bitmap.as_ref().map(Bitset::words),
                 };
                 let mut local: Vec<TopK> =
                     qs.iter().map(|&qi| std::mem::replace(&mut sel[qi as usize], TopK::new(0))).collect();
@@ -126,7 +124,7 @@ impl IvfIndex {
                             for j in 0..valid {
                                 let pos = p * PANEL + j;
                                 if let Some(bits) = &bitmap {
-                                    if bits[pos / 64] >> (pos % 64) & 1 == 0 {
+                                    if !bits.contains(pos) {
                                         continue;
                                     }
                                 }
